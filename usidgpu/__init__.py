@@ -1,0 +1,69 @@
+"""usidgpu: USID (Universal Spectroscopic and Imaging Data) on GPUs and CPUs.
+
+Read, write, validate, slice, reduce and stream USID HDF5 files — the files pyUSID and
+pycroscopy write — on NumPy or CuPy, within a memory budget.
+
+>>> import usidgpu
+>>> with usidgpu.open("measurement.h5") as f:
+...     ds = f.main_datasets()[0]
+...     print(ds.pos_dims, ds.spec_dims, ds.nd_shape)
+...     for block in ds.blocks(budget="1GB", device="auto"):
+...         ...
+
+Importing usidgpu never imports CuPy; the GPU is used only when asked for (``device="gpu"``)
+or found (``device="auto"``).
+"""
+
+from ._version import __version__
+from .backend import Device, gpu_available, memory_budget, select_device
+from .errors import (
+    BudgetError,
+    DatasetNotFoundError,
+    DeviceError,
+    FileProblem,
+    NotAGridError,
+    NotMainError,
+    NotUSIDError,
+    ResultsError,
+    UsidgpuError,
+)
+from .stream import Block, BlockPlan
+from .usid import (
+    Dimension,
+    MainDataset,
+    Problem,
+    ResultsGroup,
+    ResultsWriter,
+    USIDFile,
+    open,
+    validate,
+    write_main,
+)
+
+__all__ = [
+    "Block",
+    "BlockPlan",
+    "BudgetError",
+    "DatasetNotFoundError",
+    "Device",
+    "DeviceError",
+    "Dimension",
+    "FileProblem",
+    "MainDataset",
+    "NotAGridError",
+    "NotMainError",
+    "NotUSIDError",
+    "Problem",
+    "ResultsError",
+    "ResultsGroup",
+    "ResultsWriter",
+    "USIDFile",
+    "UsidgpuError",
+    "__version__",
+    "gpu_available",
+    "memory_budget",
+    "open",
+    "select_device",
+    "validate",
+    "write_main",
+]

@@ -1,0 +1,208 @@
+"""The ``usidgpu`` command line.
+
+Exit status: 0 success; 1 ``validate`` found problems; 2 bad input (missing file, not HDF5,
+truncated, not USID, no such dataset, bad option) with a one-line message naming the file and
+the problem — no traceback unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .backend import format_bytes
+from .errors import NotUSIDError, UsidgpuError
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with status 2 and one line on bad usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"usidgpu: error: {message}\n")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "gpu"), default=None,
+        help="compute device (default: $USIDGPU_DEVICE or auto); gpu without a GPU is an error",
+    )
+    p.add_argument("--memory", default=None, help="memory budget, e.g. 2GB (default: a quarter of free memory)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="usidgpu",
+        description="USID HDF5 data on GPUs and CPUs: inspect, validate, stream and analyze.",
+    )
+    parser.add_argument("--version", action="version", version=f"usidgpu {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    info = sub.add_parser("info", help="describe every Main dataset of a USID file")
+    info.add_argument("file", help="USID HDF5 file (opened read-only)")
+    info.add_argument("-d", "--dataset", help="only this Main dataset (HDF5 path)")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(info)
+
+    val = sub.add_parser("validate", help="check a file against the rules of the USID model")
+    val.add_argument("file", help="HDF5 file (opened read-only)")
+    val.add_argument("-d", "--dataset", help="only this dataset (HDF5 path)")
+    val.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(val)
+    return parser
+
+
+# ------------------------------------------------------------------------------ info
+def _span(values: np.ndarray) -> str:
+    if values.size == 1:
+        return f"{values[0]:g}"
+    return f"{values[0]:g} … {values[-1]:g}"
+
+
+def _dim_text(d: Any) -> str:
+    units = f" {d.units}" if d.units else ""
+    return f"{d.name} ({d.size}{' pts' if d.size != 1 else ' pt'}, {_span(d.values)}{units})"
+
+
+def _storage(m: Any) -> str:
+    if not m.chunks:
+        return "contiguous"
+    text = f"chunks {m.chunks}"
+    if m.compression:
+        opts = m.h5.compression_opts
+        text += f", {m.compression}" + (f" {opts}" if opts is not None else "")
+    elif m.h5.id.get_create_plist().get_nfilters():
+        text += ", filtered"
+    return text
+
+
+def _describe(f: Any, m: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "path": m.name,
+        "shape": list(m.shape),
+        "dtype": str(m.dtype),
+        "nbytes": m.nbytes,
+        "quantity": m.quantity,
+        "units": m.units,
+        "storage": _storage(m),
+        "position_layout": m.pos_layout.kind,
+        "spectroscopic_layout": m.spec_layout.kind,
+        "position_dims": [{"name": d.name, "units": d.units, "size": d.size} for d in m.pos_dims],
+        "spectroscopic_dims": [{"name": d.name, "units": d.units, "size": d.size} for d in m.spec_dims],
+        "nd_shape": list(m.nd_shape) if m.is_grid else None,
+        "results": [
+            {"path": r.path, "tool": r.tool, "complete": r.complete} for r in f.results_groups(m)
+        ],
+    }
+    entry["_text"] = [
+        m.name,
+        f"  data          {m.shape[0]} positions × {m.shape[1]} points, {m.dtype}, "
+        f"{format_bytes(m.nbytes)}, {_storage(m)}",
+        f"  quantity      {m.quantity} ({m.units})" if m.units else f"  quantity      {m.quantity}",
+        "  positions     " + ", ".join(_dim_text(d) for d in m.pos_dims)
+        + ("" if m.pos_layout.is_grid else f"  [{m.pos_layout.kind} sampling]"),
+        "  spectroscopic " + ", ".join(_dim_text(d) for d in m.spec_dims)
+        + ("" if m.spec_layout.is_grid else f"  [{m.spec_layout.kind}]"),
+        f"  n-d shape     {tuple(m.nd_shape)}" if m.is_grid else "  n-d shape     none (not a full grid)",
+    ]
+    for r in entry["results"]:
+        state = "" if r["complete"] else " [incomplete]"
+        entry["_text"].append(f"  results       {r['path'].rsplit('/', 1)[1]} ({r['tool']}){state}")
+    return entry
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .usid.file import USIDFile
+    from .usid.results import find_partial
+
+    with USIDFile(args.file) as f:
+        mains = [f.dataset(args.dataset)] if args.dataset else f.main_datasets()
+        if not mains:
+            raise NotUSIDError(f"{args.file}: not a USID file: no Main dataset found")
+        entries = [_describe(f, m) for m in mains]
+    partial = find_partial(args.file)
+    size = Path(args.file).stat().st_size
+    if args.json:
+        for e in entries:
+            e.pop("_text")
+        print(json.dumps({"file": str(args.file), "bytes": size, "main_datasets": entries, "unfinished": partial}, indent=2))
+        return EXIT_OK
+    print(f"{args.file}: {len(entries)} Main dataset{'s' if len(entries) != 1 else ''}, {format_bytes(size)}")
+    for e in entries:
+        print("\n".join(e["_text"]))
+    for p in partial:
+        print(f"unfinished    {p['group']} ({p['tool']}, {p['status']}, {p['done']}/{p['total']} done) in {p['sidecar']}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ validate
+def cmd_validate(args: argparse.Namespace) -> int:
+    import h5py
+
+    from .usid.file import USIDFile
+    from .usid.rules import ERROR
+    from .usid.validate import dataset_problems, validate
+
+    with USIDFile(args.file) as f:
+        if args.dataset:
+            f.dataset(args.dataset) if args.dataset not in f.h5 else None  # one-line "no such dataset"
+            obj = f.h5[args.dataset]
+            if not isinstance(obj, h5py.Dataset):
+                raise NotUSIDError(f"{args.file}: {obj.name} is a group, not a dataset")
+            problems = dataset_problems(obj)
+        else:
+            problems = validate(f)
+    if len(problems) == 1 and problems[0].rule == "no-main":
+        raise NotUSIDError(f"{args.file}: {problems[0].message}")
+    errors = [p for p in problems if p.severity == ERROR]
+    if args.json:
+        print(json.dumps({"file": str(args.file), "valid": not errors, "problems": [p.__dict__ for p in problems]}, indent=2))
+    else:
+        for p in problems:
+            print(str(p))
+        if errors:
+            print(f"{args.file}: INVALID: {len(errors)} problem{'s' if len(errors) != 1 else ''}")
+        else:
+            note = f" ({len(problems)} warning{'s' if len(problems) != 1 else ''})" if problems else ""
+            print(f"{args.file}: valid USID{note}")
+    return EXIT_PROBLEMS if errors else EXIT_OK
+
+
+COMMANDS = {"info": cmd_info, "validate": cmd_validate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``usidgpu`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UsidgpuError as exc:
+        if args.debug:
+            raise
+        print(f"usidgpu: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        # h5py reports damaged files through these; say which file and what failed
+        if args.debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"usidgpu: error: {getattr(args, 'file', '')}: {msg}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("usidgpu: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

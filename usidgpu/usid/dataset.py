@@ -1,0 +1,377 @@
+"""A USID Main dataset: the data plus its position and spectroscopic dimensions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..backend import Device, asnumpy, format_bytes, free_memory
+from ..errors import BudgetError, NotAGridError, NotMainError
+from ..stream import Block, BlockPlan, iter_blocks, plan_for
+from .ancillary import Layout, dims_from_tables, infer_layout
+from .attrs import decode_str, decode_str_list, read_attrs
+from .dimension import Dimension
+from .reduce import reduce_main
+from .rules import ERROR, main_problems
+from .selection import read_rows_cols, selection_plan
+
+
+class MainDataset:
+    """A USID Main dataset (positions × spectroscopic points) with its dimensions.
+
+    Open one with :func:`usidgpu.open` and ``f.main_datasets()`` / ``f[path]``, or wrap an
+    ``h5py.Dataset`` directly. Nothing here reads the Main data until asked: ``to_ndim()``,
+    ``sel()``, ``reduce()`` and ``blocks()`` stream it.
+
+    Parameters
+    ----------
+    dataset : h5py.Dataset
+        A dataset that follows the USID Main rules.
+
+    Raises
+    ------
+    NotMainError
+        When ``dataset`` breaks a rule of the USID Main model; the message names it.
+
+    Notes
+    -----
+    ``pos_dims`` and ``spec_dims`` list the dimensions in the order of the ancillary columns in
+    the file (pyUSID's ``pos_dim_labels`` order), and ``to_ndim()`` puts its axes in that order,
+    exactly like pyUSID's ``get_n_dim_form``. Whether the file lists the slowest or the fastest
+    dimension first is read from the index values.
+    """
+
+    def __init__(self, dataset: h5py.Dataset):
+        if not isinstance(dataset, h5py.Dataset):
+            raise NotMainError(f"{getattr(dataset, 'name', dataset)} is not an HDF5 dataset")
+        errors = [p for p in main_problems(dataset) if p.severity == ERROR]
+        if errors:
+            more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+            raise NotMainError(
+                f"{dataset.file.filename}: {dataset.name} is not a USID Main dataset: {errors[0].message}{more}"
+            )
+        self._h5 = dataset
+        f = dataset.file
+        self.h5_pos_inds: h5py.Dataset = f[dataset.attrs["Position_Indices"]]
+        self.h5_pos_vals: h5py.Dataset = f[dataset.attrs["Position_Values"]]
+        self.h5_spec_inds: h5py.Dataset = f[dataset.attrs["Spectroscopic_Indices"]]
+        self.h5_spec_vals: h5py.Dataset = f[dataset.attrs["Spectroscopic_Values"]]
+        pos_i, pos_v = self.h5_pos_inds[()], self.h5_pos_vals[()]
+        spec_i, spec_v = self.h5_spec_inds[()].T, self.h5_spec_vals[()].T
+        self._pos_table = pos_i
+        self._spec_table = spec_i
+        self.pos_dims, self.pos_layout = dims_from_tables(
+            pos_i, pos_v, decode_str_list(self.h5_pos_inds.attrs["labels"]),
+            decode_str_list(self.h5_pos_inds.attrs["units"]), infer_layout(pos_i),
+        )
+        self.spec_dims, self.spec_layout = dims_from_tables(
+            spec_i, spec_v, decode_str_list(self.h5_spec_inds.attrs["labels"]),
+            decode_str_list(self.h5_spec_inds.attrs["units"]), infer_layout(spec_i),
+        )
+
+    # ---------------------------------------------------------------- description
+    @property
+    def h5(self) -> h5py.Dataset:
+        """The underlying ``h5py.Dataset``."""
+        return self._h5
+
+    @property
+    def name(self) -> str:
+        """HDF5 path of the dataset, e.g. ``/Measurement_000/Channel_000/Raw_Data``."""
+        return self._h5.name
+
+    @property
+    def filename(self) -> str:
+        return self._h5.file.filename
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self._h5.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._h5.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def n_positions(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n_spectral(self) -> int:
+        return self.shape[1]
+
+    @property
+    def chunks(self) -> tuple[int, int] | None:
+        return self._h5.chunks
+
+    @property
+    def compression(self) -> str | None:
+        return self._h5.compression
+
+    @property
+    def quantity(self) -> str:
+        return decode_str(self._h5.attrs["quantity"]).strip()
+
+    @property
+    def units(self) -> str:
+        return decode_str(self._h5.attrs["units"]).strip()
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The dataset's attributes with strings decoded (references are kept as references)."""
+        return read_attrs(self._h5)
+
+    @property
+    def dims(self) -> list[Dimension]:
+        """Position then spectroscopic dimensions, in file order."""
+        return list(self.pos_dims) + list(self.spec_dims)
+
+    @property
+    def dim_names(self) -> list[str]:
+        return [d.name for d in self.dims]
+
+    @property
+    def pos_sizes(self) -> tuple[int, ...]:
+        return tuple(d.size for d in self.pos_dims)
+
+    @property
+    def spec_sizes(self) -> tuple[int, ...]:
+        return tuple(d.size for d in self.spec_dims)
+
+    @property
+    def is_grid(self) -> bool:
+        """True when positions and spectroscopic points both fill full grids (an n-d view exists)."""
+        return self.pos_layout.is_grid and self.spec_layout.is_grid
+
+    @property
+    def nd_shape(self) -> tuple[int, ...]:
+        """Shape of :meth:`to_ndim`: position sizes then spectroscopic sizes, in file order.
+
+        Raises
+        ------
+        NotAGridError
+            For sparse or irregular sampling.
+        """
+        self._require_grid()
+        return self.pos_sizes + self.spec_sizes
+
+    @property
+    def position_indices(self) -> np.ndarray:
+        """Position index table (positions × position dims), file column order."""
+        return self._pos_table
+
+    @property
+    def spectroscopic_indices(self) -> np.ndarray:
+        """Spectroscopic index table transposed to (points × spectroscopic dims)."""
+        return self._spec_table
+
+    def __repr__(self) -> str:
+        dims = ", ".join(f"{d.name}: {d.size}" + (f" {d.units}" if d.units else "") for d in self.pos_dims)
+        spec = ", ".join(f"{d.name}: {d.size}" + (f" {d.units}" if d.units else "") for d in self.spec_dims)
+        return (
+            f"<usidgpu.MainDataset {self.name!r} {self.shape} {self.dtype}; {self.quantity} ({self.units}); "
+            f"positions [{dims}]; spectroscopic [{spec}]>"
+        )
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """2-D hyperslab of the raw (positions × spectroscopic) data, as h5py reads it."""
+        return self._h5[key]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MainDataset) and other._h5 == self._h5
+
+    def __hash__(self) -> int:
+        return hash((self.filename, self.name))
+
+    # ---------------------------------------------------------------- n-d views
+    def _require_grid(self, positions: bool = True, spectroscopic: bool = True) -> None:
+        for side, layout, wanted in (
+            ("positions", self.pos_layout, positions),
+            ("spectroscopic points", self.spec_layout, spectroscopic),
+        ):
+            if wanted and not layout.is_grid:
+                raise NotAGridError(
+                    f"{self.filename}: {self.name}: the {side} do not fill a full grid "
+                    f"({layout.kind} layout, {layout.n_entries} entries, dimension sizes "
+                    f"{list(layout.sizes)}), so there is no n-d view; stream it with blocks() "
+                    f"or read it as 2-D with ds[...]"
+                )
+
+    def dim(self, name: str) -> Dimension:
+        """The dimension called ``name``."""
+        for d in self.dims:
+            if d.name == name:
+                return d
+        raise KeyError(f"{self.name} has no dimension {name!r}; its dimensions are {self.dim_names}")
+
+    def to_ndim(self) -> np.ndarray:
+        """The whole dataset as an n-d NumPy array, axes in file order (pyUSID's ``get_n_dim_form``).
+
+        The data are read straight into the result (no second copy); the result is a transposed
+        view when the file lists the fastest dimension first.
+
+        Raises
+        ------
+        NotAGridError
+            For sparse or irregular sampling.
+        BudgetError
+            When the dataset is larger than the available RAM.
+        """
+        self._require_grid()
+        available = free_memory("cpu")
+        if self.nbytes > available:
+            raise BudgetError(
+                f"{self.filename}: {self.name} holds {format_bytes(self.nbytes)} but only "
+                f"{format_bytes(available)} of RAM is available; use sel(), reduce() or blocks()"
+            )
+        # A grid's entries are in C order of its slowest-first dimensions by definition, so the
+        # rows and columns read as stored; only the axes need permuting to file order.
+        sf_shape = self.pos_layout.slow_to_fast_sizes + self.spec_layout.slow_to_fast_sizes
+        out = np.empty(sf_shape, dtype=self.dtype)
+        if self.nbytes:
+            self._h5.read_direct(out.reshape(self.shape))
+        return np.transpose(out, nd_axes(self.pos_layout, self.spec_layout))
+
+    def sel(self, **selection: int | slice | Sequence[int]) -> np.ndarray:
+        """Select by dimension name, like pyUSID's ``USIDataset.slice``.
+
+        Parameters
+        ----------
+        **selection
+            ``name=index`` (the axis is dropped), ``name=slice(...)`` or ``name=[i, j, ...]``
+            (the axis is kept). Unnamed dimensions are kept whole.
+
+        Returns
+        -------
+        numpy.ndarray
+            n-d array, remaining axes in file order. For sparse or irregular positions the
+            positions stay one flat leading axis and only spectroscopic dimensions can be
+            selected.
+
+        Examples
+        --------
+        >>> ds.sel(Bias=0)                       # the image at the first bias
+        >>> ds.sel(X=slice(0, 10), Cycle=[0, 2])
+        """
+        plan = selection_plan(self, selection)
+        return read_rows_cols(self, plan)
+
+    def reduce(
+        self,
+        dims: str | Sequence[str],
+        func: Any = "mean",
+        budget: int | str | None = None,
+        device: str | Device | None = "cpu",
+        progress: bool | str = False,
+    ) -> np.ndarray:
+        """Reduce over named dimensions, streaming the data in blocks.
+
+        Parameters
+        ----------
+        dims : str or sequence of str
+            Dimensions to reduce over (position and/or spectroscopic).
+        func : str or callable
+            ``"mean"``, ``"sum"``, ``"min"``, ``"max"``, ``"var"``, ``"std"`` or their ``nan``
+            variants (NumPy/CuPy functions of those names are accepted too). Any other callable
+            taking ``axis=`` works when only spectroscopic dimensions are reduced.
+        budget : int or str, optional
+            Memory budget for the blocks.
+        device : {"cpu", "gpu", "auto"}
+            Where the reduction runs; the result is always a NumPy array.
+        progress : bool or str
+            Progress bar.
+
+        Returns
+        -------
+        numpy.ndarray
+            Remaining dimensions in file order (positions of a non-grid dataset as one flat axis).
+        """
+        return reduce_main(self, dims, func, budget=budget, device=device, progress=progress)
+
+    # ---------------------------------------------------------------- streaming
+    def block_plan(
+        self, budget: int | str | None = None, device: str | Device | None = "cpu", prefetch: bool = True
+    ) -> BlockPlan:
+        """The block plan :meth:`blocks` would follow with these arguments."""
+        return plan_for(self._h5, budget, device, prefetch)
+
+    def blocks(
+        self,
+        budget: int | str | None = None,
+        device: str | Device | None = "cpu",
+        prefetch: bool = True,
+        copy: bool = False,
+        progress: bool | str = False,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> Iterator[Block]:
+        """Iterate over blocks of whole positions, within a memory budget.
+
+        Parameters
+        ----------
+        budget : int or str, optional
+            Bytes for the read buffers (``"256MB"``); default a fraction of free memory.
+        device : {"cpu", "gpu", "auto"}
+            ``cpu`` yields NumPy arrays, ``gpu`` CuPy arrays (via pinned memory and asynchronous
+            copies); ``gpu`` without a usable GPU is an error.
+        prefetch : bool
+            Read the next block in the background while this one is processed.
+        copy : bool
+            Yield fresh arrays instead of views of reused buffers.
+        progress : bool or str
+            Progress bar (shown for passes longer than a second).
+        start, stop : int, optional
+            Range of positions (rows).
+
+        Yields
+        ------
+        Block
+            ``(start, stop, data)`` with ``data`` of shape (stop - start, n_spectral). Without
+            ``copy`` it is valid until the next block is requested.
+        """
+        return iter_blocks(
+            self._h5, budget=budget, device=device, prefetch=prefetch, copy=copy,
+            progress=progress, start=start, stop=stop,
+        )
+
+    # ---------------------------------------------------------------- writing
+    def write_rows(self, start: int, data: Any) -> None:
+        """Write a block of whole positions starting at row ``start`` (incremental writing).
+
+        Parameters
+        ----------
+        start : int
+            First row (position) of the block.
+        data : array-like (NumPy or CuPy)
+            Shape (n, n_spectral).
+        """
+        block = asnumpy(data)
+        if block.ndim == 1:
+            block = block.reshape(1, -1)
+        if block.ndim != 2 or block.shape[1] != self.shape[1]:
+            raise ValueError(
+                f"{self.name}: a block must have shape (n, {self.shape[1]}), got {block.shape}"
+            )
+        stop = start + block.shape[0]
+        if not 0 <= start <= stop <= self.shape[0]:
+            raise ValueError(f"{self.name}: rows [{start}, {stop}) are outside [0, {self.shape[0]})")
+        if self._h5.dtype.fields is None:
+            block = block.astype(self._h5.dtype, copy=False)
+        self._h5.write_direct(np.ascontiguousarray(block), dest_sel=np.s_[start:stop])
+
+
+def nd_axes(pos: Layout, spec: Layout) -> tuple[int, ...]:
+    """Transpose taking (positions slowest-first, spectroscopic slowest-first) axes to file order."""
+    n_pos = pos.n_dims
+    return tuple(pos.file_axes()) + tuple(n_pos + a for a in spec.file_axes())

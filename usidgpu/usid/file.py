@@ -1,0 +1,212 @@
+"""Opening USID HDF5 files, finding their Main datasets and results groups."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from ..errors import DatasetNotFoundError, FileProblem, NotMainError, NotUSIDError
+from .attrs import read_attrs
+from .dataset import MainDataset
+from .rules import ERROR, is_candidate, main_problems
+
+_MODES = {"r": "r", "r+": "r+", "a": "a", "w": "w", "w-": "w-", "x": "x"}
+#: <Source>-<Tool>_NNN, as pyUSID's create_results_group names results groups.
+RESULTS_NAME = re.compile(r"^(?P<source>[^-]+)-(?P<tool>[^-]+)_(?P<index>\d{3,})$")
+
+
+def open_h5(path: str | os.PathLike, mode: str = "r") -> h5py.File:
+    """Open an HDF5 file, turning every way it can fail into a one-line :class:`FileProblem`."""
+    p = Path(path)
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {sorted(_MODES)}, got {mode!r}")
+    if mode in ("r", "r+"):
+        if not p.exists():
+            raise FileProblem(f"{p}: no such file")
+        if p.is_dir():
+            raise FileProblem(f"{p}: is a directory, not an HDF5 file")
+        if not os.access(p, os.R_OK):
+            raise FileProblem(f"{p}: permission denied")
+        try:
+            hdf5 = h5py.is_hdf5(str(p))
+        except OSError as exc:
+            raise FileProblem(f"{p}: cannot be read ({exc})") from None
+        if not hdf5:
+            kind = "empty file" if p.stat().st_size == 0 else "not an HDF5 file"
+            raise FileProblem(f"{p}: {kind}")
+    try:
+        return h5py.File(str(p), _MODES[mode])
+    except OSError as exc:
+        text = str(exc)
+        if "truncated" in text or "eof" in text.lower():
+            reason = "the HDF5 file is truncated (incomplete copy or interrupted write)"
+        elif "lock" in text.lower():
+            reason = "the file is locked by another process (set HDF5_USE_FILE_LOCKING=FALSE to override)"
+        elif "Permission" in text or "permission" in text:
+            reason = "permission denied"
+        else:
+            reason = f"HDF5 cannot open it ({text.splitlines()[0] if text else type(exc).__name__})"
+        raise FileProblem(f"{p}: {reason}") from None
+
+
+@dataclass(frozen=True)
+class ResultsGroup:
+    """A results group ``<Source>-<Tool>_NNN`` found next to a Main dataset.
+
+    Attributes
+    ----------
+    path : str
+    source : str
+        HDF5 path of the source dataset.
+    tool : str
+    index : int
+    attrs : dict
+    """
+
+    path: str
+    source: str
+    tool: str
+    index: int
+    attrs: dict
+
+    @property
+    def complete(self) -> bool:
+        """False for a group an interrupted run left behind (see :mod:`usidgpu.usid.results`)."""
+        status = self.attrs.get("usidgpu_status")
+        if status is not None:
+            return status == "complete"
+        return True  # groups written by other tools carry no status
+
+
+class USIDFile:
+    """An HDF5 file seen through the USID model.
+
+    Parameters
+    ----------
+    path : str or path-like
+    mode : {"r", "r+", "a", "w", "w-", "x"}
+        ``"r"`` (default) never modifies the file.
+
+    Examples
+    --------
+    >>> with usidgpu.open("data.h5") as f:
+    ...     ds = f.main_datasets()[0]
+    ...     image = ds.sel(Bias=0)
+    """
+
+    def __init__(self, path: str | os.PathLike, mode: str = "r"):
+        self.path = Path(path)
+        self.mode = mode
+        self.h5 = open_h5(self.path, mode)
+
+    def __enter__(self) -> USIDFile:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.h5.id.valid:
+            self.h5.close()
+
+    @property
+    def closed(self) -> bool:
+        return not self.h5.id.valid
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"mode {self.h5.mode!r}"
+        return f"<usidgpu.USIDFile {str(self.path)!r} ({state})>"
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return read_attrs(self.h5)
+
+    def main_datasets(self) -> list[MainDataset]:
+        """Every Main dataset in the file, in HDF5 traversal order (as pyUSID's ``get_all_main``)."""
+        found: list[MainDataset] = []
+
+        def visit(_name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset) and is_candidate(obj):
+                if not [p for p in main_problems(obj) if p.severity == ERROR]:
+                    found.append(MainDataset(obj))
+
+        self.h5.visititems(visit)
+        return found
+
+    def __getitem__(self, path: str) -> MainDataset:
+        """The Main dataset at ``path`` (absolute, or relative to the root)."""
+        return self.dataset(path)
+
+    def __contains__(self, path: str) -> bool:
+        return path in self.h5
+
+    def dataset(self, path: str | None = None) -> MainDataset:
+        """The Main dataset at ``path``; without a path, the file's only (or first) Main dataset.
+
+        Raises
+        ------
+        DatasetNotFoundError
+            ``path`` does not exist.
+        NotMainError
+            ``path`` exists but is not a Main dataset (the message names the broken rule).
+        NotUSIDError
+            No path given and the file holds no Main dataset.
+        """
+        if path is None:
+            mains = self.main_datasets()
+            if not mains:
+                raise NotUSIDError(f"{self.path}: not a USID file: no Main dataset found")
+            return mains[0]
+        if path not in self.h5:
+            raise DatasetNotFoundError(f"{self.path}: no dataset {path!r} in the file")
+        obj = self.h5[path]
+        if not isinstance(obj, h5py.Dataset):
+            raise NotMainError(f"{self.path}: {obj.name} is a group, not a dataset")
+        return MainDataset(obj)
+
+    def results_groups(self, main: MainDataset | str | None = None) -> list[ResultsGroup]:
+        """Results groups (``<Source>-<Tool>_NNN``) of ``main``, or of every Main dataset."""
+        mains = [self.dataset(main) if isinstance(main, str) else main] if main is not None else self.main_datasets()
+        out: list[ResultsGroup] = []
+        seen: set[str] = set()
+        for m in mains:
+            parent = m.h5.parent
+            base = m.name.rsplit("/", 1)[1]
+            for key in parent:
+                match = RESULTS_NAME.match(key)
+                if not match or match.group("source") != base:
+                    continue
+                obj = parent.get(key)
+                if not isinstance(obj, h5py.Group) or obj.name in seen:
+                    continue
+                seen.add(obj.name)
+                out.append(
+                    ResultsGroup(obj.name, m.name, match.group("tool"), int(match.group("index")), read_attrs(obj))
+                )
+        return out
+
+
+def open(path: str | os.PathLike, mode: str = "r") -> USIDFile:  # noqa: A001 - public API name
+    """Open a USID HDF5 file.
+
+    Parameters
+    ----------
+    path : str or path-like
+    mode : {"r", "r+", "a", "w", "w-", "x"}
+        ``"r"`` (default) opens read-only; source data are never modified.
+
+    Returns
+    -------
+    USIDFile
+
+    Raises
+    ------
+    FileProblem
+        Missing, unreadable, not HDF5 or truncated.
+    """
+    return USIDFile(path, mode)

@@ -1,0 +1,101 @@
+"""``usidgpu.validate``: every broken rule of the USID model in a file."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import h5py
+
+from .file import RESULTS_NAME, USIDFile
+from .rules import ERROR, WARNING, Problem, content_problems, is_candidate, main_problems
+
+
+def _results_problems(main: h5py.Dataset) -> list[Problem]:
+    problems: list[Problem] = []
+    parent = main.parent
+    base = main.name.rsplit("/", 1)[1]
+    for key in parent:
+        match = RESULTS_NAME.match(key)
+        if not match or match.group("source") != base:
+            continue
+        group = parent.get(key)
+        if not isinstance(group, h5py.Group) or "source_000" not in group.attrs:
+            continue
+        ref = group.attrs["source_000"]
+        if not isinstance(ref, h5py.Reference):
+            continue  # a path string, as usidgpu writes for results in another file
+        try:
+            target = main.file[ref]
+        except Exception:
+            problems.append(Problem(group.name, "results-source-dangling", "attribute 'source_000' points to an object that no longer exists"))
+            continue
+        if target != main:
+            problems.append(
+                Problem(group.name, "results-source-mismatch", f"is named after {main.name} but 'source_000' points to {target.name}", WARNING)
+            )
+    return problems
+
+
+def validate(path: str | os.PathLike | USIDFile) -> list[Problem]:
+    """Check a file against the rules of the USID model.
+
+    Main data are never read, so a file of any size validates in moments (and NaN-only data are
+    valid). Every dataset that carries one of the four ancillary reference attributes is checked
+    as a Main dataset; results groups are checked for dangling source references.
+
+    Parameters
+    ----------
+    path : str, path-like or USIDFile
+
+    Returns
+    -------
+    list of Problem
+        Empty when the file is valid. Problems of severity ``"warning"`` are legal but limit
+        what can be done (e.g. no n-d view of sparse data).
+
+    Raises
+    ------
+    FileProblem
+        The file is missing, not HDF5 or truncated.
+    """
+    if isinstance(path, USIDFile):
+        return _validate_open(path.h5)
+    with USIDFile(path) as f:
+        return _validate_open(f.h5)
+
+
+def _validate_open(h5: h5py.File) -> list[Problem]:
+    candidates: list[h5py.Dataset] = []
+
+    def visit(_name: str, obj: Any) -> None:
+        if is_candidate(obj):
+            candidates.append(obj)
+
+    h5.visititems(visit)
+    if not candidates:
+        return [
+            Problem(
+                "/",
+                "no-main",
+                "not a USID file: no dataset carries the Position/Spectroscopic references of a Main dataset",
+            )
+        ]
+    problems: list[Problem] = []
+    for dset in candidates:
+        problems.extend(dataset_problems(dset))
+    return problems
+
+
+def dataset_problems(dset: h5py.Dataset) -> list[Problem]:
+    """Every problem of one dataset checked as a Main dataset (structure, contents, results)."""
+    problems = main_problems(dset)
+    if not [p for p in problems if p.severity == ERROR]:
+        problems.extend(content_problems(dset))
+        problems.extend(_results_problems(dset))
+    return problems
+
+
+def errors_only(problems: list[Problem]) -> list[Problem]:
+    """The problems of severity ``"error"``."""
+    return [p for p in problems if p.severity == ERROR]
