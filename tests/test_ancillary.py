@@ -17,9 +17,7 @@ def test_tables_equal_pyusid_build(pyusid, sizes):
     dims = [Dimension(f"d{i}", "u", np.arange(n) * (i + 1.5)) for i, n in enumerate(sizes)]
     inds, vals = build_tables(dims)
     # pyUSID builds fastest-first, then write_ind_val_dsets flips to slowest-first
-    ref_i, ref_v = pyusid.io.anc_build_utils.build_ind_val_matrices(
-        [d.values for d in dims[::-1]], is_spectral=False
-    )
+    ref_i, ref_v = pyusid.io.anc_build_utils.build_ind_val_matrices([d.values for d in dims[::-1]], is_spectral=False)
     np.testing.assert_array_equal(inds, np.fliplr(ref_i))
     np.testing.assert_allclose(vals, np.fliplr(ref_v))
     assert inds.dtype == np.uint32 and vals.dtype == np.float32

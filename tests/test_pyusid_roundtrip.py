@@ -88,7 +88,13 @@ def test_pyusid_reads_what_usidgpu_writes(pyusid, tmp_path_factory, case, dim_or
     folder = tmp_path_factory.mktemp("w")
     with h5py.File(folder / "ours.h5", "w") as f:
         m = usidgpu.write_main(
-            f.create_group("Measurement_000/Channel_000"), "Raw_Data", data, "Quantité", "µA", pos, spec,
+            f.create_group("Measurement_000/Channel_000"),
+            "Raw_Data",
+            data,
+            "Quantité",
+            "µA",
+            pos,
+            spec,
             dim_order=dim_order,
         )
         name, shape2d = m.name, m.shape
@@ -103,18 +109,20 @@ def test_pyusid_reads_what_usidgpu_writes(pyusid, tmp_path_factory, case, dim_or
         with h5py.File(folder / "theirs.h5", "w") as f, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pyusid.hdf_utils.write_main_dataset(
-                f.create_group("Measurement_000/Channel_000"), data.reshape(shape2d), "Raw_Data",
-                "Quantité", "µA", to_pd(pos), to_pd(spec), slow_to_fast=True,
+                f.create_group("Measurement_000/Channel_000"),
+                data.reshape(shape2d),
+                "Raw_Data",
+                "Quantité",
+                "µA",
+                to_pd(pos),
+                to_pd(spec),
+                slow_to_fast=True,
             )
         theirs = _pyusid_view(pyusid, folder / "theirs.h5", name)
         _assert_same_view(ours, theirs)
-        truth_matches = theirs["pos_sizes"] == [d.size for d in pos] and theirs["spec_sizes"] == [
-            d.size for d in spec
-        ]
+        truth_matches = theirs["pos_sizes"] == [d.size for d in pos] and theirs["spec_sizes"] == [d.size for d in spec]
     else:
-        truth_matches = all(
-            len(side) == 1 or all(d.size > 1 for d in side) for side in (pos, spec)
-        )
+        truth_matches = all(len(side) == 1 or all(d.size > 1 for d in side) for side in (pos, spec))
     if not truth_matches:
         return
     # Oracle 2: the known truth
@@ -141,9 +149,14 @@ def test_usidgpu_reads_what_pyusid_writes(pyusid, tmp_path_factory, case, slow_t
     with h5py.File(path, "w") as f, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pyusid.hdf_utils.write_main_dataset(
-            f.create_group("Measurement_000/Channel_000"), data.reshape(
-                int(np.prod([d.size for d in pos])), -1
-            ), "Raw_Data", "Quantité", "µA", to_pd(listed_pos), to_pd(listed_spec), slow_to_fast=slow_to_fast,
+            f.create_group("Measurement_000/Channel_000"),
+            data.reshape(int(np.prod([d.size for d in pos])), -1),
+            "Raw_Data",
+            "Quantité",
+            "µA",
+            to_pd(listed_pos),
+            to_pd(listed_spec),
+            slow_to_fast=slow_to_fast,
         )
     with usidgpu.open(path) as f:
         (m,) = f.main_datasets()

@@ -14,8 +14,11 @@ from usidgpu.cli import main as cli
 USID_FILES = ["AFM_Force_Curve.h5", "simulated_STEM_Image.h5", "sparse_sampling.h5", "chip.h5"]
 NSID_FILES = ["bfo_iv_final.hf5", "PTO_Funakubo0001.h5"]
 NOT_HDF5 = [
-    "DMReader_EELS_STO.dm3", "IgorIBWReader_ForceCurve.ibw", "NanonisReader_STS_grid_lockin.3ds",
-    "NanonisReader_BiasSpectroscopy.dat", "test.sxm",
+    "DMReader_EELS_STO.dm3",
+    "IgorIBWReader_ForceCurve.ibw",
+    "NanonisReader_STS_grid_lockin.3ds",
+    "NanonisReader_BiasSpectroscopy.dat",
+    "test.sxm",
 ]
 
 

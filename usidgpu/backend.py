@@ -37,11 +37,20 @@ DEVICES = ("auto", "cpu", "gpu")
 DEFAULT_BUDGET_FRACTION = 0.25
 
 _UNITS = {
-    "": 1, "b": 1,
-    "k": 1024, "kb": 1000, "kib": 1024,
-    "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
-    "g": 1024**3, "gb": 1000**3, "gib": 1024**3,
-    "t": 1024**4, "tb": 1000**4, "tib": 1024**4,
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
 }
 
 
@@ -339,21 +348,17 @@ def ctype_of(dtype: Any) -> str:
         raise TypeError(f"no CUDA kernel type for dtype {dt}") from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled_module(path: str, name_expressions: tuple[str, ...], options: tuple[str, ...], device_id: int):
     import cupy
 
     with cupy.cuda.Device(device_id):
-        module = cupy.RawModule(
-            code=kernel_source(path), options=options, name_expressions=name_expressions or None
-        )
+        module = cupy.RawModule(code=kernel_source(path), options=options, name_expressions=name_expressions or None)
         module.compile()
     return module
 
 
-def get_kernel(
-    filename: str | os.PathLike, name: str, dtype: Any = None, options: tuple[str, ...] = ("-std=c++17",)
-):
+def get_kernel(filename: str | os.PathLike, name: str, dtype: Any = None, options: tuple[str, ...] = ("-std=c++17",)):
     """A compiled CUDA kernel from a source in ``kernels/``, cached per device and dtype.
 
     Parameters

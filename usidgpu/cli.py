@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .backend import format_bytes
+from .backend import format_bytes, parse_bytes, select_device
 from .errors import NotUSIDError, UsidgpuError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
@@ -33,7 +33,9 @@ class _Parser(argparse.ArgumentParser):
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     p.add_argument(
-        "--device", choices=("auto", "cpu", "gpu"), default=None,
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default=None,
         help="compute device (default: $USIDGPU_DEVICE or auto); gpu without a GPU is an error",
     )
     p.add_argument("--memory", default=None, help="memory budget, e.g. 2GB (default: a quarter of free memory)")
@@ -49,16 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     info = sub.add_parser("info", help="describe every Main dataset of a USID file")
-    info.add_argument("file", help="USID HDF5 file (opened read-only)")
+    info.add_argument("file", help="USID HDF5 file (opened read-only), or sample:NAME (see 'usidgpu samples')")
     info.add_argument("-d", "--dataset", help="only this Main dataset (HDF5 path)")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     _common(info)
 
     val = sub.add_parser("validate", help="check a file against the rules of the USID model")
-    val.add_argument("file", help="HDF5 file (opened read-only)")
+    val.add_argument("file", help="HDF5 file (opened read-only), or sample:NAME")
     val.add_argument("-d", "--dataset", help="only this dataset (HDF5 path)")
     val.add_argument("--json", action="store_true", help="machine-readable output")
     _common(val)
+
+    samples = sub.add_parser("samples", help="list the sample USID files shipped with usidgpu")
+    samples.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    samples.set_defaults(device=None, memory=None)
     return parser
 
 
@@ -100,18 +106,19 @@ def _describe(f: Any, m: Any) -> dict[str, Any]:
         "position_dims": [{"name": d.name, "units": d.units, "size": d.size} for d in m.pos_dims],
         "spectroscopic_dims": [{"name": d.name, "units": d.units, "size": d.size} for d in m.spec_dims],
         "nd_shape": list(m.nd_shape) if m.is_grid else None,
-        "results": [
-            {"path": r.path, "tool": r.tool, "complete": r.complete} for r in f.results_groups(m)
-        ],
+        "results": [{"path": r.path, "tool": r.tool, "complete": r.complete} for r in f.results_groups(m)],
     }
     entry["_text"] = [
         m.name,
-        f"  data          {m.shape[0]} positions × {m.shape[1]} points, {m.dtype}, "
+        f"  data          {m.shape[0]} position{'s' if m.shape[0] != 1 else ''} × "
+        f"{m.shape[1]} point{'s' if m.shape[1] != 1 else ''}, {m.dtype}, "
         f"{format_bytes(m.nbytes)}, {_storage(m)}",
         f"  quantity      {m.quantity} ({m.units})" if m.units else f"  quantity      {m.quantity}",
-        "  positions     " + ", ".join(_dim_text(d) for d in m.pos_dims)
+        "  positions     "
+        + ", ".join(_dim_text(d) for d in m.pos_dims)
         + ("" if m.pos_layout.is_grid else f"  [{m.pos_layout.kind} sampling]"),
-        "  spectroscopic " + ", ".join(_dim_text(d) for d in m.spec_dims)
+        "  spectroscopic "
+        + ", ".join(_dim_text(d) for d in m.spec_dims)
         + ("" if m.spec_layout.is_grid else f"  [{m.spec_layout.kind}]"),
         f"  n-d shape     {tuple(m.nd_shape)}" if m.is_grid else "  n-d shape     none (not a full grid)",
     ]
@@ -135,13 +142,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         for e in entries:
             e.pop("_text")
-        print(json.dumps({"file": str(args.file), "bytes": size, "main_datasets": entries, "unfinished": partial}, indent=2))
+        print(
+            json.dumps(
+                {"file": str(args.file), "bytes": size, "main_datasets": entries, "unfinished": partial}, indent=2
+            )
+        )
         return EXIT_OK
     print(f"{args.file}: {len(entries)} Main dataset{'s' if len(entries) != 1 else ''}, {format_bytes(size)}")
     for e in entries:
         print("\n".join(e["_text"]))
     for p in partial:
-        print(f"unfinished    {p['group']} ({p['tool']}, {p['status']}, {p['done']}/{p['total']} done) in {p['sidecar']}")
+        print(
+            f"unfinished    {p['group']} ({p['tool']}, {p['status']}, {p['done']}/{p['total']} done) in {p['sidecar']}"
+        )
     return EXIT_OK
 
 
@@ -166,7 +179,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise NotUSIDError(f"{args.file}: {problems[0].message}")
     errors = [p for p in problems if p.severity == ERROR]
     if args.json:
-        print(json.dumps({"file": str(args.file), "valid": not errors, "problems": [p.__dict__ for p in problems]}, indent=2))
+        print(
+            json.dumps(
+                {"file": str(args.file), "valid": not errors, "problems": [p.__dict__ for p in problems]}, indent=2
+            )
+        )
     else:
         for p in problems:
             print(str(p))
@@ -178,7 +195,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if errors else EXIT_OK
 
 
-COMMANDS = {"info": cmd_info, "validate": cmd_validate}
+def cmd_samples(args: argparse.Namespace) -> int:
+    from .samples import PREFIX, SAMPLES, sample_path
+
+    for name, (_file, description) in SAMPLES.items():
+        print(f"{PREFIX}{name:<12} {description}\n{'':19} {sample_path(name)}")
+    return EXIT_OK
+
+
+COMMANDS = {"info": cmd_info, "validate": cmd_validate, "samples": cmd_samples}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,6 +211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        # the global options are checked up front, so a bad value fails before any work
+        if args.device is not None:
+            select_device(args.device)
+        if args.memory is not None:
+            parse_bytes(args.memory)
+        if getattr(args, "file", None) is not None:
+            from .samples import resolve
+
+            args.file = str(resolve(args.file))
         return COMMANDS[args.command](args)
     except UsidgpuError as exc:
         if args.debug:

@@ -187,12 +187,12 @@ class _Slots:
         self.released: list[Any] = [None] * n  # event: caller finished with device slot k
         if gpu:
             import cupy
+            import cupyx
 
             self.stream = cupy.cuda.Stream(non_blocking=True)
-            count = int(np.prod(shape, dtype=np.int64))
             for _ in range(n):
-                mem = cupy.cuda.alloc_pinned_memory(max(count * dtype.itemsize, 1))
-                self.host.append(np.frombuffer(mem, dtype=dtype, count=count).reshape(shape))
+                # page-locked host memory: HDF5 reads into it, the DMA engine copies from it
+                self.host.append(cupyx.empty_pinned(shape, dtype=dtype))
                 self.device.append(cupy.empty(shape, dtype=dtype))
         else:
             self.host = [np.empty(shape, dtype=dtype) for _ in range(n)]

@@ -128,9 +128,7 @@ def unit_values(indices: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def build_tables(
-    dims: Sequence[Dimension], fastest_first: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
+def build_tables(dims: Sequence[Dimension], fastest_first: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Index and value tables (entries × dims) for dimensions listed slowest first.
 
     Parameters

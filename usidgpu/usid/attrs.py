@@ -96,8 +96,10 @@ def read_attr(obj: h5py.HLObject, name: str) -> Any:
         return decode_str(value)
     if isinstance(value, np.ndarray) and value.dtype.kind in "SU":
         return decode_str_list(value)
-    if isinstance(value, np.ndarray) and value.dtype.kind == "O" and all(
-        isinstance(v, (str, bytes)) for v in value.reshape(-1)
+    if (
+        isinstance(value, np.ndarray)
+        and value.dtype.kind == "O"
+        and all(isinstance(v, (str, bytes)) for v in value.reshape(-1))
     ):
         return decode_str_list(value)
     return value

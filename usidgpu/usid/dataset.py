@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from functools import cached_property
 from typing import Any
 
 import h5py
@@ -60,17 +59,29 @@ class MainDataset:
         self.h5_pos_vals: h5py.Dataset = f[dataset.attrs["Position_Values"]]
         self.h5_spec_inds: h5py.Dataset = f[dataset.attrs["Spectroscopic_Indices"]]
         self.h5_spec_vals: h5py.Dataset = f[dataset.attrs["Spectroscopic_Values"]]
+        for anc in (self.h5_pos_inds, self.h5_pos_vals, self.h5_spec_inds, self.h5_spec_vals):
+            if anc.dtype.kind not in "iufb":
+                raise NotMainError(
+                    f"{dataset.file.filename}: {dataset.name} is not a USID Main dataset: its ancillary "
+                    f"{anc.name} holds {anc.dtype} instead of numbers"
+                )
         pos_i, pos_v = self.h5_pos_inds[()], self.h5_pos_vals[()]
         spec_i, spec_v = self.h5_spec_inds[()].T, self.h5_spec_vals[()].T
         self._pos_table = pos_i
         self._spec_table = spec_i
         self.pos_dims, self.pos_layout = dims_from_tables(
-            pos_i, pos_v, decode_str_list(self.h5_pos_inds.attrs["labels"]),
-            decode_str_list(self.h5_pos_inds.attrs["units"]), infer_layout(pos_i),
+            pos_i,
+            pos_v,
+            decode_str_list(self.h5_pos_inds.attrs["labels"]),
+            decode_str_list(self.h5_pos_inds.attrs["units"]),
+            infer_layout(pos_i),
         )
         self.spec_dims, self.spec_layout = dims_from_tables(
-            spec_i, spec_v, decode_str_list(self.h5_spec_inds.attrs["labels"]),
-            decode_str_list(self.h5_spec_inds.attrs["units"]), infer_layout(spec_i),
+            spec_i,
+            spec_v,
+            decode_str_list(self.h5_spec_inds.attrs["labels"]),
+            decode_str_list(self.h5_spec_inds.attrs["units"]),
+            infer_layout(spec_i),
         )
 
     # ---------------------------------------------------------------- description
@@ -341,8 +352,14 @@ class MainDataset:
             ``copy`` it is valid until the next block is requested.
         """
         return iter_blocks(
-            self._h5, budget=budget, device=device, prefetch=prefetch, copy=copy,
-            progress=progress, start=start, stop=stop,
+            self._h5,
+            budget=budget,
+            device=device,
+            prefetch=prefetch,
+            copy=copy,
+            progress=progress,
+            start=start,
+            stop=stop,
         )
 
     # ---------------------------------------------------------------- writing
@@ -360,9 +377,7 @@ class MainDataset:
         if block.ndim == 1:
             block = block.reshape(1, -1)
         if block.ndim != 2 or block.shape[1] != self.shape[1]:
-            raise ValueError(
-                f"{self.name}: a block must have shape (n, {self.shape[1]}), got {block.shape}"
-            )
+            raise ValueError(f"{self.name}: a block must have shape (n, {self.shape[1]}), got {block.shape}")
         stop = start + block.shape[0]
         if not 0 <= start <= stop <= self.shape[0]:
             raise ValueError(f"{self.name}: rows [{start}, {stop}) are outside [0, {self.shape[0]})")

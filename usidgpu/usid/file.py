@@ -100,7 +100,9 @@ class USIDFile:
     """
 
     def __init__(self, path: str | os.PathLike, mode: str = "r"):
-        self.path = Path(path)
+        from ..samples import resolve
+
+        self.path = resolve(path) if mode == "r" else Path(path)
         self.mode = mode
         self.h5 = open_h5(self.path, mode)
 
@@ -133,7 +135,10 @@ class USIDFile:
         def visit(_name: str, obj: Any) -> None:
             if isinstance(obj, h5py.Dataset) and is_candidate(obj):
                 if not [p for p in main_problems(obj) if p.severity == ERROR]:
-                    found.append(MainDataset(obj))
+                    try:
+                        found.append(MainDataset(obj))
+                    except NotMainError:
+                        pass  # structurally Main but its tables are unusable; validate() says why
 
         self.h5.visititems(visit)
         return found
@@ -197,6 +202,7 @@ def open(path: str | os.PathLike, mode: str = "r") -> USIDFile:  # noqa: A001 - 
     Parameters
     ----------
     path : str or path-like
+        A file, or ``"sample:<name>"`` for a sample shipped with usidgpu (``usidgpu samples``).
     mode : {"r", "r+", "a", "w", "w-", "x"}
         ``"r"`` (default) opens read-only; source data are never modified.
 

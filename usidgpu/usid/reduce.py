@@ -189,7 +189,7 @@ def reduce_main(
         for block in main.blocks(budget=block_budget, device=dev, progress=progress):
             nd = block.data.reshape((block.stop - block.start,) + spec_sf)
             r = func(nd, axis=tuple(a + 1 for a in red_axes))
-            out[block.start:block.stop] = asnumpy(r).reshape(block.stop - block.start, n_rest)
+            out[block.start : block.stop] = asnumpy(r).reshape(block.stop - block.start, n_rest)
         flat = out
     else:
         acc = _Accumulator(xp, name, n_cells, n_rest, complex_data)

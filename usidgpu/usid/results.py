@@ -67,7 +67,9 @@ def _canonical(parameters: Mapping[str, Any]) -> str:
 def _check_tool(tool: str) -> str:
     tool = tool.strip()
     if not re.fullmatch(r"[A-Za-z0-9_]+", tool):
-        raise ResultsError(f"tool name {tool!r} may hold only letters, digits and '_' (it becomes part of a group name)")
+        raise ResultsError(
+            f"tool name {tool!r} may hold only letters, digits and '_' (it becomes part of a group name)"
+        )
     return tool
 
 
@@ -145,7 +147,9 @@ class ResultsWriter:
         self.target = Path(output).resolve() if output is not None else Path(source.filename).resolve()
         self.same_file = self.target == Path(source.filename).resolve()
         self.parent_path = source.h5.parent.name
-        self.source_base = source.name.rsplit("/", 1)[1]
+        self.source_path = source.name  # kept: the source file may be closed before finish()
+        self.source_file = str(Path(source.filename).resolve())
+        self.source_base = self.source_path.rsplit("/", 1)[1]
         self.n_units = int(n_units if n_units is not None else source.n_positions)
         self.device = str(device) if device is not None else "cpu"
         self._closed = False
@@ -182,8 +186,8 @@ class ResultsWriter:
             {
                 "tool": self.tool,
                 "num_source_dsets": 1,
-                "source_file": str(Path(self.source.filename).resolve()),
-                "source_dataset": self.source.name,
+                "source_file": self.source_file,
+                "source_dataset": self.source_path,
                 "source_shape": list(self.source.shape),
                 "device": self.device,
                 "usidgpu_parameters": fingerprint,
@@ -204,7 +208,7 @@ class ResultsWriter:
             for p in sorted(folder.glob("*.h5")):
                 if not p.name.startswith(prefix):
                     continue
-                name = p.name[len(prefix):-3]
+                name = p.name[len(prefix) : -3]
                 m = RESULTS_NAME.match(name)
                 if m and m.group("source") == self.source_base and m.group("tool") == self.tool:
                     out.append((p, name, int(m.group("index"))))
@@ -236,8 +240,8 @@ class ResultsWriter:
                     a = g.attrs
                     if (
                         a.get("usidgpu_parameters") == fingerprint
-                        and a.get("source_dataset") == self.source.name
-                        and a.get("source_file") == str(Path(self.source.filename).resolve())
+                        and a.get("source_dataset") == self.source_path
+                        and a.get("source_file") == self.source_file
                         and list(a.get("source_shape", [])) == list(self.source.shape)
                         and a.get("usidgpu_status") in (PARTIAL, COMPUTED)
                         and "completed_positions" in g
@@ -276,7 +280,9 @@ class ResultsWriter:
         self.group.attrs["last_pixel"] = int(todo[0]) if todo.size else self.n_units
         self._h5.flush()
 
-    def write_main(self, name: str, data: Any, quantity: str, units: str, pos_dims: Any, spec_dims: Any, **kwargs: Any) -> MainDataset:
+    def write_main(
+        self, name: str, data: Any, quantity: str, units: str, pos_dims: Any, spec_dims: Any, **kwargs: Any
+    ) -> MainDataset:
         """:func:`usidgpu.write_main` into this results group.
 
         Passing the source :class:`MainDataset` as ``pos_dims`` or ``spec_dims`` reuses its
@@ -310,7 +316,14 @@ class ResultsWriter:
             self.source.h5.file.close()
         try:
             with open_h5(self.target, "a") as target:
-                path = _attach(self._h5, self.group, target, self.parent_path, self.group_name, self.source.name if self.same_file else None)
+                path = _attach(
+                    self._h5,
+                    self.group,
+                    target,
+                    self.parent_path,
+                    self.group_name,
+                    self.source_path if self.same_file else None,
+                )
         except OSError as exc:
             raise ResultsError(
                 f"could not attach {self.name} to {self.target}: {exc}; the results are kept in {self.sidecar_path}"
@@ -360,7 +373,7 @@ def _attach(
         if side_path == group.name:
             return tmp.name
         if side_path.startswith(prefix_side):
-            return tmp.name + "/" + side_path[len(prefix_side):]
+            return tmp.name + "/" + side_path[len(prefix_side) :]
         return side_path  # an ancillary of the source: same path in the target
 
     pairs: list[tuple[h5py.HLObject, h5py.HLObject]] = [(group, tmp)]
@@ -389,28 +402,33 @@ def _attach(
 
 def find_partial(target: str | os.PathLike) -> list[dict[str, Any]]:
     """Unfinished results of ``target``: sidecar files and their progress."""
-    out = []
+    out: list[dict[str, Any]] = []
     folder = sidecar_dir(target)
     if not folder.is_dir():
         return out
     for p in sorted(folder.glob("*.h5")):
+        groups: list[h5py.Group] = []
+
+        def collect(name: str, obj: Any, groups: list = groups) -> None:
+            if isinstance(obj, h5py.Group) and RESULTS_NAME.match(name.rsplit("/", 1)[-1]):
+                if "completed_positions" in obj:
+                    groups.append(obj)
+
         try:
             with h5py.File(p, "r") as f:
-                def visit(name: str, obj: Any) -> None:
-                    if isinstance(obj, h5py.Group) and RESULTS_NAME.match(name.rsplit("/", 1)[-1]) and "completed_positions" in obj:
-                        done = obj["completed_positions"][()]
-                        out.append(
-                            {
-                                "sidecar": str(p),
-                                "group": obj.name,
-                                "tool": obj.attrs.get("tool"),
-                                "status": obj.attrs.get("usidgpu_status"),
-                                "done": int(done.sum()),
-                                "total": int(done.size),
-                            }
-                        )
-
-                f.visititems(visit)
+                f.visititems(collect)
+                for g in groups:
+                    done = g["completed_positions"][()]
+                    out.append(
+                        {
+                            "sidecar": str(p),
+                            "group": g.name,
+                            "tool": g.attrs.get("tool"),
+                            "status": g.attrs.get("usidgpu_status"),
+                            "done": int(done.sum()),
+                            "total": int(done.size),
+                        }
+                    )
         except OSError:
             out.append({"sidecar": str(p), "group": None, "tool": None, "status": "unreadable", "done": 0, "total": 0})
     return out

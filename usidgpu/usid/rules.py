@@ -74,7 +74,12 @@ def dereference(dset: h5py.Dataset, name: str) -> tuple[h5py.Dataset | None, Pro
     try:
         target = dset.file[ref]
     except Exception:  # h5py raises ValueError/KeyError/OSError depending on how it dangles
-        return None, Problem(path, "dangling-reference", f"attribute {name!r} points to an object that no longer exists")
+        return None, Problem(
+            path, "dangling-reference", f"attribute {name!r} points to an object that no longer exists"
+        )
+    if target.name is None:
+        # the link was deleted but the object header survives: an unreachable, anonymous object
+        return None, Problem(path, "dangling-reference", f"attribute {name!r} points to a deleted (unlinked) object")
     if not isinstance(target, h5py.Dataset):
         return None, Problem(
             path, "reference-not-dataset", f"attribute {name!r} points to {target.name}, which is not a dataset"
@@ -92,25 +97,31 @@ def _labels_units(anc: h5py.Dataset, problems: list[Problem]) -> tuple[list[str]
         try:
             out.append(decode_str_list(anc.attrs[attr]))
         except (TypeError, OSError, ValueError):
-            problems.append(Problem(anc.name, "ancillary-attribute-type", f"attribute {attr!r} is not a list of strings"))
+            problems.append(
+                Problem(anc.name, "ancillary-attribute-type", f"attribute {attr!r} is not a list of strings")
+            )
             out.append(None)
     return out[0], out[1]
 
 
-def _pair_problems(
-    main: h5py.Dataset, inds: h5py.Dataset, vals: h5py.Dataset, spectroscopic: bool
-) -> list[Problem]:
+def _pair_problems(main: h5py.Dataset, inds: h5py.Dataset, vals: h5py.Dataset, spectroscopic: bool) -> list[Problem]:
     side = "Spectroscopic" if spectroscopic else "Position"
     axis = 1 if spectroscopic else 0
     problems: list[Problem] = []
     for anc in (inds, vals):
         if anc.ndim != 2:
-            problems.append(Problem(anc.name, "ancillary-not-2d", f"{side} ancillary dataset must be 2-D, has shape {anc.shape}"))
+            problems.append(
+                Problem(anc.name, "ancillary-not-2d", f"{side} ancillary dataset must be 2-D, has shape {anc.shape}")
+            )
     if problems:
         return problems
     if inds.shape != vals.shape:
         problems.append(
-            Problem(main.name, "ancillary-shape", f"{side}_Indices {inds.shape} and {side}_Values {vals.shape} differ in shape")
+            Problem(
+                main.name,
+                "ancillary-shape",
+                f"{side}_Indices {inds.shape} and {side}_Values {vals.shape} differ in shape",
+            )
         )
     for anc in (inds, vals):
         if anc.shape[axis] != main.shape[axis]:
@@ -132,15 +143,23 @@ def _pair_problems(
         n_dims = anc.shape[1 - axis]
         if labels is not None and len(labels) != n_dims:
             problems.append(
-                Problem(anc.name, "labels-count", f"has {len(labels)} labels for {n_dims} dimensions (shape {anc.shape})")
+                Problem(
+                    anc.name, "labels-count", f"has {len(labels)} labels for {n_dims} dimensions (shape {anc.shape})"
+                )
             )
     if i_labels is not None and v_labels is not None and i_labels != v_labels:
         problems.append(
-            Problem(main.name, "labels-mismatch", f"{side}_Indices labels {i_labels} differ from {side}_Values labels {v_labels}")
+            Problem(
+                main.name,
+                "labels-mismatch",
+                f"{side}_Indices labels {i_labels} differ from {side}_Values labels {v_labels}",
+            )
         )
     if i_units is not None and v_units is not None and i_units != v_units:
         problems.append(
-            Problem(main.name, "units-mismatch", f"{side}_Indices units {i_units} differ from {side}_Values units {v_units}")
+            Problem(
+                main.name, "units-mismatch", f"{side}_Indices units {i_units} differ from {side}_Values units {v_units}"
+            )
         )
     return problems
 
@@ -157,7 +176,11 @@ def main_problems(dset: h5py.Dataset) -> list[Problem]:
     problems: list[Problem] = []
     if dset.ndim != 2:
         problems.append(
-            Problem(path, "main-not-2d", f"a Main dataset must be 2-D (positions × spectroscopic points), has shape {dset.shape}")
+            Problem(
+                path,
+                "main-not-2d",
+                f"a Main dataset must be 2-D (positions × spectroscopic points), has shape {dset.shape}",
+            )
         )
     targets = {}
     for name in ANCILLARY_REFS:
@@ -170,7 +193,9 @@ def main_problems(dset: h5py.Dataset) -> list[Problem]:
         if attr not in dset.attrs:
             problems.append(Problem(path, "missing-attribute", f"has no {attr!r} attribute"))
         elif not is_str_value(dset.attrs[attr]):
-            problems.append(Problem(path, "attribute-not-string", f"attribute {attr!r} must be a string, is {dset.attrs[attr]!r}"))
+            problems.append(
+                Problem(path, "attribute-not-string", f"attribute {attr!r} must be a string, is {dset.attrs[attr]!r}")
+            )
     if dset.ndim == 2:
         for side, spectroscopic in (("Position", False), ("Spectroscopic", True)):
             inds = targets.get(f"{side}_Indices")

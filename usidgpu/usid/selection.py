@@ -57,9 +57,7 @@ def _indices_for(key: Any, size: int, name: str) -> tuple[np.ndarray, bool]:
                 raise IndexError(f"indices {arr.tolist()} are out of range for dimension {name!r} of size {size}")
             idx = arr.astype(np.int64) % size
         else:
-            raise TypeError(
-                f"selection for {name!r} must be an int, a slice or a 1-D list of ints, got {key!r}"
-            )
+            raise TypeError(f"selection for {name!r} must be an int, a slice or a 1-D list of ints, got {key!r}")
     if idx.size == 0:
         raise IndexError(f"the selection for dimension {name!r} is empty")
     return idx, False
@@ -79,7 +77,7 @@ def _side_plan(
         return np.arange(n_entries), (n_entries,), (0,), [False]
     per_dim = []
     drops = []
-    for c, (name, size) in enumerate(zip(names, layout.sizes)):
+    for name, size in zip(names, layout.sizes):
         if name in selection:
             idx, dropped = _indices_for(selection[name], size, name)
         else:
@@ -143,7 +141,7 @@ def read_rows_cols(main: MainDataset, plan: SelectionPlan, budget: int | str | N
             for s in range(a, b, step):
                 e = min(b, s + step)
                 for (ca, cb), off in zip(col_runs, col_offsets):
-                    dset.read_direct(out, np.s_[s:e, ca:cb], np.s_[row_pos:row_pos + e - s, off:off + cb - ca])
+                    dset.read_direct(out, np.s_[s:e, ca:cb], np.s_[row_pos : row_pos + e - s, off : off + cb - ca])
                 row_pos += e - s
     else:
         # many scattered pieces: stream whole rows over the spanned range and pick in memory

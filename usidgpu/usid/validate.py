@@ -28,11 +28,22 @@ def _results_problems(main: h5py.Dataset) -> list[Problem]:
         try:
             target = main.file[ref]
         except Exception:
-            problems.append(Problem(group.name, "results-source-dangling", "attribute 'source_000' points to an object that no longer exists"))
+            problems.append(
+                Problem(
+                    group.name,
+                    "results-source-dangling",
+                    "attribute 'source_000' points to an object that no longer exists",
+                )
+            )
             continue
         if target != main:
             problems.append(
-                Problem(group.name, "results-source-mismatch", f"is named after {main.name} but 'source_000' points to {target.name}", WARNING)
+                Problem(
+                    group.name,
+                    "results-source-mismatch",
+                    f"is named after {main.name} but 'source_000' points to {target.name}",
+                    WARNING,
+                )
             )
     return problems
 

@@ -75,8 +75,14 @@ def _sanitize_name(name: str, what: str) -> str:
     return name
 
 
-def _matches(inds: h5py.Dataset, vals: h5py.Dataset, ref_i: np.ndarray, ref_v: np.ndarray,
-             dims: Sequence[Dimension], spectroscopic: bool) -> bool:
+def _matches(
+    inds: h5py.Dataset,
+    vals: h5py.Dataset,
+    ref_i: np.ndarray,
+    ref_v: np.ndarray,
+    dims: Sequence[Dimension],
+    spectroscopic: bool,
+) -> bool:
     """True when existing ancillary datasets hold exactly the tables for ``dims``."""
     shape = ref_i.T.shape if spectroscopic else ref_i.shape
     if inds.shape != shape or vals.shape != shape:
@@ -123,7 +129,8 @@ def write_ancillary(
     if names[0] in group or names[1] in group:
         old_i, old_v = group.get(names[0]), group.get(names[1])
         if (
-            isinstance(old_i, h5py.Dataset) and isinstance(old_v, h5py.Dataset)
+            isinstance(old_i, h5py.Dataset)
+            and isinstance(old_v, h5py.Dataset)
             and _matches(old_i, old_v, inds, vals, ordered, spectroscopic)
         ):
             return old_i, old_v
@@ -174,10 +181,7 @@ def _resolve_ancillary(
     axis = 1 if spectroscopic else 0
     if isinstance(spec, MainDataset):
         pair = (spec.h5_spec_inds, spec.h5_spec_vals) if spectroscopic else (spec.h5_pos_inds, spec.h5_pos_vals)
-    elif (
-        isinstance(spec, (tuple, list)) and len(spec) == 2
-        and all(isinstance(x, h5py.Dataset) for x in spec)
-    ):
+    elif isinstance(spec, (tuple, list)) and len(spec) == 2 and all(isinstance(x, h5py.Dataset) for x in spec):
         pair = tuple(spec)
     else:
         dims = [spec] if isinstance(spec, Dimension) else list(spec)
@@ -336,7 +340,11 @@ def write_main(
     options.update(compression_options(compression, compression_opts))
     nbytes = shape[0] * shape[1] * dtype.itemsize
     if isinstance(chunks, str) and chunks == "auto":
-        chunks = default_chunks(shape, dtype.itemsize) if (nbytes > DEFAULT_CHUNK_BYTES or "compression" in options or array is None) else None
+        chunks = (
+            default_chunks(shape, dtype.itemsize)
+            if (nbytes > DEFAULT_CHUNK_BYTES or "compression" in options or array is None)
+            else None
+        )
     if chunks is not None:
         options["chunks"] = chunks
     elif "compression" in options:

@@ -1,0 +1,99 @@
+"""GPU paths (run with ``pytest -m gpu`` on a machine with CUDA; skipped elsewhere)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import make_file
+
+import usidgpu
+from usidgpu import Dimension, backend
+
+pytestmark = pytest.mark.gpu
+KERNEL = Path(__file__).parent / "kernels" / "scale_add.cu"
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    data = np.random.default_rng(0).standard_normal((30, 20, 33)).astype(np.float32)
+    path = tmp_path / "g.h5"
+    make_file(
+        path,
+        data=data,
+        pos=[Dimension("Y", "nm", 30), Dimension("X", "nm", 20)],
+        spec=[Dimension("E", "eV", 33)],
+        chunks=(40, 33),
+    )
+    f = usidgpu.open(path)
+    yield f.main_datasets()[0], data.reshape(600, 33)
+    f.close()
+
+
+def test_device_selection_finds_the_gpu():
+    import cupy
+
+    backend.gpu_status.cache_clear()
+    dev = usidgpu.select_device("gpu")
+    assert dev.is_gpu and dev.xp is cupy
+    assert usidgpu.select_device("auto").is_gpu
+    assert usidgpu.memory_budget(device="gpu") > 0
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_blocks_arrive_on_the_device_with_the_same_values(dataset, prefetch):
+    import cupy
+
+    m, data = dataset
+    got = np.empty_like(data)
+    n = 0
+    for b in m.blocks(budget=33 * 4 * 64 * 2, device="gpu", prefetch=prefetch):
+        assert isinstance(b.data, cupy.ndarray)
+        got[b.rows] = cupy.asnumpy(b.data * 1)  # touch it with a kernel on the current stream
+        n += 1
+    assert n > 3
+    np.testing.assert_array_equal(got, data)
+
+
+def test_device_blocks_with_range_and_copy(dataset):
+    import cupy
+
+    m, data = dataset
+    kept = [b.data for b in m.blocks(budget="64kB", device="gpu", start=77, stop=411, copy=True)]
+    np.testing.assert_array_equal(cupy.asnumpy(cupy.concatenate(kept)), data[77:411])
+
+
+def test_reduce_on_gpu_equals_cpu(dataset):
+    m, _ = dataset
+    for dims, func in ((["E"], "mean"), (["Y", "X"], "std"), (["X"], "max"), (["Y"], "nansum")):
+        np.testing.assert_allclose(
+            m.reduce(dims, func, device="gpu"), m.reduce(dims, func, device="cpu"), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_complex_blocks_on_gpu(tmp_path):
+    import cupy
+
+    data = (np.arange(24) + 1j * np.arange(24)).astype(np.complex64).reshape(6, 4)
+    make_file(tmp_path / "c.h5", data=data, pos=[Dimension("X", "", 6)], spec=[Dimension("F", "Hz", 4)])
+    with usidgpu.open(tmp_path / "c.h5") as f:
+        got = [cupy.asnumpy(b.data) for b in f.main_datasets()[0].blocks(device="gpu", copy=True)]
+    np.testing.assert_array_equal(np.concatenate(got), data)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_loader_compiles_once_per_dtype(dtype):
+    import cupy
+
+    k = backend.get_kernel(KERNEL, "scale_add", dtype=dtype)
+    assert backend.get_kernel(KERNEL, "scale_add", dtype=dtype) is k  # cached per device and dtype
+    n = 1000
+    x = cupy.arange(n, dtype=dtype)
+    y = cupy.ones(n, dtype=dtype)
+    k(((n + 255) // 256,), (256,), (x, y, dtype(2.5), np.int64(n)))
+    np.testing.assert_allclose(cupy.asnumpy(y), 2.5 * np.arange(n) + 1)
+    fill = backend.get_kernel(KERNEL, "fill_index")
+    out = cupy.zeros(n, dtype=cupy.float32)
+    fill(((n + 255) // 256,), (256,), (out, np.int64(n)))
+    np.testing.assert_array_equal(cupy.asnumpy(out), np.arange(n, dtype=np.float32))

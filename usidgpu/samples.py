@@ -1,0 +1,33 @@
+"""Sample USID files shipped inside the package, addressable as ``sample:<name>``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import FileProblem
+
+_DIR = Path(__file__).resolve().parent / "data"
+
+#: name -> (file, one-line description)
+SAMPLES = {
+    "stem-image": ("simulated_STEM_Image.h5", "simulated HAADF-STEM image of atomic columns, 256 × 256 (pycroscopy)"),
+    "force-curve": ("AFM_Force_Curve.h5", "one AFM force curve, deflection vs Z, 2045 points (pyUSID)"),
+}
+PREFIX = "sample:"
+
+
+def sample_path(name: str) -> Path:
+    """Path of a shipped sample file (see :data:`SAMPLES`)."""
+    try:
+        return _DIR / SAMPLES[name][0]
+    except KeyError:
+        raise FileProblem(f"{PREFIX}{name}: no such sample; choose one of {', '.join(SAMPLES)}") from None
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """A file path, or the shipped sample that ``sample:<name>`` names."""
+    text = os.fspath(path)
+    if text.startswith(PREFIX):
+        return sample_path(text[len(PREFIX) :])
+    return Path(text)
