@@ -32,6 +32,17 @@ def pyusid():
         pytest.skip("pyUSID is not installed (pip install '.[test]')")
 
 
+SAMPLES_DIR = REPO / "usidgpu" / "data"
+
+
+def real_file(name: str) -> Path:
+    """A real public file: from ../shared/data, or the copy shipped in usidgpu/data."""
+    for folder in (DATA_DIR, SAMPLES_DIR):
+        if (folder / name).is_file():
+            return folder / name
+    pytest.skip(f"{name} is in neither {DATA_DIR} nor {SAMPLES_DIR}")
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not DATA_DIR.is_dir():

@@ -7,6 +7,7 @@ import warnings
 import h5py
 import numpy as np
 import pytest
+from conftest import real_file
 
 import usidgpu
 from usidgpu.cli import main as cli
@@ -27,8 +28,8 @@ def _labels(pyusid, ds, attr):
 
 
 @pytest.mark.parametrize("name", USID_FILES)
-def test_dims_units_and_ndim_agree_with_pyusid(pyusid, data_dir, name):
-    path = data_dir / name
+def test_dims_units_and_ndim_agree_with_pyusid(pyusid, name):
+    path = real_file(name)
     with usidgpu.open(path) as f, h5py.File(path, "r") as h, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ours = f.main_datasets()
@@ -58,9 +59,9 @@ def test_dims_units_and_ndim_agree_with_pyusid(pyusid, data_dir, name):
             np.testing.assert_array_equal(streamed, t[()])
 
 
-def test_stem_image_orientation(data_dir):
+def test_stem_image_orientation():
     # MANIFEST: X varies fastest; get_n_dim_form() equals raw.reshape(256, 256).T
-    with usidgpu.open(data_dir / "simulated_STEM_Image.h5") as f:
+    with usidgpu.open(real_file("simulated_STEM_Image.h5")) as f:
         m = f.dataset("/Measurement_000/Channel_000/Raw_Data")
         assert m.pos_layout.order == (1, 0)  # file lists the fastest (X) first
         raw = m[()]
@@ -85,11 +86,11 @@ def test_sparse_file_streams_selects_and_validates(data_dir):
 
 
 @pytest.mark.parametrize("name", USID_FILES)
-def test_cli_info_and_validate_accept_real_files(data_dir, name, capsys):
-    assert cli(["info", str(data_dir / name)]) == 0
+def test_cli_info_and_validate_accept_real_files(name, capsys):
+    assert cli(["info", str(real_file(name))]) == 0
     out = capsys.readouterr().out
     assert "/Measurement_000/Channel_000/Raw_Data" in out
-    assert cli(["validate", str(data_dir / name)]) == 0
+    assert cli(["validate", str(real_file(name))]) == 0
     assert "valid USID" in capsys.readouterr().out
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from .errors import BudgetError, DeviceError
+
+log = logging.getLogger("usidgpu")
 
 DEVICE_ENV = "USIDGPU_DEVICE"
 MEMORY_ENV = "USIDGPU_MEMORY"
@@ -206,9 +209,9 @@ def select_device(device: str | Device | None = None) -> Device:
         if not usable:
             raise DeviceError(f"--device gpu was requested but no GPU is usable: {why}")
         return Device("gpu", "gpu", why)
-    if usable:
-        return Device("gpu", "auto", why)
-    return Device("cpu", "auto", f"NumPy; no GPU: {why}")
+    chosen = Device("gpu", "auto", why) if usable else Device("cpu", "auto", f"NumPy; no GPU: {why}")
+    log.info("device: %s", chosen)
+    return chosen
 
 
 # --------------------------------------------------------------------------------------------
