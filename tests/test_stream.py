@@ -80,6 +80,28 @@ def test_blocks_reuse_buffers_unless_copied(big):
     np.testing.assert_array_equal(np.concatenate(copies), data)
 
 
+def test_buffers_are_kept_between_passes_but_never_shared(big):
+    path, data = big
+    budget = 17 * 4 * 100 * 2
+    with usidgpu.open(path) as f:
+        m = f.main_datasets()[0]
+        first = {b.data.__array_interface__["data"][0] for b in m.blocks(budget=budget)}
+        second = {b.data.__array_interface__["data"][0] for b in m.blocks(budget=budget)}
+        assert first == second  # the second pass reused the first pass's buffers
+        # two passes at once each get their own buffers and both see the right data
+        a, b = m.blocks(budget=budget), m.blocks(budget=budget)
+        for x, y in zip(a, b):
+            assert x.data.__array_interface__["data"][0] != y.data.__array_interface__["data"][0]
+            np.testing.assert_array_equal(x.data, data[x.rows])
+            np.testing.assert_array_equal(y.data, data[y.rows])
+        m.release_buffers()
+        assert m._buffers._free == []
+        # alternating prefetch on/off still reuses the same buffers
+        on = {b.data.__array_interface__["data"][0] for b in m.blocks(budget=budget)}
+        off = {b.data.__array_interface__["data"][0] for b in m.blocks(budget=budget, prefetch=False)}
+        assert off <= on
+
+
 def test_blocks_range_and_early_stop(big):
     path, data = big
     with usidgpu.open(path) as f:

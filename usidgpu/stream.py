@@ -176,54 +176,112 @@ def plan_for(
     )
 
 
-class _Slots:
-    """Reusable buffers (host, and on GPU pinned host + device) for one streaming pass."""
+class _Buffer:
+    """One reusable block buffer: host memory (pinned on GPU), the device copy, and its events."""
 
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, n: int, gpu: bool):
-        self.gpu = gpu
-        self.host: list[np.ndarray] = []
-        self.device: list[Any] = []
-        self.copied: list[Any] = [None] * n  # event: host → device copy of slot k finished
-        self.released: list[Any] = [None] * n  # event: caller finished with device slot k
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, gpu: bool):
+        self.key = _buffer_key(shape, dtype, gpu)
+        self.copied: Any = None  # event: host → device copy finished
+        self.released: Any = None  # event: the caller finished with the device array
         if gpu:
             import cupy
             import cupyx
 
-            self.stream = cupy.cuda.Stream(non_blocking=True)
-            for _ in range(n):
-                # page-locked host memory: HDF5 reads into it, the DMA engine copies from it
-                self.host.append(cupyx.empty_pinned(shape, dtype=dtype))
-                self.device.append(cupy.empty(shape, dtype=dtype))
+            # page-locked host memory: HDF5 reads into it, the DMA engine copies from it
+            self.host = cupyx.empty_pinned(shape, dtype=dtype)
+            self.device = cupy.empty(shape, dtype=dtype)
         else:
-            self.host = [np.empty(shape, dtype=dtype) for _ in range(n)]
+            self.host = np.empty(shape, dtype=dtype)
+            self.device = None
+
+
+def _buffer_key(shape: tuple[int, ...], dtype: np.dtype, gpu: bool) -> tuple:
+    device_id = None
+    if gpu:
+        import cupy
+
+        device_id = cupy.cuda.Device().id
+    dt = np.dtype(dtype)
+    return tuple(shape), dt.str if dt.fields is None else str(dt.descr), device_id
+
+
+class _Slots:
+    """The buffers of one streaming pass."""
+
+    def __init__(self, buffers: list[_Buffer], gpu: bool):
+        self.buffers = buffers
+        self.gpu = gpu
+        if gpu:
+            import cupy
+
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+
+    def __len__(self) -> int:
+        return len(self.buffers)
 
     def fill(self, k: int, dset: h5py.Dataset, a: int, b: int) -> None:
         """Read rows a:b into slot k (and start its copy to the device)."""
-        n = b - a
-        if self.gpu and self.copied[k] is not None:
-            self.copied[k].synchronize()  # the previous upload from this pinned buffer is done
+        buf, n = self.buffers[k], b - a
+        if self.gpu and buf.copied is not None:
+            buf.copied.synchronize()  # the previous upload from this pinned buffer is done
         if n:
-            dset.read_direct(self.host[k], np.s_[a:b], np.s_[0:n])
+            dset.read_direct(buf.host, np.s_[a:b], np.s_[0:n])
         if self.gpu:
-            if self.released[k] is not None:
-                self.stream.wait_event(self.released[k])
-            self.device[k][:n].set(self.host[k][:n], stream=self.stream)
-            self.copied[k] = self.stream.record()
+            if buf.released is not None:
+                self.stream.wait_event(buf.released)
+            buf.device[:n].set(buf.host[:n], stream=self.stream)
+            buf.copied = self.stream.record()
 
     def view(self, k: int, n: int) -> Any:
         """The data of slot k as the caller sees it (device arrays wait for their upload)."""
+        buf = self.buffers[k]
         if self.gpu:
             import cupy
 
-            cupy.cuda.get_current_stream().wait_event(self.copied[k])
-            return self.device[k][:n]
-        return self.host[k][:n]
+            cupy.cuda.get_current_stream().wait_event(buf.copied)
+            return buf.device[:n]
+        return buf.host[:n]
 
     def release(self, k: int) -> None:
         if self.gpu:
             import cupy
 
-            self.released[k] = cupy.cuda.get_current_stream().record()
+            self.buffers[k].released = cupy.cuda.get_current_stream().record()
+
+
+class BufferPool:
+    """Keeps the buffers of finished passes for the next pass over the same dataset.
+
+    Fresh buffers cost page faults (and, on a GPU, pinned-memory registration) on every pass:
+    about a tenth of a warm-cache read, which multi-pass algorithms (randomized SVD, k-means)
+    would pay again and again. A pass checks its buffers out and returns them when it ends, so
+    two passes running at once never share one. At most ``keep`` buffers of the most recent
+    shape are kept, i.e. one double-buffered pass's worth (``plan.peak_bytes``).
+    """
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep = keep
+        self._free: list[_Buffer] = []
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...], dtype: np.dtype, n: int, gpu: bool) -> _Slots:
+        key = _buffer_key(shape, dtype, gpu)
+        with self._lock:
+            reuse = [b for b in self._free if b.key == key][:n]
+            # buffers of another shape are dropped before new ones are allocated
+            self._free = [b for b in self._free if b.key == key and b not in reuse]
+        return _Slots(reuse + [_Buffer(shape, dtype, gpu) for _ in range(n - len(reuse))], gpu)
+
+    def give(self, slots: _Slots) -> None:
+        with self._lock:
+            key = slots.buffers[0].key if slots.buffers else None
+            same = [b for b in self._free if b.key == key]
+            self._free = (slots.buffers + same)[: self.keep]
+
+    def clear(self) -> None:
+        """Free the kept buffers."""
+        with self._lock:
+            self._free = []
 
 
 def iter_blocks(
@@ -236,6 +294,7 @@ def iter_blocks(
     start: int = 0,
     stop: int | None = None,
     max_block_bytes: int = DEFAULT_MAX_BLOCK_BYTES,
+    pool: BufferPool | None = None,
 ) -> Iterator[Block]:
     """Iterate over blocks of whole rows of a 2-D dataset within a memory budget.
 
@@ -258,6 +317,8 @@ def iter_blocks(
         Row range to stream (default: all rows).
     max_block_bytes : int
         Upper bound on one block.
+    pool : BufferPool, optional
+        Take the buffers from (and return them to) this pool, so repeated passes reuse them.
 
     Yields
     ------
@@ -276,7 +337,9 @@ def iter_blocks(
     if plan.n_blocks == 0:
         return
     n_slots = plan.n_buffers
-    slots = _Slots((plan.rows_per_block,) + dset.shape[1:], dset.dtype, n_slots, dev.is_gpu)
+    shape = (plan.rows_per_block,) + dset.shape[1:]
+    pool = pool if pool is not None else BufferPool()
+    slots = pool.take(shape, dset.dtype, n_slots, dev.is_gpu)
     bar = _progress_bar(progress, plan)
     try:
         source = _prefetched(slots, dset, plan) if prefetch else _inline(slots, dset, plan)
@@ -289,6 +352,7 @@ def iter_blocks(
                     bar.update(b - a)
         finally:
             source.close()
+        pool.give(slots)  # only after the reader thread has stopped
     finally:
         if bar is not None:
             bar.close()
@@ -304,9 +368,9 @@ _DONE = object()
 
 
 def _prefetched(slots: _Slots, dset: h5py.Dataset, plan: BlockPlan) -> Iterator[tuple[int, int, int]]:
-    """Blocks read by a background thread, at most ``len(slots.host)`` in flight."""
+    """Blocks read by a background thread, at most ``len(slots)`` in flight."""
     free: queue.Queue = queue.Queue()
-    for k in range(len(slots.host)):
+    for k in range(len(slots)):
         free.put(k)
     ready: queue.Queue = queue.Queue()
     stop = threading.Event()

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..backend import Device, asnumpy, format_bytes, free_memory
 from ..errors import BudgetError, NotAGridError, NotMainError
-from ..stream import Block, BlockPlan, iter_blocks, plan_for
+from ..stream import Block, BlockPlan, BufferPool, iter_blocks, plan_for
 from .ancillary import Layout, dims_from_tables, infer_layout
 from .attrs import decode_str, decode_str_list, read_attrs
 from .dimension import Dimension
@@ -54,6 +54,7 @@ class MainDataset:
                 f"{dataset.file.filename}: {dataset.name} is not a USID Main dataset: {errors[0].message}{more}"
             )
         self._h5 = dataset
+        self._buffers = BufferPool()  # read buffers kept between passes (see release_buffers)
         f = dataset.file
         self.h5_pos_inds: h5py.Dataset = f[dataset.attrs["Position_Indices"]]
         self.h5_pos_vals: h5py.Dataset = f[dataset.attrs["Position_Values"]]
@@ -350,6 +351,11 @@ class MainDataset:
         Block
             ``(start, stop, data)`` with ``data`` of shape (stop - start, n_spectral). Without
             ``copy`` it is valid until the next block is requested.
+
+        Notes
+        -----
+        The buffers of a finished pass are kept for the next one (fresh memory costs page faults
+        on every pass); :meth:`release_buffers` frees them.
         """
         return iter_blocks(
             self._h5,
@@ -360,7 +366,12 @@ class MainDataset:
             progress=progress,
             start=start,
             stop=stop,
+            pool=self._buffers,
         )
+
+    def release_buffers(self) -> None:
+        """Free the read buffers :meth:`blocks` keeps for the next pass (at most one pass's worth)."""
+        self._buffers.clear()
 
     # ---------------------------------------------------------------- writing
     def write_rows(self, start: int, data: Any) -> None:
