@@ -54,6 +54,21 @@ def open_h5(path: str | os.PathLike, mode: str = "r") -> h5py.File:
         raise FileProblem(f"{p}: {reason}") from None
 
 
+def results_groups_of(dataset: h5py.Dataset, tool: str | None = None) -> list[tuple[re.Match, h5py.Group]]:
+    """Groups beside ``dataset`` named ``<its name>-<Tool>_NNN`` (only ``tool``'s, if given)."""
+    parent = dataset.parent
+    base = dataset.name.rsplit("/", 1)[1]
+    found = []
+    for key in parent:
+        match = RESULTS_NAME.match(key)
+        if not match or match.group("source") != base or (tool is not None and match.group("tool") != tool):
+            continue
+        group = parent.get(key)
+        if isinstance(group, h5py.Group):
+            found.append((match, group))
+    return found
+
+
 @dataclass(frozen=True)
 class ResultsGroup:
     """A results group ``<Source>-<Tool>_NNN`` found next to a Main dataset.
@@ -180,18 +195,12 @@ class USIDFile:
         out: list[ResultsGroup] = []
         seen: set[str] = set()
         for m in mains:
-            parent = m.h5.parent
-            base = m.name.rsplit("/", 1)[1]
-            for key in parent:
-                match = RESULTS_NAME.match(key)
-                if not match or match.group("source") != base:
+            for match, group in results_groups_of(m.h5):
+                if group.name in seen:
                     continue
-                obj = parent.get(key)
-                if not isinstance(obj, h5py.Group) or obj.name in seen:
-                    continue
-                seen.add(obj.name)
+                seen.add(group.name)
                 out.append(
-                    ResultsGroup(obj.name, m.name, match.group("tool"), int(match.group("index")), read_attrs(obj))
+                    ResultsGroup(group.name, m.name, match.group("tool"), int(match.group("index")), read_attrs(group))
                 )
         return out
 

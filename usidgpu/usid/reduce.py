@@ -160,27 +160,13 @@ def reduce_main(
     complex_data = main.dtype.kind == "c"
 
     # spectroscopic side: which slowest-first axes are reduced, and the shape that remains
-    spec_layout = main.spec_layout
-    if spec_layout.is_grid:
-        spec_sf = spec_layout.slow_to_fast_sizes
-        red_axes = tuple(spec_layout.order.index(c) for c in spec_red)
-    else:
-        spec_sf = (main.n_spectral,)
-        red_axes = (0,) if spec_red else ()
-    keep_axes = tuple(a for a in range(len(spec_sf)) if a not in red_axes)
+    spec_sf, red_axes, keep_axes = _side_axes(main.spec_layout, spec_red, main.n_spectral)
     rest_sizes = tuple(spec_sf[a] for a in keep_axes)
     n_rest = int(np.prod(rest_sizes, dtype=np.int64))
     n_red = int(np.prod([spec_sf[a] for a in red_axes], dtype=np.int64))
-
     # position side: which output cell every row folds into
-    pos_layout = main.pos_layout
-    if pos_layout.is_grid:
-        pos_sf = pos_layout.slow_to_fast_sizes
-        pos_red_axes = tuple(pos_layout.order.index(c) for c in pos_red)
-    else:
-        pos_sf = (main.n_positions,)
-        pos_red_axes = (0,) if pos_red else ()
-    pos_keep = tuple(a for a in range(len(pos_sf)) if a not in pos_red_axes)
+    pos_layout, spec_layout = main.pos_layout, main.spec_layout
+    pos_sf, _pos_red_axes, pos_keep = _side_axes(pos_layout, pos_red, main.n_positions)
     cell_sizes = tuple(pos_sf[a] for a in pos_keep)
     n_cells = int(np.prod(cell_sizes, dtype=np.int64))
 
@@ -219,6 +205,21 @@ def reduce_main(
     spec_file = _kept_file_axes(spec_layout, spec_red) if spec_layout.is_grid else ([0] if not spec_red else [])
     axes = tuple(pos_file) + tuple(len(pos_file) + a for a in spec_file)
     return np.transpose(result, axes) if axes else result
+
+
+def _side_axes(layout, reduced_cols: Sequence[int], n_entries: int):
+    """Slowest-first sizes of one side, and which of those axes are reduced and kept.
+
+    A non-grid side is one flat axis (reduced entirely or not at all).
+    """
+    if layout.is_grid:
+        sizes = layout.slow_to_fast_sizes
+        reduced = tuple(layout.order.index(c) for c in reduced_cols)
+    else:
+        sizes = (n_entries,)
+        reduced = (0,) if reduced_cols else ()
+    kept = tuple(a for a in range(len(sizes)) if a not in reduced)
+    return sizes, reduced, kept
 
 
 def _kept_file_axes(layout, reduced_cols: Sequence[int]) -> list[int]:

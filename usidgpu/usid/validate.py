@@ -7,20 +7,14 @@ from typing import Any
 
 import h5py
 
-from .file import RESULTS_NAME, USIDFile
+from .file import USIDFile, results_groups_of
 from .rules import ERROR, WARNING, Problem, content_problems, is_candidate, main_problems
 
 
 def _results_problems(main: h5py.Dataset) -> list[Problem]:
     problems: list[Problem] = []
-    parent = main.parent
-    base = main.name.rsplit("/", 1)[1]
-    for key in parent:
-        match = RESULTS_NAME.match(key)
-        if not match or match.group("source") != base:
-            continue
-        group = parent.get(key)
-        if not isinstance(group, h5py.Group) or "source_000" not in group.attrs:
+    for _match, group in results_groups_of(main):
+        if "source_000" not in group.attrs:
             continue
         ref = group.attrs["source_000"]
         if not isinstance(ref, h5py.Reference):
