@@ -185,3 +185,63 @@ def test_misuse_is_reported(source):
         w.close()
     with pytest.raises(TypeError, match="begin"):
         ResultsWriter()
+
+
+KILL_SCRIPT = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import usidgpu
+from test_results import SOURCE, PARAMS, _run
+from usidgpu import ResultsWriter
+
+class Loud(ResultsWriter):
+    def mark_done(self, start, stop):
+        super().mark_done(start, stop)
+        print("done", stop, flush=True)
+        time.sleep(0.05)
+
+with usidgpu.open(sys.argv[1]) as f:
+    w = Loud.begin(f[SOURCE], "SVD", PARAMS)
+    _run(w, f[SOURCE])
+    w.finish()
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.parametrize("kill_after", [1, 3])
+def test_kill_minus_9_then_resume(source, tmp_path, kill_after):
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from helpers import file_digest
+
+    reference = tmp_path / "reference.h5"
+    shutil.copy(source, reference)
+    with usidgpu.open(reference) as f:
+        w = ResultsWriter.begin(f[SOURCE], "SVD", PARAMS)
+        _run(w, f[SOURCE])
+        w.finish()
+    digest = file_digest(source)
+    tests_dir = str(Path(__file__).parent)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(source), tests_dir], stdout=subprocess.PIPE, text=True
+    )
+    for _ in range(kill_after):
+        assert child.stdout.readline().startswith("done")
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert file_digest(source) == digest  # the source file was never opened for writing
+    assert usidgpu.validate(source) == []
+    (partial,) = find_partial(source)
+    assert partial["status"] == "partial" and partial["done"] >= kill_after
+    done = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(source), tests_dir], capture_output=True, text=True)
+    assert done.returncode == 0 and "finished" in done.stdout, done.stderr
+    with h5py.File(source, "r") as a, h5py.File(reference, "r") as b:
+        g = "/Measurement_000/Channel_000/Raw_Data-SVD_000"
+        assert a[g].attrs["usidgpu_status"] == "complete"
+        for name in ("U", "V", "S"):
+            np.testing.assert_array_equal(a[g][name][()], b[g][name][()])
+    assert not sidecar_dir(source).exists()
