@@ -276,3 +276,45 @@ def test_default_chunks_are_whole_positions():
     assert default_chunks((10**6, 1024), 4) == (256, 1024)
     assert default_chunks((10, 10**7), 4) == (1, 262144)
     assert default_chunks((3, 5), 8) == (3, 5)
+
+
+def _one_side(tmp_path, data, name="r.h5"):
+    make_file(tmp_path / name, data=data, pos=[Dimension("X", "m", data.shape[0])], spec=[Dimension("B", "V", data.shape[1])])
+    return usidgpu.open(tmp_path / name)
+
+
+def test_var_per_cell_with_offsets_and_infinities(tmp_path):
+    rng = np.random.default_rng(0)
+    d = rng.standard_normal((3, 4))
+    d[1:] += 1e8  # cells at very different levels must not share a shift
+    with _one_side(tmp_path, d, "a.h5") as f:
+        m = f.main_datasets()[0]
+        np.testing.assert_allclose(m.reduce("B", "var", budget=400), d.var(axis=1), rtol=1e-6)
+        with pytest.raises(usidgpu.BudgetError, match="200 B is too small for reduce"):
+            m.reduce("B", "var", budget=200)
+    d = rng.standard_normal((3, 4))
+    d[0, 0] = np.inf  # spoils its own cell only, as in NumPy
+    with _one_side(tmp_path, d, "b.h5") as f:
+        with np.errstate(invalid="ignore"):
+            np.testing.assert_array_equal(np.isnan(f.main_datasets()[0].reduce("B", "std")), np.isnan(d.std(axis=1)))
+            np.testing.assert_allclose(f.main_datasets()[0].reduce("B", "std")[1:], d.std(axis=1)[1:])
+
+
+def test_reduce_keeps_numpy_dtypes_and_exact_integers(tmp_path):
+    big = np.array([[2**60, 2**60 + 1], [3, -(2**61)]], dtype=np.int64)
+    with _one_side(tmp_path, big, "i.h5") as f:
+        m = f.main_datasets()[0]
+        for func in ("max", "min", "sum"):
+            got = m.reduce("X", func, budget=192)
+            assert got.dtype == getattr(np, func)(big, axis=0).dtype
+            np.testing.assert_array_equal(got, getattr(np, func)(big, axis=0))
+        assert m.reduce("X", "mean").dtype == np.float64
+    f32 = np.random.default_rng(1).random((5, 3)).astype(np.float32)
+    with _one_side(tmp_path, f32, "f.h5") as f:
+        m = f.main_datasets()[0]
+        for func in ("mean", "sum", "std", "var", "max", "nanmean"):
+            assert m.reduce("X", func).dtype == np.float32, func
+    u8 = np.arange(15, dtype=np.uint8).reshape(5, 3)
+    with _one_side(tmp_path, u8, "u.h5") as f:
+        got = f.main_datasets()[0].reduce("X", "max")
+        assert got.dtype == np.uint8 and (got == u8.max(axis=0)).all()

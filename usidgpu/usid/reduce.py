@@ -1,10 +1,10 @@
 """Streamed reductions of a Main dataset over named dimensions.
 
 Reducing over spectroscopic dimensions is local to each block of whole positions. Reducing over
-position dimensions combines blocks, so only reductions that decompose into running sums,
-minima and maxima are accepted there: sums, means, variances (as shifted sums of squares in
-float64, which keeps the cancellation of ``E[x²] − E[x]²`` small), minima and maxima, each also
-in a NaN-ignoring form.
+position dimensions combines blocks, so only reductions that decompose into running statistics
+are accepted there: sums, means, variances and standard deviations (merged per output cell with
+Chan's parallel formula), minima and maxima, each also in a NaN-ignoring form. Results have
+NumPy's dtypes (float32 in, float32 out; integer sums exact in int64).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..backend import Device, asnumpy, memory_budget, select_device
-from ..errors import NotAGridError
+from ..backend import Device, asnumpy, format_bytes, memory_budget, select_device
+from ..errors import BudgetError, NotAGridError
 
 if TYPE_CHECKING:
     from .dataset import MainDataset
@@ -36,35 +36,79 @@ def reduction_name(func: Any) -> str | None:
     return ("nan" if nan else "") + base
 
 
+# dtypes cupyx.scatter_add / scatter_min / scatter_max accept directly
+_CUPYX_SCATTER = {np.dtype(t) for t in (np.int32, np.uint32, np.uint64, np.float32, np.float64)}
+
+
 def _scatter(xp, op: str, acc, cells, values) -> None:
     """acc[cells] op= values, with repeated cells combined (np.ufunc.at / cupyx.scatter_*)."""
     if xp is np:
         {"add": np.add, "min": np.minimum, "max": np.maximum}[op].at(acc, cells, values)
-    else:  # pragma: no cover - GPU only
-        import cupyx
+        return
+    import cupyx  # pragma: no cover - GPU only
 
-        {"add": cupyx.scatter_add, "min": cupyx.scatter_min, "max": cupyx.scatter_max}[op](acc, cells, values)
+    fn = {"add": cupyx.scatter_add, "min": cupyx.scatter_min, "max": cupyx.scatter_max}[op]
+    dt = acc.dtype
+    if dt in _CUPYX_SCATTER:
+        fn(acc, cells, values.astype(dt, copy=False))
+    elif op == "add" and dt.kind == "c":  # complex: add real and imaginary parts as floats
+        part = values.astype(dt, copy=False)
+        fn(acc.view(acc.real.dtype), cells, part.view(acc.real.dtype))
+    elif op == "add" and dt == np.int64:  # two's complement: int64 sums are uint64 sums
+        fn(acc.view(np.uint64), cells, values.astype(np.int64, copy=False).view(np.uint64))
+    elif dt.kind in "biu" and dt.itemsize < 4:  # small integers and bools: exact in 32 bits
+        wide = np.int32 if dt.kind == "i" or dt.kind == "b" else np.uint32
+        tmp = acc.astype(wide)
+        fn(tmp, cells, values.astype(wide))
+        acc[...] = tmp.astype(dt)
+    else:  # int64 min/max: no exact device scatter, so fold on the host
+        host = acc.get()
+        {"min": np.minimum, "max": np.maximum}[op].at(host, cells.get(), values.get())
+        acc.set(host)
+
+
+def _output_dtype(base: str, dtype: np.dtype) -> np.dtype:
+    """NumPy's result dtype of the reduction ``base`` on ``dtype`` (float32 in, float32 out)."""
+    if base in ("min", "max"):
+        return dtype
+    if dtype.kind in "biu":
+        if base == "sum":
+            return np.dtype(np.uint64 if dtype.kind == "u" else np.int64)
+        return np.dtype(np.float64)
+    if base in ("var", "std") and dtype.kind == "c":
+        return np.dtype(dtype.char.lower()) if dtype.char in "FDG" else np.dtype(np.float64)
+    return dtype
 
 
 class _Accumulator:
-    """Running statistics per output cell (rows) × remaining spectroscopic point (columns)."""
+    """Running statistics per output cell (rows) × remaining spectroscopic point (columns).
 
-    def __init__(self, xp, name: str, n_cells: int, n_cols: int, complex_data: bool):
+    ``sum``/``mean`` keep running sums (float64, complex128, or int64 for integer sums, which
+    stay exact); ``var``/``std`` keep count, mean and the sum of squared deviations per cell and
+    merge blocks with Chan's parallel formula, so neither large offsets nor a non-finite value
+    in one cell spoil the others; ``min``/``max`` keep extremes in the input dtype.
+    """
+
+    def __init__(self, xp, name: str, n_cells: int, n_cols: int, dtype: np.dtype):
         self.xp = xp
         self.nan = name.startswith("nan")
         self.base = name[3:] if self.nan else name
-        if complex_data and self.base in ("min", "max"):
+        self.dtype = np.dtype(dtype)
+        if self.dtype.kind == "c" and self.base in ("min", "max"):
             raise TypeError(f"'{name}' is not defined for complex data")
-        self.sum_dtype = np.complex128 if complex_data else np.float64
-        self.count = xp.zeros((n_cells, n_cols), dtype=np.float64)
-        self.shift = None
+        self.out_dtype = _output_dtype(self.base, self.dtype)
+        self.work = np.dtype(np.complex128 if self.dtype.kind == "c" else np.float64)
+        shape = (n_cells, n_cols)
+        self.count = xp.zeros(shape, dtype=np.float64)
         if self.base in ("min", "max"):
-            fill = np.inf if self.base == "min" else -np.inf
-            self.extreme = xp.full((n_cells, n_cols), fill, dtype=np.float64)
+            self.fill = _extreme_fill(self.base, self.dtype)
+            self.extreme = xp.full(shape, self.fill, dtype=self.dtype)
+        elif self.base in ("sum", "mean"):
+            total = self.out_dtype if (self.base == "sum" and self.dtype.kind in "biu") else self.work
+            self.total = xp.zeros(shape, dtype=total)
         else:
-            self.s1 = xp.zeros((n_cells, n_cols), dtype=self.sum_dtype)
-            if self.base in ("var", "std"):
-                self.s2 = xp.zeros((n_cells, n_cols), dtype=np.float64)
+            self.mean = xp.zeros(shape, dtype=self.work)
+            self.m2 = xp.zeros(shape, dtype=np.float64)
 
     def add(self, values, cells) -> None:
         """Fold in ``values`` (rows × reduced points × columns) for output ``cells``.
@@ -73,26 +117,55 @@ class _Accumulator:
         array naming each row's cell (repeats are combined).
         """
         xp = self.xp
-        counted = ~xp.isnan(values) if self.nan else None
+        counted = ~xp.isnan(values) if (self.nan and values.dtype.kind in "fc") else None
         if counted is None:
-            n = xp.full((values.shape[0], values.shape[2]), values.shape[1], dtype=np.float64)
+            n_rows = xp.full((values.shape[0], values.shape[2]), values.shape[1], dtype=np.float64)
         else:
-            n = counted.sum(axis=1, dtype=np.float64)
+            n_rows = counted.sum(axis=1, dtype=np.float64)
         if self.base in ("min", "max"):
-            v = values if counted is None else xp.where(counted, values, np.inf if self.base == "min" else -np.inf)
-            part = (v.min(axis=1) if self.base == "min" else v.max(axis=1)).astype(np.float64)
+            v = values if counted is None else xp.where(counted, values, self.fill)
+            part = v.min(axis=1) if self.base == "min" else v.max(axis=1)
             self._combine(self.base, "extreme", part, cells)
+        elif self.base in ("sum", "mean"):
+            v = values if counted is None else xp.where(counted, values, 0)
+            self._combine("add", "total", v.sum(axis=1, dtype=self.total.dtype), cells)
         else:
-            if self.base in ("var", "std") and self.shift is None:
-                # shift by a representative value per column to keep sums of squares well scaled
-                self.shift = xp.nan_to_num(values[0].mean(axis=0, dtype=self.sum_dtype))
-            v = values - self.shift if self.shift is not None else values
+            self._add_moments(values.astype(self.work), counted, n_rows, cells)
+        self._combine("add", "count", n_rows, cells)
+
+    def _add_moments(self, x, counted, n_rows, cells) -> None:
+        xp = self.xp
+        xz = x if counted is None else xp.where(counted, x, 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if isinstance(cells, slice):
+                region, n_b = cells, n_rows
+                mean_b = xz.sum(axis=1) / n_rows
+                mean_rows = mean_b
+            else:
+                region = slice(None)
+                n_b = xp.zeros(self.count.shape, dtype=np.float64)
+                _scatter(xp, "add", n_b, cells, n_rows)
+                s_b = xp.zeros(self.mean.shape, dtype=self.work)
+                _scatter(xp, "add", s_b, cells, xz.sum(axis=1))
+                mean_b = s_b / n_b
+                mean_rows = mean_b[cells]
+            dev = x - mean_rows[:, None, :]
             if counted is not None:
-                v = xp.where(counted, v, 0)
-            self._combine("add", "s1", v.sum(axis=1, dtype=self.sum_dtype), cells)
-            if self.base in ("var", "std"):
-                self._combine("add", "s2", (v * v.conj()).real.sum(axis=1, dtype=np.float64), cells)
-        self._combine("add", "count", n, cells)
+                dev = xp.where(counted, dev, 0)
+            sq = (dev * dev.conj()).real.sum(axis=1)
+            if isinstance(cells, slice):
+                m2_b = sq
+            else:
+                m2_b = xp.zeros(self.m2.shape, dtype=np.float64)
+                _scatter(xp, "add", m2_b, cells, sq)
+            # Chan et al.: merge (n_a, mean_a, M2_a) with this block's (n_b, mean_b, M2_b)
+            n_a, mean_a = self.count[region], self.mean[region]
+            n = n_a + n_b
+            has = n_b > 0
+            w = xp.where(has, n_b / xp.where(n > 0, n, 1), 0)
+            delta = xp.where(has, mean_b - mean_a, 0)
+            self.mean[region] = mean_a + delta * w
+            self.m2[region] += xp.where(has, m2_b + (delta * delta.conj()).real * n_a * w, 0)
 
     def _combine(self, op: str, attr: str, part, cells) -> None:
         acc = getattr(self, attr)
@@ -109,14 +182,25 @@ class _Accumulator:
         with np.errstate(invalid="ignore", divide="ignore"):
             empty = self.count == 0
             if self.base in ("min", "max"):
-                return xp.where(empty, np.nan, self.extreme)
+                if self.nan and bool(empty.any()):
+                    return xp.where(empty, np.nan, self.extreme)
+                return self.extreme
             if self.base == "sum":
-                return self.s1
-            mean = self.s1 / self.count
+                return self.total.astype(self.out_dtype)
             if self.base == "mean":
-                return mean
-            var = xp.maximum(self.s2 / self.count - (mean * mean.conj()).real, 0)
-            return xp.sqrt(var) if self.base == "std" else var
+                return (self.total / self.count).astype(self.out_dtype)
+            var = xp.where(empty, np.nan, self.m2 / xp.where(empty, 1, self.count))
+            return (xp.sqrt(var) if self.base == "std" else var).astype(self.out_dtype)
+
+
+def _extreme_fill(base: str, dtype: np.dtype):
+    """The identity of min (the largest value of ``dtype``) or max (the smallest)."""
+    if dtype.kind == "b":
+        return base == "min"
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return info.max if base == "min" else info.min
+    return np.inf if base == "min" else -np.inf
 
 
 def reduce_main(
@@ -156,8 +240,14 @@ def reduce_main(
     xp = dev.xp
     # the read buffers get a sixth of the budget: the per-block temporaries (a float64 copy,
     # the shifted values, NaN masks) take the rest
-    block_budget = max(1, memory_budget(budget, dev) // 6)
-    complex_data = main.dtype.kind == "c"
+    total = memory_budget(budget, dev)
+    block_budget = total // 6
+    row_bytes = main.n_spectral * main.dtype.itemsize
+    if block_budget < 2 * row_bytes:
+        raise BudgetError(
+            f"memory budget {format_bytes(total)} is too small for reduce(): it needs about six times "
+            f"two positions ({format_bytes(12 * row_bytes)}) for read buffers and temporaries"
+        )
 
     # spectroscopic side: which slowest-first axes are reduced, and the shape that remains
     spec_sf, red_axes, keep_axes = _side_axes(main.spec_layout, spec_red, main.n_spectral)
@@ -178,14 +268,12 @@ def reduce_main(
             out[block.start : block.stop] = asnumpy(r).reshape(block.stop - block.start, n_rest)
         flat = out
     else:
-        acc = _Accumulator(xp, name, n_cells, n_rest, complex_data)
+        acc = _Accumulator(xp, name, n_cells, n_rest, main.dtype)
         # move reduced spectroscopic axes together: (rows, reduced..., kept...) -> (rows, n_red, n_rest)
         perm = (0,) + tuple(a + 1 for a in red_axes) + tuple(a + 1 for a in keep_axes)
         for block in main.blocks(budget=block_budget, device=dev, progress=progress):
             n_rows = block.stop - block.start
             data = block.data.reshape((n_rows,) + spec_sf).transpose(perm).reshape(n_rows, n_red, n_rest)
-            if data.dtype.kind not in "fc":
-                data = data.astype(np.float64)
             if not pos_red:
                 cells = slice(block.start, block.stop)
             elif pos_all:
