@@ -131,6 +131,7 @@ def test_missing_dataset_and_group_path(usid_file, capsys):
     assert cli(["info", str(usid_file), "-d", "/Measurement_000/Channel_000/Position_Indices"]) == 2
     _one_line_error(capsys, "Position_Indices is not a USID Main dataset")
     assert cli(["info", str(usid_file), "-d", MAIN]) == 0
+    assert cli(["info", str(usid_file), "-d", ""]) == 2
 
 
 def test_bad_options(usid_file, capsys):

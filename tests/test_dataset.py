@@ -279,7 +279,9 @@ def test_default_chunks_are_whole_positions():
 
 
 def _one_side(tmp_path, data, name="r.h5"):
-    make_file(tmp_path / name, data=data, pos=[Dimension("X", "m", data.shape[0])], spec=[Dimension("B", "V", data.shape[1])])
+    make_file(
+        tmp_path / name, data=data, pos=[Dimension("X", "m", data.shape[0])], spec=[Dimension("B", "V", data.shape[1])]
+    )
     return usidgpu.open(tmp_path / name)
 
 

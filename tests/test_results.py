@@ -245,3 +245,40 @@ def test_kill_minus_9_then_resume(source, tmp_path, kill_after):
         for name in ("U", "V", "S"):
             np.testing.assert_array_equal(a[g][name][()], b[g][name][()])
     assert not sidecar_dir(source).exists()
+
+
+def test_crash_after_attach_before_cleanup(source):
+    with usidgpu.open(source) as f:
+        w = ResultsWriter.begin(f[SOURCE], "SVD", PARAMS)
+        _run(w, f[SOURCE])
+        w.group.attrs["usidgpu_status"] = "computed"
+        w.close()
+        kept = w.sidecar_path.read_bytes()
+    with usidgpu.open(source) as f:
+        w = ResultsWriter.begin(f[SOURCE], "SVD", PARAMS)
+        w.finish()
+    # the process "died" after attaching: the sidecar is still there
+    sidecar_dir(source).mkdir()
+    w.sidecar_path.write_bytes(kept)
+    assert find_partial(source)
+    with usidgpu.open(source) as f:
+        again = ResultsWriter.begin(f[SOURCE], "SVD", PARAMS)
+        assert not again.resumed and again.group_name == "Raw_Data-SVD_001"  # the leftover was dropped
+        again.close()
+    assert not w.sidecar_path.exists()
+    with h5py.File(source, "r") as h:
+        assert h[w.name].attrs["usidgpu_status"] == "complete"
+
+
+def test_output_file_with_other_ancillaries_at_the_same_path(source, tmp_path, pyusid):
+    out = tmp_path / "other.h5"
+    make_file(out, pos=[Dimension("Row", "", 2), Dimension("Col", "", 6)], spec=[Dimension("Bias", "V", 5)])
+    with usidgpu.open(source) as f:
+        w = ResultsWriter.begin(f[SOURCE], "SVD", PARAMS, output=out)
+        _run(w, f[SOURCE])
+        path = w.finish()
+    with usidgpu.open(out) as f:
+        u = f[f"{path}/U"]
+        assert [d.name for d in u.pos_dims] == ["Y", "X"] and u.pos_sizes == (3, 4)
+        assert [d.name for d in f[SOURCE].pos_dims] == ["Row", "Col"]  # the other scan is intact
+    assert usidgpu.validate(out) == []

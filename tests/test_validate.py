@@ -226,3 +226,35 @@ def test_validate_single_dataset(valid_file, capsys):
     assert cli(["validate", str(valid_file), "-d", "/nope"]) == 2
     err = capsys.readouterr().err
     assert "no dataset '/nope'" in err and str(valid_file) in err
+
+
+def test_empty_main_dataset(valid_file):
+    with h5py.File(valid_file, "r+") as f:
+        _break(f, "main-not-2d")
+        attrs = dict(f[MAIN].attrs)
+        del f[CH]["Raw_Data"]
+        d = f[CH].create_dataset("Raw_Data", shape=(0, 5), dtype=np.float32)
+        for k, v in attrs.items():
+            d.attrs[k] = v
+    assert "main-empty" in {p.rule for p in usidgpu.validate(valid_file)}
+    with usidgpu.open(valid_file) as f:
+        assert f.main_datasets() == []
+
+
+def test_damaged_files_never_give_a_traceback(valid_file, tmp_path, capsys):
+    raw = bytearray(valid_file.read_bytes())
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        damaged = bytearray(raw)
+        for offset in rng.integers(0, len(raw), size=8):
+            damaged[offset] ^= 0xFF
+        path = tmp_path / f"damaged_{trial}.h5"
+        path.write_bytes(bytes(damaged))
+        for command in ("info", "validate"):
+            code = cli([command, str(path)])
+            captured = capsys.readouterr()
+            assert "Traceback" not in captured.err
+            if code == 2:
+                assert captured.err.count("\n") == 1 and path.name in captured.err
+            else:
+                assert code in (0, 1)

@@ -133,7 +133,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .usid.results import find_partial
 
     with USIDFile(args.file) as f:
-        mains = [f.dataset(args.dataset)] if args.dataset else f.main_datasets()
+        mains = [f.dataset(args.dataset)] if args.dataset is not None else f.main_datasets()
         if not mains:
             raise NotUSIDError(f"{args.file}: not a USID file: no Main dataset found")
         entries = [_describe(f, m) for m in mains]
@@ -167,7 +167,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .usid.validate import dataset_problems, validate
 
     with USIDFile(args.file) as f:
-        if args.dataset:
+        if args.dataset is not None:
             f.dataset(args.dataset) if args.dataset not in f.h5 else None  # one-line "no such dataset"
             obj = f.h5[args.dataset]
             if not isinstance(obj, h5py.Dataset):
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"usidgpu: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
         # h5py reports damaged files through these; say which file and what failed
         if args.debug:
             raise

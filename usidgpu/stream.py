@@ -338,8 +338,10 @@ def iter_blocks(
         return
     n_slots = plan.n_buffers
     shape = (plan.rows_per_block,) + dset.shape[1:]
+    # buffers in native byte order: read_direct converts big-endian files, CuPy has no other order
+    dtype = dset.dtype if dset.dtype.fields is not None else dset.dtype.newbyteorder("=")
     pool = pool if pool is not None else BufferPool()
-    slots = pool.take(shape, dset.dtype, n_slots, dev.is_gpu)
+    slots = pool.take(shape, dtype, n_slots, dev.is_gpu)
     bar = _progress_bar(progress, plan)
     try:
         source = _prefetched(slots, dset, plan) if prefetch else _inline(slots, dset, plan)
@@ -351,8 +353,12 @@ def iter_blocks(
                 if bar is not None:
                     bar.update(b - a)
         finally:
-            source.close()
-        pool.give(slots)  # only after the reader thread has stopped
+            source.close()  # joins the reader thread
+            if slots.gpu:
+                # an upload queued for a block nobody will take must finish before its device
+                # buffer can be freed or reused
+                slots.stream.synchronize()
+        pool.give(slots)
     finally:
         if bar is not None:
             bar.close()

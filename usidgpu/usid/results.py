@@ -34,6 +34,7 @@ from ..errors import ResultsError
 from .attrs import book_keeping, write_attrs
 from .dataset import MainDataset
 from .file import RESULTS_NAME, open_h5
+from .write import same_dataset
 
 PARTIAL = "partial"
 COMPUTED = "computed"
@@ -214,6 +215,21 @@ class ResultsWriter:
                     out.append((p, name, int(m.group("index"))))
         return out
 
+    def _attached(self, name: str, fingerprint: str) -> bool:
+        """True when the target already holds ``name`` complete, from this source and parameters
+        (a run that crashed after attaching but before removing its sidecar)."""
+        if not self.target.exists():
+            return False
+        handle = nullcontext(self.source.h5.file) if self._target_is_open() else open_h5(self.target, "r")
+        with handle as t:
+            g = t.get(f"{self.parent_path.rstrip('/')}/{name}")
+            return (
+                isinstance(g, h5py.Group)
+                and g.attrs.get("usidgpu_status") == COMPLETE
+                and g.attrs.get("usidgpu_parameters") == fingerprint
+                and g.attrs.get("source_dataset") == self.source_path
+            )
+
     def _target_is_open(self) -> bool:
         return self.same_file and self.source.h5.file.id.valid
 
@@ -247,9 +263,15 @@ class ResultsWriter:
                         and "completed_positions" in g
                         and g["completed_positions"].shape == (self.n_units,)
                     ):
-                        return p, name
+                        found = p, name
+                    else:
+                        continue
             except OSError:
                 continue  # a sidecar damaged by a crash cannot be resumed; a new run starts
+            if self._attached(name, fingerprint):
+                p.unlink()  # attached already: the sidecar is a leftover
+                continue
+            return found
         return None
 
     # ------------------------------------------------------------------ filling
@@ -274,6 +296,9 @@ class ResultsWriter:
         """Record units ``[start, stop)`` as done (written to the sidecar and flushed)."""
         if not 0 <= start <= stop <= self.n_units:
             raise ValueError(f"range [{start}, {stop}) is outside [0, {self.n_units})")
+        # the results of these units reach the disk before the flags that say they are done,
+        # so a crash between the two can only make a rerun redo work, never skip it
+        self._h5.flush()
         self.completed[start:stop] = True
         self._completed[start:stop] = 1
         todo = np.flatnonzero(~self.completed)
@@ -312,6 +337,9 @@ class ResultsWriter:
         self.group.attrs["usidgpu_status"] = COMPUTED
         self.group.attrs["last_pixel"] = self.n_units
         self._h5.flush()
+        if self._attached(self.group_name, self.group.attrs["usidgpu_parameters"]):
+            self._remove_sidecar()  # attached by a run that crashed before removing this sidecar
+            return self.name
         if self._target_is_open():
             self.source.h5.file.close()
         try:
@@ -328,13 +356,16 @@ class ResultsWriter:
             raise ResultsError(
                 f"could not attach {self.name} to {self.target}: {exc}; the results are kept in {self.sidecar_path}"
             ) from None
+        self._remove_sidecar()
+        return path
+
+    def _remove_sidecar(self) -> None:
         self.close()
         self.sidecar_path.unlink()
         try:
             self.sidecar_path.parent.rmdir()
         except OSError:
             pass  # other sidecars remain
-        return path
 
     def close(self) -> None:
         """Close the sidecar file (an unfinished run can be resumed later)."""
@@ -384,12 +415,25 @@ def _attach(
     group.visititems(collect)
     for side_obj, new_obj in pairs:
         for key, ref in _references(side_obj).items():
+            if isinstance(ref, h5py.RegionReference):
+                del new_obj.attrs[key]  # optional in USID; they cannot be rebuilt across files
+                continue
             side_target = sidecar[ref]
             path = target_path(side_target.name)
             if path not in target:
                 # results in a separate file: bring the referenced ancillary along
                 dest_parent = target.require_group(path.rsplit("/", 1)[0] or "/")
                 sidecar.copy(side_target, dest_parent, name=path.rsplit("/", 1)[1])
+            elif (
+                path != tmp.name and not path.startswith(tmp.name + "/") and not same_dataset(target[path], side_target)
+            ):
+                # that path holds another table (another scan's ancillaries): keep ours in the group
+                name = side_target.name.rsplit("/", 1)[1]
+                while name in tmp and not same_dataset(tmp[name], side_target):
+                    name += "_"
+                if name not in tmp:
+                    sidecar.copy(side_target, tmp, name=name)
+                path = f"{tmp.name}/{name}"
             new_obj.attrs[key] = target[path].ref
     if source_path is not None and source_path in target:
         tmp.attrs["source_000"] = target[source_path].ref

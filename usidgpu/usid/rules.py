@@ -182,6 +182,12 @@ def main_problems(dset: h5py.Dataset) -> list[Problem]:
                 f"a Main dataset must be 2-D (positions × spectroscopic points), has shape {dset.shape}",
             )
         )
+    elif 0 in dset.shape:
+        problems.append(
+            Problem(
+                path, "main-empty", f"a Main dataset needs at least one position and one point, has shape {dset.shape}"
+            )
+        )
     targets = {}
     for name in ANCILLARY_REFS:
         target, problem = dereference(dset, name)

@@ -149,23 +149,39 @@ def write_ancillary(
     return h5_inds, h5_vals
 
 
-def _copy_into(target_file: h5py.File, obj: h5py.Dataset) -> h5py.Dataset:
-    """Copy an ancillary dataset from another file to the same path in ``target_file``.
+def same_dataset(a: h5py.Dataset, b: h5py.Dataset) -> bool:
+    """True when two ancillary datasets hold the same table: shape, dtype, values, labels, units."""
+    if not (isinstance(a, h5py.Dataset) and isinstance(b, h5py.Dataset)):
+        return False
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    for attr in ("labels", "units"):
+        if (attr in a.attrs) != (attr in b.attrs):
+            return False
+        if attr in a.attrs and decode_str_list(a.attrs[attr]) != decode_str_list(b.attrs[attr]):
+            return False
+    return bool(np.array_equal(a[()], b[()]))
 
-    Keeping the path lets results written in a side file be attached to the source file later
-    (references are re-pointed by path). An identical copy already at that path is reused.
+
+def _copy_into(group: h5py.Group, obj: h5py.Dataset) -> h5py.Dataset:
+    """Copy an ancillary dataset from another file into ``group``'s file.
+
+    It goes to the same path as in its own file, which lets results written in a side file be
+    attached to the source file later (references are re-pointed by path); an identical copy
+    already there is reused. When that path holds something else, the copy goes into ``group``.
     """
+    target_file = group.file
     path = obj.name
     if path in target_file:
-        existing = target_file[path]
-        if (
-            isinstance(existing, h5py.Dataset)
-            and existing.shape == obj.shape
-            and existing.dtype == obj.dtype
-            and np.array_equal(existing[()], obj[()])
-        ):
-            return existing
-        raise NotUSIDError(f"{target_file.filename} already holds a different object at {path}")
+        if same_dataset(target_file[path], obj):
+            return target_file[path]
+        name = obj.name.rsplit("/", 1)[1]
+        while name in group:
+            if same_dataset(group[name], obj):
+                return group[name]
+            name += "_"
+        obj.file.copy(obj, group, name=name)
+        return group[name]
     parent = path.rsplit("/", 1)[0] or "/"
     target_file.require_group(parent)
     obj.file.copy(obj, target_file[parent], name=path.rsplit("/", 1)[1])
@@ -207,7 +223,7 @@ def _resolve_ancillary(
                 f"{ds.name} has shape {ds.shape}; as {side} ancillary it needs {n_entries} along axis {axis}"
             )
     if inds.file != group.file:
-        inds, vals = _copy_into(group.file, inds), _copy_into(group.file, vals)
+        inds, vals = _copy_into(group, inds), _copy_into(group, vals)
     return inds, vals
 
 
