@@ -59,6 +59,19 @@ def _run(writer: ResultsWriter, m: usidgpu.MainDataset, stop_after: int | None =
                 return
 
 
+def _uninterrupted_copy(source, tmp_path):
+    """A copy of the source with the results of an uninterrupted run attached."""
+    import shutil
+
+    reference = tmp_path / "reference.h5"
+    shutil.copy(source, reference)
+    with usidgpu.open(reference) as f:
+        w = ResultsWriter.begin(f[SOURCE], "SVD", PARAMS)
+        _run(w, f[SOURCE])
+        w.finish()
+    return reference
+
+
 def test_full_run_attaches_a_group_pyusid_recognizes(source, pyusid):
     before = _snapshot(source)
     with usidgpu.open(source) as f:
@@ -96,14 +109,8 @@ def test_full_run_attaches_a_group_pyusid_recognizes(source, pyusid):
 
 
 def test_interrupted_run_resumes_and_matches(source, tmp_path):
-    import shutil
 
-    reference = tmp_path / "reference.h5"
-    shutil.copy(source, reference)
-    with usidgpu.open(reference) as f:
-        w = ResultsWriter.begin(f[SOURCE], "SVD", PARAMS)
-        _run(w, f[SOURCE])
-        w.finish()
+    reference = _uninterrupted_copy(source, tmp_path)
 
     with usidgpu.open(source) as f:
         w = ResultsWriter.begin(f[SOURCE], "SVD", PARAMS)
@@ -210,7 +217,6 @@ print("finished", flush=True)
 
 @pytest.mark.parametrize("kill_after", [1, 3])
 def test_kill_minus_9_then_resume(source, tmp_path, kill_after):
-    import shutil
     import signal
     import subprocess
     import sys
@@ -218,12 +224,7 @@ def test_kill_minus_9_then_resume(source, tmp_path, kill_after):
 
     from helpers import file_digest
 
-    reference = tmp_path / "reference.h5"
-    shutil.copy(source, reference)
-    with usidgpu.open(reference) as f:
-        w = ResultsWriter.begin(f[SOURCE], "SVD", PARAMS)
-        _run(w, f[SOURCE])
-        w.finish()
+    reference = _uninterrupted_copy(source, tmp_path)
     digest = file_digest(source)
     tests_dir = str(Path(__file__).parent)
     child = subprocess.Popen(
