@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from .backend import format_bytes, parse_bytes, select_device
-from .errors import NotUSIDError, UsidgpuError
+from .errors import DatasetNotFoundError, NotUSIDError, UsidgpuError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -168,7 +168,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     with USIDFile(args.file) as f:
         if args.dataset is not None:
-            f.dataset(args.dataset) if args.dataset not in f.h5 else None  # one-line "no such dataset"
+            if args.dataset not in f.h5:
+                raise DatasetNotFoundError(f"{args.file}: no dataset {args.dataset!r} in the file")
             obj = f.h5[args.dataset]
             if not isinstance(obj, h5py.Dataset):
                 raise NotUSIDError(f"{args.file}: {obj.name} is a group, not a dataset")
