@@ -16,6 +16,7 @@ or found (``device="auto"``).
 
 from ._version import __version__
 from .backend import Device, gpu_available, memory_budget, select_device
+from .decompose import KMeansResult, NMFResult, PCAResult, SVDResult, kmeans, nmf, pca, svd
 from .errors import (
     BudgetError,
     DatasetNotFoundError,
@@ -48,6 +49,10 @@ __all__ = [
     "Device",
     "DeviceError",
     "Dimension",
+    "KMeansResult",
+    "NMFResult",
+    "PCAResult",
+    "SVDResult",
     "FileProblem",
     "MainDataset",
     "NotAGridError",
@@ -61,6 +66,10 @@ __all__ = [
     "UsidgpuError",
     "__version__",
     "gpu_available",
+    "kmeans",
+    "nmf",
+    "pca",
+    "svd",
     "memory_budget",
     "open",
     "select_device",

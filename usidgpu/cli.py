@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--json", action="store_true", help="machine-readable output")
     _common(val)
 
+    from .cli_decompose import add_parsers
+
+    add_parsers(sub, _common)
+
     samples = sub.add_parser("samples", help="list the sample USID files shipped with usidgpu")
     samples.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     samples.set_defaults(device=None, memory=None)
@@ -204,7 +208,21 @@ def cmd_samples(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"info": cmd_info, "validate": cmd_validate, "samples": cmd_samples}
+def cmd_decompose(args: argparse.Namespace) -> int:
+    from .cli_decompose import cmd_decompose as run
+
+    return run(args)
+
+
+COMMANDS = {
+    "info": cmd_info,
+    "validate": cmd_validate,
+    "samples": cmd_samples,
+    "svd": cmd_decompose,
+    "pca": cmd_decompose,
+    "nmf": cmd_decompose,
+    "cluster": cmd_decompose,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

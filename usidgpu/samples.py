@@ -31,3 +31,11 @@ def resolve(path: str | os.PathLike) -> Path:
     if text.startswith(PREFIX):
         return sample_path(text[len(PREFIX) :])
     return Path(text)
+
+
+def is_sample(path: str | os.PathLike) -> bool:
+    """True for files inside the shipped sample folder (they are never written to)."""
+    try:
+        return Path(path).resolve().parent == _DIR
+    except OSError:
+        return False

@@ -48,6 +48,25 @@ def sidecar_dir(target: str | os.PathLike) -> Path:
     return t.parent / f"{t.name}.usidgpu"
 
 
+def check_target(target: str | os.PathLike) -> None:
+    """Raise :class:`ResultsError` when results cannot be attached to ``target``.
+
+    Shipped sample files are never written to, and the sidecar needs a writable folder.
+    """
+    from ..samples import is_sample
+
+    target = Path(target).resolve()
+    if is_sample(target):
+        raise ResultsError(
+            f"{target} is a sample shipped with usidgpu and stays unchanged; write the results "
+            "to another file (output=..., or --output on the command line)"
+        )
+    if not os.access(target.parent, os.W_OK):
+        raise ResultsError(
+            f"cannot write results next to {target} (folder not writable); choose an output file in a writable folder"
+        )
+
+
 def _sidecar_prefix(parent_path: str) -> str:
     """Sidecar files are named ``<parent path with / as ~>~<group name>.h5``."""
     flat = parent_path.strip("/").replace("/", "~")
@@ -155,11 +174,7 @@ class ResultsWriter:
         self.device = str(device) if device is not None else "cpu"
         self._closed = False
         folder = sidecar_dir(self.target)
-        if not os.access(folder.parent, os.W_OK):
-            raise ResultsError(
-                f"cannot write results next to {self.target} (folder not writable); "
-                "choose an output file in a writable folder"
-            )
+        check_target(self.target)
         fingerprint = _canonical(self.parameters)
         found = self._find_resumable(folder, fingerprint) if resume else None
         if found is not None:

@@ -1,0 +1,254 @@
+"""k-means clustering of positions, streamed: one pass over the data per Lloyd iteration.
+
+Initialization is scikit-learn's greedy k-means++ (each new centre is the best of
+``2 + ⌊ln k⌋`` candidates drawn with probability ∝ D²), streamed as one pass per centre; the
+Lloyd iterations follow scikit-learn's ``algorithm="lloyd"`` step for step (assign, update,
+stop on unchanged labels or a centre shift below ``tol × mean variance``, final assignment to
+the final centres), so from the same initial centres both give the same labels.
+
+Clustering can run on the raw spectra or on SVD scores (``features="svd"``: the data are
+reduced to ``n_components`` scores first, which makes each iteration cheap); the mean spectrum
+of each cluster is always computed from the raw data.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..backend import Device, asnumpy, memory_budget, select_device
+from .results import KMeansResult
+from .source import BlockSource, work_dtype
+from .svd import _described, _shape_dtype, svd
+
+
+def _sq_dist(xp: Any, x: Any, centers: Any, c_sq: Any) -> Any:
+    """Squared Euclidean distances (rows × k) via ‖x‖² − 2·Re(x·cᴴ) + ‖c‖²."""
+    x_sq = xp.sum((x * x.conj()).real, axis=1, dtype=np.float64)
+    cross = (x @ centers.conj().T).real.astype(np.float64)
+    return xp.maximum(x_sq[:, None] - 2 * cross + c_sq[None, :], 0)
+
+
+def _read_rows(src: BlockSource, rows: np.ndarray) -> Any:
+    """Selected rows (e.g. k-means++ candidates) in the work dtype, on the device."""
+    rows = np.asarray(rows)
+    if src.main is not None and src._cache is None:
+        order = np.argsort(rows)
+        uniq, inverse = np.unique(rows[order], return_inverse=True)
+        picked = np.stack([src.main.h5[int(r)] for r in uniq])[inverse]
+        out = np.empty_like(picked)
+        out[order] = picked
+        return src._to_work(out)
+    found = {}
+    for a, b, x in src.blocks():
+        for r in rows:
+            if a <= r < b:
+                found[int(r)] = x[int(r) - a].copy()
+    return src.xp.stack([found[int(r)] for r in rows])
+
+
+def kmeans_plusplus(src: BlockSource, k: int, rng: np.random.Generator) -> Any:
+    """Greedy k-means++ centres (scikit-learn's), one streamed pass per centre."""
+    xp = src.xp
+    m = src.shape[0]
+    trials = 2 + int(math.log(k))
+    centers = [_read_rows(src, [int(rng.integers(m))])[0]]
+    d2 = np.empty(m)
+    c = centers[0][None, :]
+    for a, b, x in src.blocks("k-means++ centre 1"):
+        d2[a:b] = asnumpy(_sq_dist(xp, x, c, xp.sum((c * c.conj()).real, axis=1))[:, 0])
+    for j in range(1, k):
+        total = d2.sum()
+        if total <= 0:  # fewer distinct points than clusters: any point will do
+            cand_rows = rng.integers(m, size=trials)
+        else:
+            cand_rows = np.searchsorted(np.cumsum(d2), rng.random(trials) * total)
+            cand_rows = np.clip(cand_rows, 0, m - 1)
+        cand = _read_rows(src, cand_rows)
+        c_sq = xp.sum((cand * cand.conj()).real, axis=1)
+        new_d2 = np.empty((trials, m))
+        for a, b, x in src.blocks(f"k-means++ centre {j + 1}"):
+            dist = asnumpy(_sq_dist(xp, x, cand, c_sq)).T
+            new_d2[:, a:b] = np.minimum(d2[a:b][None, :], dist)
+        best = int(np.argmin(new_d2.sum(axis=1)))
+        centers.append(cand[best])
+        d2 = new_d2[best]
+    return xp.stack(centers)
+
+
+def _assign(src: BlockSource, centers: Any, labels: np.ndarray, desc: str, with_sums: bool = True) -> tuple:
+    """One pass: labels and inertia for ``centers``; per-cluster sums, counts, farthest points."""
+    xp = src.xp
+    k, n = centers.shape
+    c_sq = xp.sum((centers * centers.conj()).real, axis=1, dtype=np.float64)
+    sums = xp.zeros((k, n), dtype=np.complex128 if src.is_complex else np.float64)
+    counts = np.zeros(k, dtype=np.int64)
+    inertia = 0.0
+    far = []  # (distance, row) of the farthest points, to refill empty clusters
+    for a, b, x in src.blocks(desc):
+        d = _sq_dist(xp, x, centers, c_sq)
+        lab = xp.argmin(d, axis=1)
+        dmin = d[xp.arange(b - a), lab]
+        inertia += float(dmin.sum())
+        lab_h = asnumpy(lab)
+        labels[a:b] = lab_h
+        if with_sums:
+            onehot = xp.zeros((b - a, k), dtype=x.dtype)
+            onehot[xp.arange(b - a), lab] = 1
+            sums += (onehot.T @ x).astype(sums.dtype)
+            counts += np.bincount(lab_h, minlength=k)
+            top = min(k, b - a)
+            dmin_h = asnumpy(dmin)
+            idx = np.argpartition(dmin_h, -top)[-top:]
+            far.extend(zip(dmin_h[idx].tolist(), (idx + a).tolist()))
+    far.sort(reverse=True)
+    return inertia, sums, counts, far
+
+
+def kmeans(
+    data: Any,
+    k: int,
+    features: str = "raw",
+    n_components: int | None = None,
+    init: str | Any = "k-means++",
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    device: str | Device | None = None,
+    budget: int | str | None = None,
+    random_state: Any = 0,
+    progress: bool = False,
+    engine: str = "usidgpu",
+) -> KMeansResult:
+    """k-means clustering of the positions of a Main dataset or the rows of an array, streamed.
+
+    Parameters
+    ----------
+    data : MainDataset or array-like, shape (positions, spectroscopic points)
+    k : int
+        Number of clusters.
+    features : {"raw", "svd"}
+        Cluster the spectra themselves, or their first ``n_components`` SVD scores.
+    n_components : int, optional
+        Scores kept with ``features="svd"`` (default ``min(16, n)``).
+    init : "k-means++", "random" or array (k, n_features)
+        Initial centres; an array gives them explicitly.
+    max_iter : int
+    tol : float
+        Stop when the centres move less than ``tol`` × the mean per-feature variance (as
+        scikit-learn).
+    device, budget, random_state, progress
+        As for :func:`usidgpu.svd`.
+    engine : {"usidgpu", "cuml"}
+        ``cuml`` runs cuML's KMeans on the GPU (the features must fit in device memory).
+
+    Returns
+    -------
+    KMeansResult
+        ``labels`` (uint32), ``centroids``, ``mean_response`` (k × spectroscopic points, from the
+        raw data), ``counts``, ``inertia``, ``n_iter``.
+    """
+    if features not in ("raw", "svd"):
+        raise ValueError(f"features must be 'raw' or 'svd', got {features!r}")
+    if engine not in ("usidgpu", "cuml"):
+        raise ValueError(f"engine must be 'usidgpu' or 'cuml', got {engine!r}")
+    (m, n), dtype = _shape_dtype(data)
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= m:
+        raise ValueError(f"k must be an integer in [1, {m}] (the number of positions), got {k!r}")
+    k = int(k)
+    dev = select_device(device)
+    total_budget = memory_budget(budget, dev)
+    work = work_dtype(dtype)
+    reserve = m * 8 + 4 * k * n * 16 + (2 + int(math.log(k))) * m * 8
+    raw = BlockSource(data, dev, total_budget, reserve=reserve, progress=progress)
+    if features == "svd":
+        n_components = int(n_components or min(16, n, m))
+        r = svd(data, n_components, device=dev, budget=total_budget, progress=progress)
+        feats = (r.U * r.S).astype(work)
+        src = BlockSource(feats, dev, total_budget, reserve=reserve)
+    else:
+        src = raw
+    if engine == "cuml":
+        from .cuml_engine import cuml_kmeans
+
+        return cuml_kmeans(src, raw, k, init, max_iter, tol, random_state, features, n_components)
+    xp = src.xp
+    rng = np.random.default_rng(random_state)
+    n_feat = src.shape[1]
+
+    # the mean per-feature variance scales tol, as in scikit-learn
+    s1 = xp.zeros(n_feat, dtype=np.float64)
+    s2 = xp.zeros(n_feat, dtype=np.float64)
+    for _a, _b, x in src.blocks("k-means: data statistics"):
+        s1 += xp.abs(x).sum(axis=0, dtype=np.float64) if src.is_complex else x.sum(axis=0, dtype=np.float64)
+        s2 += xp.sum((x * x.conj()).real, axis=0, dtype=np.float64)
+    tol_abs = tol * float(xp.mean(s2 / m - (s1 / m) ** 2)) if not src.is_complex else tol * float(xp.mean(s2 / m))
+
+    if isinstance(init, str) and init == "k-means++":
+        centers = kmeans_plusplus(src, k, rng)
+        init_name = "k-means++"
+    elif isinstance(init, str) and init == "random":
+        centers = _read_rows(src, rng.choice(m, size=k, replace=False))
+        init_name = "random"
+    elif not isinstance(init, str):
+        centers = xp.asarray(asnumpy(init)).astype(src.work)
+        if centers.shape != (k, n_feat):
+            raise ValueError(f"initial centres must have shape ({k}, {n_feat}), got {centers.shape}")
+        init_name = "custom"
+    else:
+        raise ValueError(f"init must be 'k-means++', 'random' or an array of centres, got {init!r}")
+    centers = centers.astype(np.complex128 if src.is_complex else np.float64)
+
+    labels = np.full(m, -1, dtype=np.int64)
+    previous = np.full(m, -2, dtype=np.int64)
+    strict = False
+    it = 0
+    for it in range(1, max_iter + 1):
+        _inertia, sums, counts, far = _assign(src, centers, labels, f"k-means iteration {it}")
+        new = sums / xp.asarray(np.maximum(counts, 1))[:, None]
+        empty = np.flatnonzero(counts == 0)
+        if empty.size:  # refill empty clusters with the farthest points, as scikit-learn relocates them
+            rows = [row for _d, row in far[: empty.size]]
+            new[xp.asarray(empty)] = _read_rows(src, rows).astype(new.dtype)
+        shift = float(xp.sum(xp.abs(new - centers) ** 2))
+        centers = new
+        if np.array_equal(labels, previous):
+            strict = True
+            break
+        if shift <= tol_abs:
+            break
+        previous[:] = labels
+    inertia, sums, counts, _far = _assign(src, centers, labels, "k-means: final assignment")
+    if features == "svd":
+        _i, sums, counts, _f = _assign_fixed(raw, labels, k)
+    mean_response = asnumpy(sums / xp.asarray(np.maximum(counts, 1))[:, None]).astype(raw.work)
+    params = dict(
+        n_clusters=k, features=features, init=init_name, max_iter=max_iter, tol=tol, strict_convergence=strict
+    )
+    if features == "svd":
+        params["n_components"] = n_components
+    return KMeansResult(
+        labels=labels.astype(np.uint32),
+        centroids=asnumpy(centers).astype(src.work),
+        mean_response=mean_response,
+        counts=counts,
+        inertia=inertia,
+        n_iter=it,
+        features=features,
+        **_described(raw, parameters=params),
+    )
+
+
+def _assign_fixed(src: BlockSource, labels: np.ndarray, k: int) -> tuple:
+    """Per-cluster sums and counts of the raw data for given labels (one pass)."""
+    xp = src.xp
+    n = src.shape[1]
+    sums = xp.zeros((k, n), dtype=np.complex128 if src.is_complex else np.float64)
+    for a, b, x in src.blocks("k-means: mean spectra"):
+        lab = xp.asarray(labels[a:b])
+        onehot = xp.zeros((b - a, k), dtype=x.dtype)
+        onehot[xp.arange(b - a), lab] = 1
+        sums += (onehot.T @ x).astype(sums.dtype)
+    counts = np.bincount(labels, minlength=k)
+    return 0.0, sums, counts, []

@@ -1,0 +1,56 @@
+"""Small dense linear algebra shared by the decompositions, on NumPy or CuPy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def acc_dtype(work: np.dtype) -> np.dtype:
+    """Accumulation dtype: float64 (complex128 for complex data)."""
+    return np.dtype(np.complex128 if np.dtype(work).kind == "c" else np.float64)
+
+
+def gram(block: Any) -> Any:
+    """``blockᴴ · block`` in the block's dtype (NumPy dispatches ``aᵀa`` to BLAS syrk)."""
+    return block.conj().T @ block
+
+
+def top_eigh(xp: Any, g: Any, k: int) -> tuple[Any, Any]:
+    """The ``k`` largest eigenpairs of a Hermitian matrix, largest first."""
+    n = g.shape[0]
+    if xp is np and k < n:
+        import scipy.linalg
+
+        # only the top k: about half the time of a full eigendecomposition at k << n
+        vals, vecs = scipy.linalg.eigh(g, subset_by_index=[n - k, n - 1])
+    else:
+        vals, vecs = xp.linalg.eigh(g)
+        vals, vecs = vals[n - k :], vecs[:, n - k :]
+    return vals[::-1], vecs[:, ::-1]
+
+
+def orthonormalize(xp: Any, a: Any) -> Any:
+    """An orthonormal basis of the columns of ``a`` (thin QR)."""
+    q, _r = xp.linalg.qr(a)
+    return q
+
+
+def normalize_signs(xp: Any, u: Any, v: Any) -> tuple[Any, Any]:
+    """Make the largest-magnitude entry of each row of ``v`` real and positive.
+
+    SVD factors are unique only up to a sign (a phase, for complex data) per component; this
+    fixes one so results are reproducible across methods and devices. ``u · diag(s) · v`` is
+    unchanged.
+    """
+    idx = xp.argmax(xp.abs(v), axis=1)
+    pivot = v[xp.arange(v.shape[0]), idx]
+    phase = pivot / xp.where(xp.abs(pivot) == 0, 1, xp.abs(pivot))
+    phase = xp.where(xp.abs(pivot) == 0, 1, phase)
+    return u * phase[None, :], v * phase.conj()[:, None]
+
+
+def svd_small(xp: Any, a: Any) -> tuple[Any, Any, Any]:
+    """Thin SVD of a matrix that fits in memory."""
+    return xp.linalg.svd(a, full_matrices=False)

@@ -1,0 +1,211 @@
+"""Non-negative matrix factorization ``X ≈ W·H``, streamed: one pass over the data per iteration.
+
+Each iteration updates the abundances ``W`` block by block (they are rows of the data's
+positions) and accumulates ``WᵀX`` and ``WᵀW`` in the same pass; ``H`` is then updated from
+those small matrices. Two update rules, both as scikit-learn's solvers (Frobenius loss, no
+regularization), so results can be compared iteration for iteration:
+
+``hals`` (default)
+    Hierarchical alternating least squares — scikit-learn's ``solver="cd"`` coordinate descent:
+    each column of ``W``, then each row of ``H``, is set to its non-negative least-squares
+    optimum in turn.
+``mu``
+    Lee–Seung multiplicative updates — scikit-learn's ``solver="mu"``.
+
+The reconstruction error ``‖X − WH‖_F`` comes from the accumulated matrices
+(``‖X‖² − 2⟨WᵀX, H⟩ + ⟨WᵀW, HHᵀ⟩``) at no extra cost; convergence is tested as in
+scikit-learn every 10 iterations: ``(previous − current) / initial < tol``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..backend import Device, asnumpy, memory_budget, select_device
+from .results import NMFResult
+from .source import BlockSource, work_dtype
+from .svd import _described, _shape_dtype, svd
+
+EPS = 1e-12  # guards the multiplicative updates against 0/0, as scikit-learn's EPSILON
+
+
+def _data_stats(src: BlockSource) -> tuple[float, float, float, tuple[int, int]]:
+    """Minimum (and where), mean and ‖X‖²_F in one pass."""
+    xp = src.xp
+    lowest, where, total, sq = np.inf, (0, 0), 0.0, 0.0
+    for a, _b, x in src.blocks("NMF: checking the data"):
+        low = float(x.min())
+        if low < lowest:
+            lowest = low
+            flat = int(asnumpy(xp.argmin(x)))
+            where = (a + flat // x.shape[1], flat % x.shape[1])
+        total += float(x.sum(dtype=np.float64))
+        sq += float(xp.sum(x.astype(np.float64) ** 2))
+    return lowest, total / (src.shape[0] * src.shape[1]), sq, where
+
+
+def _nndsvd(data: Any, k: int, mean: float, variant: str, device: Any, budget: Any, work: np.dtype) -> tuple:
+    """NNDSVD initialization (Boutsidis & Gallopoulos 2008) from a streamed SVD; ``nndsvda``
+    fills the zeros with the data mean, as scikit-learn does."""
+    r = svd(data, k, device=device, budget=budget)
+    u, s, v = r.U.astype(np.float64), r.S.astype(np.float64), r.V.astype(np.float64)
+    m, n = u.shape[0], v.shape[1]
+    w = np.zeros((m, k))
+    h = np.zeros((k, n))
+    w[:, 0] = np.sqrt(s[0]) * np.abs(u[:, 0])
+    h[0] = np.sqrt(s[0]) * np.abs(v[0])
+    for j in range(1, k):
+        x, y = u[:, j], v[j]
+        xp_, yp_ = np.maximum(x, 0), np.maximum(y, 0)
+        xn_, yn_ = np.abs(np.minimum(x, 0)), np.abs(np.minimum(y, 0))
+        xpn, ypn = np.linalg.norm(xp_), np.linalg.norm(yp_)
+        xnn, ynn = np.linalg.norm(xn_), np.linalg.norm(yn_)
+        mp, mn = xpn * ypn, xnn * ynn
+        if mp > mn:
+            uu, vv, sigma = xp_ / max(xpn, EPS), yp_ / max(ypn, EPS), mp
+        else:
+            uu, vv, sigma = xn_ / max(xnn, EPS), yn_ / max(ynn, EPS), mn
+        lbd = np.sqrt(s[j] * sigma)
+        w[:, j] = lbd * uu
+        h[j] = lbd * vv
+    w[w < EPS] = 0
+    h[h < EPS] = 0
+    if variant == "nndsvda":
+        w[w == 0] = mean
+        h[h == 0] = mean
+    return w.astype(work), h.astype(work)
+
+
+def _hals_sweep(xp: Any, factor: Any, cross: Any, gram_: Any) -> None:
+    """One HALS sweep over the columns of ``factor`` (rows × k) in place:
+    ``factor[:, j] ← max(0, factor[:, j] + (cross[:, j] − factor · gram_[:, j]) / gram_[j, j])``."""
+    for j in range(factor.shape[1]):
+        hess = gram_[j, j]
+        if hess <= 0:
+            continue
+        grad = factor @ gram_[:, j] - cross[:, j]
+        factor[:, j] = xp.maximum(factor[:, j] - grad / hess, 0)
+
+
+def nmf(
+    data: Any,
+    k: int,
+    solver: str = "hals",
+    init: str | tuple[Any, Any] = "nndsvda",
+    max_iter: int = 200,
+    tol: float = 1e-4,
+    device: str | Device | None = None,
+    budget: int | str | None = None,
+    random_state: Any = 0,
+    progress: bool = False,
+) -> NMFResult:
+    """Non-negative matrix factorization of a Main dataset or array, streamed.
+
+    Parameters
+    ----------
+    data : MainDataset or array-like, shape (positions, spectroscopic points), non-negative
+    k : int
+        Number of components.
+    solver : {"hals", "mu"}
+        Coordinate descent (scikit-learn's ``cd``) or multiplicative updates (``mu``).
+    init : {"nndsvda", "nndsvd", "random"} or (W, H)
+        Initial factors; a pair gives them explicitly (scikit-learn's ``init="custom"``).
+    max_iter : int
+    tol : float
+        Relative decrease of the error, checked every 10 iterations; 0 runs all ``max_iter``.
+    device, budget, random_state, progress
+        As for :func:`usidgpu.svd`.
+
+    Returns
+    -------
+    NMFResult
+        ``W`` (m × k), ``H`` (k × n), ``reconstruction_err``, ``errors`` per iteration.
+
+    Raises
+    ------
+    ValueError
+        For data with negative values (the message says the minimum and where it is) or
+        complex data.
+    """
+    if solver not in ("hals", "mu"):
+        raise ValueError(f"solver must be 'hals' or 'mu', got {solver!r}")
+    (m, n), dtype = _shape_dtype(data)
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= min(m, n):
+        raise ValueError(f"k must be an integer in [1, {min(m, n)}], got {k!r}")
+    work = work_dtype(dtype)
+    if work.kind == "c":
+        raise ValueError("NMF needs real, non-negative data; these data are complex (take the amplitude first)")
+    dev = select_device(device)
+    total_budget = memory_budget(budget, dev)
+    reserve = (m * k + 4 * k * n + 4 * k * k) * 8
+    src = BlockSource(data, dev, total_budget, reserve=reserve, progress=progress)
+    xp = src.xp
+    lowest, mean, norm_sq, where = _data_stats(src)
+    if lowest < 0:
+        name = src.main.name if src.main is not None else "the data"
+        raise ValueError(
+            f"NMF needs non-negative data, but {name} has values down to {lowest:g} "
+            f"(position {where[0]}, point {where[1]}); shift or clip the data first"
+        )
+    if isinstance(init, tuple):
+        w0, h0 = (np.asarray(asnumpy(a), dtype=work) for a in init)
+        if w0.shape != (m, k) or h0.shape != (k, n):
+            raise ValueError(f"init=(W, H) needs shapes ({m}, {k}) and ({k}, {n}), got {w0.shape} and {h0.shape}")
+        init_name = "custom"
+    elif init in ("nndsvd", "nndsvda"):
+        w0, h0 = _nndsvd(data, k, mean, init, dev, total_budget, work)
+        init_name = init
+    elif init == "random":
+        rng = np.random.default_rng(random_state)
+        avg = np.sqrt(mean / k)
+        h0 = (avg * np.abs(rng.standard_normal((k, n)))).astype(work)
+        w0 = (avg * np.abs(rng.standard_normal((m, k)))).astype(work)
+        init_name = "random"
+    else:
+        raise ValueError(f"init must be 'nndsvda', 'nndsvd', 'random' or a (W, H) pair, got {init!r}")
+    w = xp.asarray(w0)
+    h = xp.asarray(h0)
+    errors: list[float] = []
+    initial = previous = None
+    it = 0
+    for it in range(1, max_iter + 1):
+        hht = h @ h.T
+        wtx = xp.zeros((k, n), dtype=np.float64)
+        wtw = xp.zeros((k, k), dtype=np.float64)
+        for a, b, x in src.blocks(f"NMF iteration {it}"):
+            wb = w[a:b]
+            xht = x @ h.T
+            if solver == "hals":
+                _hals_sweep(xp, wb, xht, hht)
+            else:
+                wb *= xht / xp.maximum(wb @ hht, EPS)
+            wtx += (wb.T @ x).astype(np.float64)
+            wtw += (wb.T @ wb).astype(np.float64)
+        wtx_w, wtw_w = wtx.astype(work), wtw.astype(work)
+        if solver == "hals":
+            ht = h.T.copy()
+            _hals_sweep(xp, ht, wtx_w.T, wtw_w)
+            h = xp.ascontiguousarray(ht.T)
+        else:
+            h = h * (wtx_w / xp.maximum(wtw_w @ h, EPS))
+        h64 = h.astype(np.float64)
+        err_sq = norm_sq - 2 * float(xp.sum(wtx * h64)) + float(xp.sum(wtw * (h64 @ h64.T)))
+        err = float(np.sqrt(max(err_sq, 0.0)))
+        errors.append(err)
+        if initial is None:
+            initial = previous = err
+        if tol > 0 and it % 10 == 0:
+            if (previous - err) / max(initial, EPS) < tol:
+                break
+            previous = err
+    params = dict(num_components=k, solver=solver, init=init_name, max_iter=max_iter, tol=tol)
+    return NMFResult(
+        W=asnumpy(w),
+        H=asnumpy(h),
+        reconstruction_err=errors[-1] if errors else float("nan"),
+        n_iter=it,
+        errors=np.asarray(errors),
+        **_described(src, parameters=params),
+    )

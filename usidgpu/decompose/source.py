@@ -1,0 +1,183 @@
+"""One way to stream a matrix — a Main dataset or an in-memory array — to the algorithms.
+
+Every decomposition reads its input through :class:`BlockSource`: blocks of whole rows
+(positions) in the *work dtype* (float32 for float32 and small integers, float64 for float64
+and wide integers, complex kept complex), as NumPy or CuPy arrays on the chosen device, within
+the memory budget. Data that fit in half of what the budget leaves after the algorithm's own
+state are kept resident after the first pass, so iterative methods re-read them from memory
+(on the device, for a GPU) instead of from the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..backend import Device, asnumpy, format_bytes, is_cupy_array, memory_budget, select_device
+from ..errors import BudgetError
+from ..usid.dataset import MainDataset
+
+
+def work_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype arithmetic runs in: float32 in, float32 out; float64 where 32 bits lose data."""
+    dtype = np.dtype(dtype)
+    if dtype.fields is not None:
+        raise TypeError(f"cannot decompose compound dtype {dtype}; decompose one field (e.g. data['Amplitude'])")
+    if dtype.kind == "c":
+        return np.dtype(np.complex128 if dtype.itemsize > 8 else np.complex64)
+    if dtype.kind == "f":
+        return np.dtype(np.float64 if dtype.itemsize > 4 else np.float32)
+    if dtype.kind in "biu":
+        return np.dtype(np.float32 if dtype.itemsize <= 2 else np.float64)
+    raise TypeError(f"cannot decompose data of dtype {dtype}")
+
+
+class BlockSource:
+    """Rows of a 2-D matrix streamed in blocks, in the work dtype, on a device.
+
+    Parameters
+    ----------
+    data : MainDataset, h5py.Dataset, or 2-D NumPy/CuPy array
+    device : {"auto", "cpu", "gpu"} or Device, optional
+    budget : int or str, optional
+        Total memory budget of the computation (default: a fraction of free memory).
+    reserve : int
+        Bytes the algorithm keeps besides the blocks (Gram matrix, factors, ...).
+    progress : bool
+        Progress bars on passes over file data.
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        device: str | Device | None = None,
+        budget: int | str | None = None,
+        reserve: int = 0,
+        progress: bool = False,
+    ):
+        self.device = select_device(device)
+        self.xp = self.device.xp
+        self.progress = progress
+        self._main: MainDataset | None = None
+        self._array = None
+        if isinstance(data, MainDataset):
+            self._main = data
+        elif isinstance(data, h5py.Dataset):
+            self._main = MainDataset(data)
+        else:
+            arr = data if is_cupy_array(data) else np.asarray(data)
+            if arr.ndim != 2:
+                raise ValueError(f"expected a 2-D array (positions × spectroscopic points), got shape {arr.shape}")
+            self._array = arr
+        self.shape: tuple[int, int] = tuple(int(s) for s in (self._main.shape if self._main else self._array.shape))
+        self.dtype = np.dtype(self._main.dtype if self._main else self._array.dtype)
+        self.work = work_dtype(self.dtype)
+        if min(self.shape) < 1:
+            raise ValueError(f"cannot decompose an empty matrix of shape {self.shape}")
+        self.budget = memory_budget(budget, self.device)
+        available = self.budget - int(reserve)
+        row = self.shape[1] * self.work.itemsize
+        # blocks: two read buffers plus about two work-dtype temporaries per block
+        if available < 8 * row:
+            raise BudgetError(
+                f"memory budget {format_bytes(self.budget)} is too small: the algorithm keeps "
+                f"{format_bytes(reserve)} and needs at least {format_bytes(8 * row)} more for blocks"
+            )
+        self.block_budget = available // 4
+        self.resident_ok = self.nbytes_work <= available // 2
+        self._cache: list[tuple[int, int, Any]] | None = None
+
+    @property
+    def main(self) -> MainDataset | None:
+        """The Main dataset, when the data came from one."""
+        return self._main
+
+    @property
+    def nbytes_work(self) -> int:
+        return self.shape[0] * self.shape[1] * self.work.itemsize
+
+    @property
+    def is_complex(self) -> bool:
+        return self.work.kind == "c"
+
+    def _rows_per_block(self) -> int:
+        return max(1, self.block_budget // 2 // max(1, self.shape[1] * self.work.itemsize))
+
+    def _to_work(self, block: Any) -> Any:
+        xp = self.xp
+        if self.device.is_gpu and not is_cupy_array(block):
+            block = xp.asarray(block)
+        elif not self.device.is_gpu and is_cupy_array(block):
+            block = asnumpy(block)
+        return block.astype(self.work, copy=False)
+
+    def blocks(self, desc: str | None = None) -> Iterator[tuple[int, int, Any]]:
+        """One pass: ``(start, stop, block)`` with ``block`` of shape (stop - start, n) in the work dtype.
+
+        Blocks are valid until the next one is requested (unless the data are resident).
+        """
+        if self._cache is not None:
+            yield from self._cache
+            return
+        keep = self.resident_ok
+        cache: list[tuple[int, int, Any]] = []
+        if self._array is not None:
+            step = self._rows_per_block() if not keep else self.shape[0]
+            for a in range(0, self.shape[0], step):
+                b = min(a + step, self.shape[0])
+                block = self._to_work(self._array[a:b])
+                if keep:
+                    cache.append((a, b, block))
+                yield a, b, block
+        else:
+            for blk in self._main.blocks(
+                budget=self.block_budget // 2, device=self.device, progress=(desc or False) if self.progress else False
+            ):
+                block = self._to_work(blk.data)
+                if keep:
+                    if block.dtype == blk.data.dtype:
+                        block = block.copy()  # no conversion happened: the reader will reuse this buffer
+                    cache.append((blk.start, blk.stop, block))
+                yield blk.start, blk.stop, block
+        if keep:
+            self._cache = cache
+
+    def column_slabs(self, desc: str | None = None) -> Iterator[tuple[int, int, Any]]:
+        """One pass by columns: ``(c0, c1, X[:, c0:c1])`` for matrices with few rows and many columns."""
+        m, n = self.shape
+        width = max(1, self.block_budget // 2 // max(1, m * self.work.itemsize))
+        if self._cache is not None or self._array is not None:
+            full = self._cache_matrix() if self._array is None else None
+            for c0 in range(0, n, width):
+                c1 = min(c0 + width, n)
+                src = full if full is not None else self._array
+                yield c0, c1, self._to_work(src[:, c0:c1])
+            return
+        h5 = self._main.h5
+        if h5.chunks and h5.chunks[1] < n:
+            width = max(h5.chunks[1], width - width % h5.chunks[1])  # whole chunks across
+        buf = None
+        for c0 in range(0, n, width):
+            c1 = min(c0 + width, n)
+            if buf is None or buf.shape[1] != c1 - c0:
+                buf = np.empty((m, c1 - c0), dtype=h5.dtype.newbyteorder("="))
+            h5.read_direct(buf, np.s_[:, c0:c1])
+            yield c0, c1, self._to_work(buf)
+
+    def _cache_matrix(self) -> Any:
+        return self.xp.concatenate([blk for _a, _b, blk in self._cache], axis=0)
+
+    def to_memory(self) -> Any:
+        """The whole matrix in the work dtype on the device (for methods that need it all)."""
+        if self.nbytes_work > self.budget // 2:
+            raise BudgetError(
+                f"the data ({format_bytes(self.nbytes_work)} in {self.work}) do not fit half of the memory "
+                f"budget ({format_bytes(self.budget)}); use method='gram' or 'randomized', which stream"
+            )
+        if self._array is not None:
+            return self._to_work(self._array)
+        parts = [block.copy() for _a, _b, block in self.blocks("loading")]
+        return self.xp.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]

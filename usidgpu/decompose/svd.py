@@ -1,0 +1,402 @@
+"""Truncated SVD and PCA streamed over the rows of a matrix, on NumPy or CuPy.
+
+Methods
+    ``gram``
+        One pass accumulates the Gram matrix of the smaller side — ``XᴴX`` (n × n) for tall
+        data, ``XXᴴ`` (m × m) for wide data, read by column slabs — in float64; its top-k
+        eigenpairs give ``V`` (or ``U``) and ``S``; a second pass projects the data for the other
+        factor. Exact up to rounding, fastest while the smaller side is at most a few thousand.
+        Forming the Gram matrix squares the condition number: singular values far below
+        ``S[0] · 1e-8`` (float64) are lost in rounding, which does not matter for the leading
+        components of measured data.
+    ``randomized``
+        Halko–Martinsson–Tropp range finder with power iterations: each iteration is one pass
+        that applies ``XᴴX`` to an n × (k + oversamples) block (with a QR in between), and a
+        last pass forms ``X · Z``. For data whose both sides are large.
+    ``exact``
+        LAPACK/cuSOLVER SVD of the whole matrix; only for data that fit in memory.
+    ``auto``
+        ``gram`` when the smaller side's Gram matrix fits comfortably (≤ 8192), else
+        ``randomized``; ``exact`` only when asked for. The choice and its reason are returned
+        (``result.method``, ``result.parameters['method_reason']``).
+
+Centring (PCA) never materializes ``X − mean``: the Gram matrix is corrected by ``m·μμᴴ``
+and the randomized passes by the same rank-one term.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from ..backend import Device, asnumpy, format_bytes
+from ..errors import BudgetError
+from .linalg import acc_dtype, gram, normalize_signs, orthonormalize, svd_small, top_eigh
+from .results import PCAResult, SVDResult
+from .source import BlockSource, work_dtype
+
+log = logging.getLogger("usidgpu")
+
+METHODS = ("auto", "gram", "randomized", "exact")
+#: Largest Gram matrix side ``auto`` accepts (an 8192² float64 matrix is 512 MiB).
+GRAM_MAX_SIDE = 8192
+
+
+def _shape_dtype(data: Any) -> tuple[tuple[int, int], np.dtype]:
+    from ..usid.dataset import MainDataset
+
+    if isinstance(data, MainDataset):
+        return data.shape, data.dtype
+    shape = getattr(data, "shape", None)
+    if shape is None:
+        data = np.asarray(data)
+        shape = data.shape
+    if len(shape) != 2:
+        raise ValueError(f"expected a 2-D matrix (positions × spectroscopic points), got shape {tuple(shape)}")
+    return (int(shape[0]), int(shape[1])), np.dtype(data.dtype)
+
+
+def _reserve(method: str, m: int, n: int, k: int, l: int, work: np.dtype) -> int:
+    """Bytes each method keeps besides the streamed blocks."""
+    acc = acc_dtype(work).itemsize
+    out = m * k * work.itemsize + k * n * work.itemsize + 4 * n * acc  # U, V, mean, column sums
+    if method == "gram":
+        side = min(m, n)
+        return out + 4 * side * side * acc  # Gram matrix and the eigensolver's workspace
+    if method == "randomized":
+        return out + 4 * n * l * acc + 2 * m * l * acc  # Z and its QR, Y and its QR
+    return out + 3 * m * n * work.itemsize  # exact: the matrix, a copy and the factors
+
+
+def choose_method(m: int, n: int, k: int, budget: int, work: np.dtype) -> tuple[str, str]:
+    """The method ``auto`` picks, and why."""
+    side = min(m, n)
+    l = min(k + 10, side)
+    gram_bytes = _reserve("gram", m, n, k, l, work)
+    if side <= GRAM_MAX_SIDE and gram_bytes <= budget // 2:
+        which = "XᴴX" if n <= m else "XXᴴ"
+        return "gram", (
+            f"gram: the smaller side ({side}) gives a {side}×{side} {which} "
+            f"({format_bytes(side * side * 8)}) that fits the budget ({format_bytes(budget)})"
+        )
+    return "randomized", (
+        f"randomized: both sides are large ({m}×{n}); a {side}×{side} Gram matrix would not fit "
+        f"the budget ({format_bytes(budget)}) or exceeds {GRAM_MAX_SIDE}"
+    )
+
+
+def _described(src: BlockSource, **kwargs: Any) -> dict[str, Any]:
+    """Source description fields of a result."""
+    from ..usid.dimension import Dimension
+
+    main = src.main
+    if main is not None:
+        return dict(
+            pos_dims=list(main.pos_dims),
+            spec_dims=list(main.spec_dims),
+            quantity=main.quantity,
+            units=main.units,
+            pos_grid=main.pos_layout.is_grid,
+            spec_grid=main.spec_layout.is_grid,
+            source=main,
+            device=src.device.kind,
+            **kwargs,
+        )
+    m, n = src.shape
+    return dict(
+        pos_dims=[Dimension("Position", "", m)],
+        spec_dims=[Dimension("Point", "", n)],
+        device=src.device.kind,
+        **kwargs,
+    )
+
+
+def _factorize(
+    data: Any,
+    k: int,
+    method: str,
+    device: Any,
+    budget: Any,
+    n_iter: Any,
+    oversamples: int,
+    random_state: Any,
+    center: bool,
+    progress: bool,
+) -> tuple[BlockSource, dict[str, Any]]:
+    """Shared body of :func:`svd` and :func:`pca`."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    (m, n), dtype = _shape_dtype(data)
+    side = min(m, n)
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= side:
+        raise ValueError(f"k must be an integer in [1, {side}] for a {m}×{n} matrix, got {k!r}")
+    k = int(k)
+    work = work_dtype(dtype)
+    from ..backend import memory_budget, select_device
+
+    dev = select_device(device)
+    total_budget = memory_budget(budget, dev)
+    reason = f"{method}: requested"
+    if method == "auto":
+        method, reason = choose_method(m, n, k, total_budget, work)
+    l = min(k + int(oversamples), side)
+    reserve = _reserve(method, m, n, k, l, work)
+    if reserve >= total_budget:
+        raise BudgetError(
+            f"the {method} SVD of a {m}×{n} matrix with k={k} keeps {format_bytes(reserve)}, more than the "
+            f"memory budget ({format_bytes(total_budget)}); raise --memory or use method='randomized'"
+        )
+    src = BlockSource(data, dev, total_budget, reserve=reserve, progress=progress)
+    log.info("SVD of %d×%d (%s) on %s, k=%d: %s", m, n, src.work, dev, k, reason)
+    if method == "gram":
+        out = _gram(src, k, center) if n <= m else _gram_wide(src, k, center)
+    elif method == "randomized":
+        if n_iter == "auto":
+            n_iter = 7 if k < 0.1 * side else 4
+        out = _randomized(src, k, l, int(n_iter), random_state, center)
+        out["n_iter"] = int(n_iter)
+    else:
+        out = _exact(src, k, center)
+    xp = src.xp
+    u, v = normalize_signs(xp, out["U"], out["V"])
+    out.update(U=u, V=v, method=method, reason=reason)
+    return src, out
+
+
+def _real(dtype: np.dtype) -> np.dtype:
+    """The real dtype of the same precision (float32 for complex64)."""
+    return np.zeros(1, dtype=dtype).real.dtype
+
+
+# ------------------------------------------------------------------------------------ gram
+def _gram(src: BlockSource, k: int, center: bool) -> dict[str, Any]:
+    """Tall data: eigenvectors of XᴴX are V."""
+    xp = src.xp
+    m, n = src.shape
+    acc = acc_dtype(src.work)
+    g = xp.zeros((n, n), dtype=acc)
+    colsum = xp.zeros(n, dtype=acc)
+    for _a, _b, x in src.blocks("SVD (gram) pass 1/2"):
+        g += gram(x)
+        colsum += x.sum(axis=0, dtype=acc)
+    mean = colsum / m
+    if center:
+        g -= m * xp.outer(mean.conj(), mean)  # X̃ᴴX̃ = XᴴX − m·conj(μ)μᵀ
+    total = float(xp.real(xp.trace(g)))
+    vals, vecs = top_eigh(xp, g, k)
+    s = xp.sqrt(xp.maximum(vals.real, 0))
+    v = vecs.T.conj()  # k × n
+    inv = xp.where(s > 0, 1 / xp.where(s > 0, s, 1), 0)
+    proj = (vecs * inv[None, :]).astype(src.work)
+    shift = (mean.astype(src.work) @ proj) if center else None
+    u = xp.empty((m, k), dtype=src.work)
+    for a, b, x in src.blocks("SVD (gram) pass 2/2"):
+        u[a:b] = x @ proj
+        if shift is not None:
+            u[a:b] -= shift
+    return dict(U=u, S=s.astype(_real(src.work)), V=v.astype(src.work), mean=mean, total=total)
+
+
+def _gram_wide(src: BlockSource, k: int, center: bool) -> dict[str, Any]:
+    """Wide data (few positions, many points): eigenvectors of XXᴴ are U; read by column slabs."""
+    xp = src.xp
+    m, n = src.shape
+    acc = acc_dtype(src.work)
+    g = xp.zeros((m, m), dtype=acc)
+    colsum = xp.zeros(n, dtype=acc)
+    for c0, c1, x in src.column_slabs("SVD (gram) pass 1/2"):
+        sums = x.sum(axis=0, dtype=acc)
+        colsum[c0:c1] = sums
+        if center:
+            x = x - (sums / m).astype(src.work)[None, :]
+        g += (x @ x.conj().T).astype(acc)
+    mean = colsum / m
+    total = float(xp.real(xp.trace(g)))
+    vals, vecs = top_eigh(xp, g, k)
+    s = xp.sqrt(xp.maximum(vals.real, 0))
+    inv = xp.where(s > 0, 1 / xp.where(s > 0, s, 1), 0)
+    u = vecs.astype(src.work)  # m × k
+    v = xp.zeros((k, n), dtype=acc)
+    for c0, c1, x in src.column_slabs("SVD (gram) pass 2/2"):
+        if center:
+            x = x - mean[c0:c1].astype(src.work)[None, :]
+        v[:, c0:c1] = (u.conj().T @ x) * inv[:, None]
+    return dict(U=u, S=s.astype(_real(src.work)), V=v.astype(src.work), mean=mean, total=total)
+
+
+# ------------------------------------------------------------------------------ randomized
+def _randomized(src: BlockSource, k: int, l: int, n_iter: int, random_state: Any, center: bool) -> dict[str, Any]:
+    """Subspace iteration on XᴴX from a Gaussian start, one pass per iteration.
+
+    With μ the mean row, the centred matrix is X̃ = X − 1μᵀ, and X̃ᴴX̃ = XᴴX − m·conj(μ)μᵀ, so
+    centring costs a rank-one correction after each pass, never a centred copy of the data.
+    """
+    xp = src.xp
+    m, n = src.shape
+    acc = acc_dtype(src.work)
+    rng = np.random.default_rng(random_state)
+    omega = rng.standard_normal((n, l))
+    if src.is_complex:
+        omega = omega + 1j * rng.standard_normal((n, l))
+    z = xp.asarray(omega).astype(src.work)
+    stats: dict[str, Any] = {}
+    passes = n_iter + 1
+
+    def first_pass_stats(x: Any) -> None:
+        stats["colsum"] = stats.get("colsum", 0) + x.sum(axis=0, dtype=acc)
+        stats["energy"] = stats.get("energy", 0.0) + float(xp.sum(xp.abs(x.astype(acc)) ** 2))
+
+    for it in range(passes):
+        last = it == passes - 1
+        desc = f"SVD (randomized) pass {it + 1}/{passes}"
+        out = xp.empty((m, l), dtype=acc) if last else xp.zeros((n, l), dtype=acc)
+        for a, b, x in src.blocks(desc):
+            if it == 0:
+                first_pass_stats(x)
+            if last:
+                out[a:b] = x @ z
+            else:
+                out += (x.conj().T @ (x @ z)).astype(acc)
+        mean = stats["colsum"] / m
+        if last:
+            if center:  # Y = X̃Z = XZ − 1(μᵀZ)
+                out -= (mean @ z.astype(acc))[None, :]
+            y = out
+        else:
+            if center:
+                out -= m * xp.outer(mean.conj(), mean @ z.astype(acc))
+            z = orthonormalize(xp, out).astype(src.work)
+    total = stats["energy"] - (m * float(xp.sum(xp.abs(mean) ** 2)) if center else 0.0)
+    # X̃ ≈ X̃ZZᴴ = YZᴴ = Q·R·Zᴴ, and the SVD of the small R finishes it
+    q, r = xp.linalg.qr(y)
+    ur, s, wh = svd_small(xp, r)
+    u = (q @ ur[:, :k]).astype(src.work)
+    v = (wh[:k] @ z.astype(acc).conj().T).astype(src.work)
+    return dict(U=u, S=s[:k].astype(_real(src.work)), V=v, mean=mean, total=total)
+
+
+# ----------------------------------------------------------------------------------- exact
+def _exact(src: BlockSource, k: int, center: bool) -> dict[str, Any]:
+    xp = src.xp
+    x = src.to_memory()
+    acc = acc_dtype(src.work)
+    mean = x.mean(axis=0, dtype=acc)
+    if center:
+        x = x - mean.astype(src.work)[None, :]
+    total = float(xp.sum(xp.abs(x.astype(acc)) ** 2))
+    u, s, vh = svd_small(xp, x)
+    return dict(U=u[:, :k], S=s[:k], V=vh[:k], mean=mean, total=total)
+
+
+# ------------------------------------------------------------------------------ public API
+def svd(
+    data: Any,
+    k: int,
+    method: str = "auto",
+    device: str | Device | None = None,
+    budget: int | str | None = None,
+    n_iter: int | str = "auto",
+    oversamples: int = 10,
+    random_state: Any = 0,
+    progress: bool = False,
+    engine: str = "usidgpu",
+) -> SVDResult:
+    """Truncated SVD ``X ≈ U · diag(S) · V`` of a Main dataset or a 2-D array, streamed.
+
+    Parameters
+    ----------
+    data : MainDataset or array-like (NumPy or CuPy), shape (positions, spectroscopic points)
+    k : int
+        Number of components.
+    method : {"auto", "gram", "randomized", "exact"}
+        See the module documentation; ``auto`` reports what it picked in ``result.method``.
+    device : {"auto", "cpu", "gpu"}, optional
+        Default: ``USIDGPU_DEVICE`` or auto.
+    budget : int or str, optional
+        Memory budget, e.g. ``"4GB"``; the data may be many times larger.
+    n_iter : int or "auto"
+        Power iterations of the randomized method (auto: 7, or 4 when k ≥ 10% of the smaller
+        side, as scikit-learn).
+    oversamples : int
+        Extra random vectors of the randomized method.
+    random_state : int or None
+        Seed of the randomized method.
+    progress : bool
+        Progress bars for passes over file data.
+    engine : {"usidgpu", "cuml"}
+        ``cuml`` runs cuML's TruncatedSVD on the GPU (the data must fit in device memory).
+
+    Returns
+    -------
+    SVDResult
+        ``U`` (m × k), ``S`` (k), ``V`` (k × n) as NumPy arrays in the data's precision (float32
+        for float32 and 8/16-bit integers), signs fixed so the largest entry of each ``V`` row is
+        positive.
+    """
+    if engine == "cuml":
+        from .cuml_engine import cuml_svd
+
+        return cuml_svd(data, k, device=device, center=False)
+    if engine != "usidgpu":
+        raise ValueError(f"engine must be 'usidgpu' or 'cuml', got {engine!r}")
+    src, out = _factorize(data, k, method, device, budget, n_iter, oversamples, random_state, False, progress)
+    params = dict(num_components=k, svd_method=out["method"], method_reason=out["reason"])
+    if "n_iter" in out:
+        params.update(n_iter=out["n_iter"], oversamples=oversamples)
+    return SVDResult(
+        U=asnumpy(out["U"]),
+        S=asnumpy(out["S"]),
+        V=asnumpy(out["V"]),
+        method=out["method"],
+        total_energy=out["total"],
+        **_described(src, parameters=params),
+    )
+
+
+def pca(
+    data: Any,
+    k: int,
+    method: str = "auto",
+    device: str | Device | None = None,
+    budget: int | str | None = None,
+    n_iter: int | str = "auto",
+    oversamples: int = 10,
+    random_state: Any = 0,
+    progress: bool = False,
+    engine: str = "usidgpu",
+) -> PCAResult:
+    """Principal component analysis: the truncated SVD of the data centred on its mean spectrum.
+
+    Parameters are those of :func:`svd`.
+
+    Returns
+    -------
+    PCAResult
+        ``V`` are the principal axes (scikit-learn's ``components_``), ``scores = U · diag(S)``,
+        ``explained_variance``, ``explained_variance_ratio`` and ``mean`` as in scikit-learn.
+    """
+    if engine == "cuml":
+        from .cuml_engine import cuml_svd
+
+        return cuml_svd(data, k, device=device, center=True)
+    if engine != "usidgpu":
+        raise ValueError(f"engine must be 'usidgpu' or 'cuml', got {engine!r}")
+    src, out = _factorize(data, k, method, device, budget, n_iter, oversamples, random_state, True, progress)
+    m = src.shape[0]
+    s = asnumpy(out["S"])
+    var = s.astype(np.float64) ** 2 / max(m - 1, 1)
+    total_var = out["total"] / max(m - 1, 1)
+    params = dict(num_components=k, svd_method=out["method"], method_reason=out["reason"])
+    return PCAResult(
+        U=asnumpy(out["U"]),
+        S=s,
+        V=asnumpy(out["V"]),
+        method=out["method"],
+        total_energy=out["total"],
+        mean=asnumpy(out["mean"]).astype(src.work),
+        explained_variance=var,
+        explained_variance_ratio=var / total_var if total_var > 0 else np.full_like(var, np.nan),
+        **_described(src, parameters=params),
+    )

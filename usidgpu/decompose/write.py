@@ -1,0 +1,101 @@
+"""Writing decomposition results as USID results groups (layouts: see :mod:`.results`)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..usid.dimension import Dimension
+from ..usid.results import ResultsWriter
+
+
+def _target(result: Any, main: Any) -> Any:
+    from ..usid.dataset import MainDataset
+
+    main = main if main is not None else result.source
+    if not isinstance(main, MainDataset):
+        raise TypeError(
+            "this result was computed from an array; pass the MainDataset to write it next to (result.write(main))"
+        )
+    return main
+
+
+def _begin(result: Any, main: Any, output: str | os.PathLike | None) -> ResultsWriter:
+    writer = ResultsWriter.begin(main, result.tool, result.parameters, output=output, device=result.device)
+    if writer.resumed:  # an earlier write of the same result was interrupted: start it over
+        for name in [n for n in writer.group if n != "completed_positions"]:
+            del writer.group[name]
+    return writer
+
+
+def _finish(writer: ResultsWriter) -> str:
+    writer.mark_done(0, writer.n_units)
+    return writer.finish()
+
+
+def _check_rows(main: Any, rows: int, what: str) -> None:
+    if rows != main.n_positions:
+        raise ValueError(f"{what} has {rows} rows but {main.name} has {main.n_positions} positions")
+
+
+def write_svd(result: Any, main: Any = None, output: str | os.PathLike | None = None) -> str:
+    """``<Source>-SVD_NNN`` (or ``-PCA_NNN``): ``U``, ``S``, ``V`` (+ ``Mean``, explained variance)."""
+    main = _target(result, main)
+    _check_rows(main, result.U.shape[0], "U")
+    comp = Dimension("Principal Component", "a. u.", result.k)
+    w = _begin(result, main, output)
+    w.write_main("U", result.U, "Abundance", "a.u.", main, [comp])
+    w.group.create_dataset("S", data=result.S)
+    w.write_main("V", result.V, main.quantity, main.units, [comp], main)
+    if hasattr(result, "explained_variance_ratio"):
+        w.group.create_dataset("Mean", data=result.mean)
+        w.group.create_dataset("Explained_Variance", data=result.explained_variance)
+        w.group.create_dataset("Explained_Variance_Ratio", data=result.explained_variance_ratio)
+    w.group.attrs["total_energy"] = result.total_energy
+    return _finish(w)
+
+
+def write_nmf(result: Any, main: Any = None, output: str | os.PathLike | None = None) -> str:
+    """``<Source>-NMF_NNN``: ``Projection`` (W) and ``Components`` (H)."""
+    main = _target(result, main)
+    _check_rows(main, result.W.shape[0], "W")
+    comp = Dimension("Component", "a. u.", result.k)
+    w = _begin(result, main, output)
+    w.write_main("Projection", result.W, "Abundance", "a.u.", main, [comp])
+    w.write_main("Components", result.H, main.quantity, main.units, [comp], main)
+    w.group.create_dataset("Reconstruction_Error", data=np.asarray(result.errors, dtype=np.float64))
+    w.group.attrs["reconstruction_err"] = result.reconstruction_err
+    w.group.attrs["n_iter"] = result.n_iter
+    return _finish(w)
+
+
+def write_kmeans(result: Any, main: Any = None, output: str | os.PathLike | None = None) -> str:
+    """``<Source>-KMeans_NNN``: ``Labels``, ``Mean_Response``, ``Centroids``, ``Counts``."""
+    main = _target(result, main)
+    _check_rows(main, result.labels.shape[0], "labels")
+    w = _begin(result, main, output)
+    w.write_main(
+        "Labels",
+        result.labels.reshape(-1, 1).astype(np.uint32),
+        "Cluster ID",
+        "a. u.",
+        main,
+        [Dimension("Label", "a. u.", 1)],
+        aux_spec_prefix="Label_Spectroscopic_",
+    )
+    w.write_main(
+        "Mean_Response",
+        result.mean_response,
+        main.quantity,
+        main.units,
+        [Dimension("Cluster", "a. u.", result.k)],
+        main,
+        aux_pos_prefix="Cluster_",
+    )
+    w.group.create_dataset("Centroids", data=result.centroids)
+    w.group.create_dataset("Counts", data=np.asarray(result.counts, dtype=np.int64))
+    w.group.attrs["inertia"] = result.inertia
+    w.group.attrs["n_iter"] = result.n_iter
+    return _finish(w)
