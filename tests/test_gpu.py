@@ -97,3 +97,44 @@ def test_kernel_loader_compiles_once_per_dtype(dtype):
     out = cupy.zeros(n, dtype=cupy.float32)
     fill(((n + 255) // 256,), (256,), (out, np.int64(n)))
     np.testing.assert_array_equal(cupy.asnumpy(out), np.arange(n, dtype=np.float32))
+
+
+# --------------------------------------------------------------------- decompositions on GPU
+@pytest.mark.parametrize("method", ["gram", "randomized", "exact"])
+@pytest.mark.parametrize("shape", [(600, 40), (40, 600)])
+def test_svd_on_gpu_equals_cpu(method, shape):
+    from helpers import low_rank
+
+    x = low_rank(*shape, dtype=np.float32, seed=2)
+    cpu = usidgpu.svd(x, 4, method=method, device="cpu")
+    gpu = usidgpu.svd(x, 4, method=method, device="gpu")
+    assert gpu.device == "gpu" and isinstance(gpu.U, np.ndarray)
+    np.testing.assert_allclose(gpu.S, cpu.S, rtol=1e-4)
+    np.testing.assert_allclose(gpu.V, cpu.V, atol=1e-3)
+    np.testing.assert_allclose(gpu.U, cpu.U, atol=1e-3)
+
+
+def test_pca_nmf_kmeans_on_gpu_equal_cpu(dataset):
+    m, data = dataset
+    p_cpu, p_gpu = usidgpu.pca(m, 3, device="cpu"), usidgpu.pca(m, 3, device="gpu", budget="64MB")
+    np.testing.assert_allclose(p_gpu.explained_variance_ratio, p_cpu.explained_variance_ratio, rtol=1e-4)
+    positive = np.abs(data) + 0.1
+    w0 = np.abs(np.random.default_rng(0).standard_normal((600, 3)))
+    h0 = np.abs(np.random.default_rng(1).standard_normal((3, 33)))
+    n_cpu = usidgpu.nmf(positive, 3, init=(w0, h0), max_iter=20, tol=0, device="cpu")
+    n_gpu = usidgpu.nmf(positive, 3, init=(w0, h0), max_iter=20, tol=0, device="gpu")
+    np.testing.assert_allclose(n_gpu.reconstruction_err, n_cpu.reconstruction_err, rtol=1e-4)
+    init = data[:4].astype(np.float64)
+    k_cpu = usidgpu.kmeans(m, 4, init=init, device="cpu")
+    k_gpu = usidgpu.kmeans(m, 4, init=init, device="gpu", budget="64MB")
+    np.testing.assert_array_equal(k_gpu.labels, k_cpu.labels)
+    np.testing.assert_allclose(k_gpu.inertia, k_cpu.inertia, rtol=1e-5)
+
+
+def test_complex_svd_on_gpu():
+    from helpers import low_rank
+
+    x = low_rank(300, 30, dtype=np.complex64, seed=5)
+    for method in ("gram", "randomized"):
+        gpu = usidgpu.svd(x, 3, method=method, device="gpu")
+        np.testing.assert_allclose(gpu.S, np.linalg.svd(x.astype(np.complex128), compute_uv=False)[:3], rtol=1e-4)

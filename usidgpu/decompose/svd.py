@@ -64,9 +64,9 @@ def _reserve(method: str, m: int, n: int, k: int, l: int, work: np.dtype) -> int
     out = m * k * work.itemsize + k * n * work.itemsize + 4 * n * acc  # U, V, mean, column sums
     if method == "gram":
         side = min(m, n)
-        return out + 4 * side * side * acc  # Gram matrix and the eigensolver's workspace
+        return out + 3 * side * side * acc  # Gram matrix, the eigensolver's copy and eigenvectors
     if method == "randomized":
-        return out + 4 * n * l * acc + 2 * m * l * acc  # Z and its QR, Y and its QR
+        return out + 4 * n * l * acc + 3 * m * l * acc  # Z and its QR; Y, its Q and the product Q·Ur
     return out + 3 * m * n * work.itemsize  # exact: the matrix, a copy and the factors
 
 
