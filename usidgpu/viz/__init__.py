@@ -1,0 +1,26 @@
+"""Publication figures of decomposition results (SVD, PCA, NMF, k-means), with units on every axis.
+
+Matplotlib only, drawn on :class:`matplotlib.figure.Figure` objects (no GUI backend, no pyplot):
+
+>>> from usidgpu.viz import plot_decomposition, save_figure
+>>> fig = plot_decomposition(result)          # doctest: +SKIP
+>>> save_figure(fig, "figures/svd.pdf")       # doctest: +SKIP
+
+``import usidgpu`` does not import this package (nor matplotlib).
+"""
+
+from .clusters import plot_clusters
+from .components import plot_components
+from .maps import plot_maps
+from .save import save_figure
+from .scree import plot_scree
+from .summary import plot_decomposition
+
+__all__ = [
+    "plot_clusters",
+    "plot_components",
+    "plot_decomposition",
+    "plot_maps",
+    "plot_scree",
+    "save_figure",
+]
