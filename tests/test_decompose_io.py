@@ -223,8 +223,10 @@ def test_cli_commands(spectra, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "method        randomized: requested" in out and "device        cpu" in out
     assert "results       /Measurement_000/Channel_000/Raw_Data-SVD_000" in out
-    assert cli(["nmf", str(path), "-k", "2", "--iterations", "20", "--no-progress"]) == 0
+    figure = tmp_path / "figures" / "nmf.png"
+    assert cli(["nmf", str(path), "-k", "2", "--iterations", "20", "--no-progress", "--plot", str(figure)]) == 0
     assert "Raw_Data-NMF_000" in capsys.readouterr().out
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
     assert cli(["cluster", str(path), "-k", "3", "--no-progress", "--no-write"]) == 0
     out = capsys.readouterr().out
     assert "cluster sizes" in out and "results" not in out
