@@ -211,7 +211,10 @@ def test_nmf_error_no_worse_than_scikit_learn(solver, sk_solver, iterations):
         warnings.simplefilter("ignore")
         ref = NMF(4, init="custom", solver=sk_solver, max_iter=iterations, tol=0)
         ref.fit_transform(x, W=w0.copy(), H=h0.copy())
+    w_keep, h_keep = w0.copy(), h0.copy()
     r = usidgpu.nmf(x, 4, solver=solver, init=(w0, h0), max_iter=iterations, tol=0, device="cpu", budget="4MB")
+    np.testing.assert_array_equal(w0, w_keep)  # the caller's initial factors are left alone
+    np.testing.assert_array_equal(h0, h_keep)
     assert r.n_iter == iterations and len(r.errors) == iterations
     assert r.reconstruction_err <= ref.reconstruction_err_ * (1 + 1e-9)
     assert r.reconstruction_err == pytest.approx(np.linalg.norm(x - r.W @ r.H), rel=1e-9)

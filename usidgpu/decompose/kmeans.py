@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Device, asnumpy, memory_budget, select_device
+from .linalg import sum_squares
 from .results import KMeansResult
 from .source import BlockSource, work_dtype
 from .svd import _described, _shape_dtype, svd
@@ -26,8 +27,9 @@ from .svd import _described, _shape_dtype, svd
 
 def _sq_dist(xp: Any, x: Any, centers: Any, c_sq: Any) -> Any:
     """Squared Euclidean distances (rows × k) via ‖x‖² − 2·Re(x·cᴴ) + ‖c‖²."""
-    x_sq = xp.sum((x * x.conj()).real, axis=1, dtype=np.float64)
-    cross = (x @ centers.conj().T).real.astype(np.float64)
+    x_sq = sum_squares(xp, x, axis=1)
+    # the product runs in the data's precision, as scikit-learn's (float32 data: float32 GEMM)
+    cross = (x @ centers.astype(x.dtype, copy=False).conj().T).real.astype(np.float64)
     return xp.maximum(x_sq[:, None] - 2 * cross + c_sq[None, :], 0)
 
 
@@ -182,7 +184,7 @@ def kmeans(
     s2 = xp.zeros(n_feat, dtype=np.float64)
     for _a, _b, x in src.blocks("k-means: data statistics"):
         s1 += xp.abs(x).sum(axis=0, dtype=np.float64) if src.is_complex else x.sum(axis=0, dtype=np.float64)
-        s2 += xp.sum((x * x.conj()).real, axis=0, dtype=np.float64)
+        s2 += sum_squares(xp, x, axis=0)
     tol_abs = tol * float(xp.mean(s2 / m - (s1 / m) ** 2)) if not src.is_complex else tol * float(xp.mean(s2 / m))
 
     if isinstance(init, str) and init == "k-means++":

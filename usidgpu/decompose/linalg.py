@@ -54,3 +54,13 @@ def normalize_signs(xp: Any, u: Any, v: Any) -> tuple[Any, Any]:
 def svd_small(xp: Any, a: Any) -> tuple[Any, Any, Any]:
     """Thin SVD of a matrix that fits in memory."""
     return xp.linalg.svd(a, full_matrices=False)
+
+
+def sum_squares(xp: Any, x: Any, axis: int | None = None) -> Any:
+    """Σ|x|² (over ``axis``, or all) accumulated in float64 without a float64 copy of ``x``."""
+    spec = {None: "ij,ij->", 0: "ij,ij->j", 1: "ij,ij->i"}[axis]
+    parts = (x.real, x.imag) if x.dtype.kind == "c" else (x,)
+    if xp is np:
+        # einsum casts through a small buffer: no full-size temporary, unlike abs(x)**2
+        return sum(np.einsum(spec, p, p, dtype=np.float64) for p in parts)
+    return sum(xp.sum(p * p, axis=axis, dtype=np.float64) for p in parts)

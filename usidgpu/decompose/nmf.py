@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Device, asnumpy, memory_budget, select_device
+from .linalg import sum_squares
 from .results import NMFResult
 from .source import BlockSource, work_dtype
 from .svd import _described, _shape_dtype, svd
@@ -42,7 +43,7 @@ def _data_stats(src: BlockSource) -> tuple[float, float, float, tuple[int, int]]
             flat = int(asnumpy(xp.argmin(x)))
             where = (a + flat // x.shape[1], flat % x.shape[1])
         total += float(x.sum(dtype=np.float64))
-        sq += float(xp.sum(x.astype(np.float64) ** 2))
+        sq += float(sum_squares(xp, x))
     return lowest, total / (src.shape[0] * src.shape[1]), sq, where
 
 
@@ -165,8 +166,8 @@ def nmf(
         init_name = "random"
     else:
         raise ValueError(f"init must be 'nndsvda', 'nndsvd', 'random' or a (W, H) pair, got {init!r}")
-    w = xp.asarray(w0)
-    h = xp.asarray(h0)
+    w = xp.array(w0, copy=True)  # updated in place: never the caller's arrays
+    h = xp.array(h0, copy=True)
     errors: list[float] = []
     initial = previous = None
     it = 0

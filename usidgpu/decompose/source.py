@@ -132,6 +132,11 @@ class BlockSource:
                 if keep:
                     cache.append((a, b, block))
                 yield a, b, block
+        elif keep and not self.device.is_gpu and self._main.dtype.newbyteorder("=") == self.work:
+            # kept in memory and no conversion needed: read straight into the resident matrix,
+            # so the first pass costs no copy
+            yield from self._read_resident(desc)
+            return
         else:
             for blk in self._main.blocks(
                 budget=self.block_budget // 2, device=self.device, progress=(desc or False) if self.progress else False
@@ -144,6 +149,28 @@ class BlockSource:
                 yield blk.start, blk.stop, block
         if keep:
             self._cache = cache
+
+    def _read_resident(self, desc: str | None) -> Iterator[tuple[int, int, Any]]:
+        from ..stream import _progress_bar, plan_blocks
+
+        h5 = self._main.h5
+        resident = np.empty(self.shape, dtype=self.work)
+        plan = plan_blocks(
+            self.shape[0], self.shape[1] * self.work.itemsize, self.block_budget, h5.chunks[0] if h5.chunks else None, 1
+        )
+        bar = _progress_bar(desc or False if self.progress else False, plan)
+        cache = []
+        try:
+            for a, b in plan:
+                h5.read_direct(resident, np.s_[a:b], np.s_[a:b])
+                cache.append((a, b, resident[a:b]))
+                yield a, b, resident[a:b]
+                if bar is not None:
+                    bar.update(b - a)
+        finally:
+            if bar is not None:
+                bar.close()
+        self._cache = cache
 
     def column_slabs(self, desc: str | None = None) -> Iterator[tuple[int, int, Any]]:
         """One pass by columns: ``(c0, c1, X[:, c0:c1])`` for matrices with few rows and many columns."""

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..backend import Device, asnumpy, format_bytes
 from ..errors import BudgetError
-from .linalg import acc_dtype, gram, normalize_signs, orthonormalize, svd_small, top_eigh
+from .linalg import acc_dtype, gram, normalize_signs, orthonormalize, sum_squares, svd_small, top_eigh
 from .results import PCAResult, SVDResult
 from .source import BlockSource, work_dtype
 
@@ -66,7 +66,7 @@ def _reserve(method: str, m: int, n: int, k: int, l: int, work: np.dtype) -> int
         side = min(m, n)
         return out + 3 * side * side * acc  # Gram matrix, the eigensolver's copy and eigenvectors
     if method == "randomized":
-        return out + 4 * n * l * acc + 3 * m * l * acc  # Z and its QR; Y, its Q and the product Q·Ur
+        return out + 4 * n * l * acc + m * l * work.itemsize + min(m * l, 2**20) * acc  # Z and its QR, Y, a chunk of Y
     return out + 3 * m * n * work.itemsize  # exact: the matrix, a copy and the factors
 
 
@@ -146,7 +146,8 @@ def _factorize(
     if reserve >= total_budget:
         raise BudgetError(
             f"the {method} SVD of a {m}×{n} matrix with k={k} keeps {format_bytes(reserve)}, more than the "
-            f"memory budget ({format_bytes(total_budget)}); raise --memory or use method='randomized'"
+            f"memory budget ({format_bytes(total_budget)}); raise the budget (--memory)"
+            + ("" if method == "randomized" else " or use method='randomized'")
         )
     src = BlockSource(data, dev, total_budget, reserve=reserve, progress=progress)
     log.info("SVD of %d×%d (%s) on %s, k=%d: %s", m, n, src.work, dev, k, reason)
@@ -246,12 +247,12 @@ def _randomized(src: BlockSource, k: int, l: int, n_iter: int, random_state: Any
 
     def first_pass_stats(x: Any) -> None:
         stats["colsum"] = stats.get("colsum", 0) + x.sum(axis=0, dtype=acc)
-        stats["energy"] = stats.get("energy", 0.0) + float(xp.sum(xp.abs(x.astype(acc)) ** 2))
+        stats["energy"] = stats.get("energy", 0.0) + float(sum_squares(xp, x))
 
     for it in range(passes):
         last = it == passes - 1
         desc = f"SVD (randomized) pass {it + 1}/{passes}"
-        out = xp.empty((m, l), dtype=acc) if last else xp.zeros((n, l), dtype=acc)
+        out = xp.empty((m, l), dtype=src.work) if last else xp.zeros((n, l), dtype=acc)
         for a, b, x in src.blocks(desc):
             if it == 0:
                 first_pass_stats(x)
@@ -262,19 +263,26 @@ def _randomized(src: BlockSource, k: int, l: int, n_iter: int, random_state: Any
         mean = stats["colsum"] / m
         if last:
             if center:  # Y = X̃Z = XZ − 1(μᵀZ)
-                out -= (mean @ z.astype(acc))[None, :]
+                out -= (mean @ z.astype(acc)).astype(src.work)[None, :]
             y = out
         else:
             if center:
                 out -= m * xp.outer(mean.conj(), mean @ z.astype(acc))
             z = orthonormalize(xp, out).astype(src.work)
     total = stats["energy"] - (m * float(xp.sum(xp.abs(mean) ** 2)) if center else 0.0)
-    # X̃ ≈ X̃ZZᴴ = YZᴴ = Q·R·Zᴴ, and the SVD of the small R finishes it
-    q, r = xp.linalg.qr(y)
-    ur, s, wh = svd_small(xp, r)
-    u = (q @ ur[:, :k]).astype(src.work)
-    v = (wh[:k] @ z.astype(acc).conj().T).astype(src.work)
-    return dict(U=u, S=s[:k].astype(_real(src.work)), V=v, mean=mean, total=total)
+    # X̃ ≈ X̃ZZᴴ = YZᴴ; with YᴴY = WΛWᴴ (a small l × l problem, in float64 by row chunks):
+    # U = YW·Λ^(-1/2), S = Λ^(1/2), V = (ZW)ᴴ — no m × l workspace beyond Y itself
+    yty = xp.zeros((l, l), dtype=acc)
+    step = max(1, 2**20 // max(l, 1))
+    for a in range(0, m, step):
+        yc = y[a : a + step].astype(acc)
+        yty += gram(yc)
+    vals, w = top_eigh(xp, yty, k)
+    s = xp.sqrt(xp.maximum(vals.real, 0))
+    inv = xp.where(s > 0, 1 / xp.where(s > 0, s, 1), 0)
+    u = y @ (w * inv[None, :]).astype(src.work)
+    v = (z.astype(acc) @ w).conj().T.astype(src.work)
+    return dict(U=u, S=s.astype(_real(src.work)), V=v, mean=mean, total=total)
 
 
 # ----------------------------------------------------------------------------------- exact
@@ -285,7 +293,7 @@ def _exact(src: BlockSource, k: int, center: bool) -> dict[str, Any]:
     mean = x.mean(axis=0, dtype=acc)
     if center:
         x = x - mean.astype(src.work)[None, :]
-    total = float(xp.sum(xp.abs(x.astype(acc)) ** 2))
+    total = float(sum_squares(xp, x))
     u, s, vh = svd_small(xp, x)
     return dict(U=u[:, :k], S=s[:k], V=vh[:k], mean=mean, total=total)
 
