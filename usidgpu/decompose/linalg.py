@@ -20,10 +20,21 @@ def gram(block: Any) -> Any:
 def top_eigh(xp: Any, g: Any, k: int) -> tuple[Any, Any]:
     """The ``k`` largest eigenpairs of a Hermitian matrix, largest first."""
     n = g.shape[0]
+    if xp is np and n >= 128 and k <= n // 4:
+        import scipy.sparse.linalg
+
+        # Lanczos (ARPACK) to full precision: for a 1024² Gram matrix and k = 16 about 10 ms,
+        # against 40 ms for LAPACK's subset solver and 130 ms for all eigenpairs
+        try:
+            v0 = np.random.default_rng(0).standard_normal(n).astype(g.dtype)
+            vals, vecs = scipy.sparse.linalg.eigsh(g, k=k, which="LA", tol=0, v0=v0)
+            order = np.argsort(vals)[::-1]
+            return vals[order], vecs[:, order]
+        except scipy.sparse.linalg.ArpackNoConvergence:
+            pass  # fall back to LAPACK
     if xp is np and k < n:
         import scipy.linalg
 
-        # only the top k: about half the time of a full eigendecomposition at k << n
         vals, vecs = scipy.linalg.eigh(g, subset_by_index=[n - k, n - 1])
     else:
         vals, vecs = xp.linalg.eigh(g)

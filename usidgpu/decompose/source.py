@@ -151,6 +151,10 @@ class BlockSource:
             self._cache = cache
 
     def _read_resident(self, desc: str | None) -> Iterator[tuple[int, int, Any]]:
+        """First pass over data kept in memory: each block is read into its place in the resident
+        matrix while the caller works on the previous one (disjoint slices: no buffer reuse)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from ..stream import _progress_bar, plan_blocks
 
         h5 = self._main.h5
@@ -158,18 +162,29 @@ class BlockSource:
         plan = plan_blocks(
             self.shape[0], self.shape[1] * self.work.itemsize, self.block_budget, h5.chunks[0] if h5.chunks else None, 1
         )
+        ranges = list(plan)
         bar = _progress_bar(desc or False if self.progress else False, plan)
         cache = []
-        try:
-            for a, b in plan:
-                h5.read_direct(resident, np.s_[a:b], np.s_[a:b])
-                cache.append((a, b, resident[a:b]))
-                yield a, b, resident[a:b]
+
+        def read(i: int) -> None:
+            a, b = ranges[i]
+            h5.read_direct(resident, np.s_[a:b], np.s_[a:b])
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="usidgpu-resident") as pool:
+            pending = pool.submit(read, 0)
+            try:
+                for i, (a, b) in enumerate(ranges):
+                    pending.result()
+                    if i + 1 < len(ranges):
+                        pending = pool.submit(read, i + 1)
+                    cache.append((a, b, resident[a:b]))
+                    yield a, b, resident[a:b]
+                    if bar is not None:
+                        bar.update(b - a)
+            finally:
+                pending.cancel()
                 if bar is not None:
-                    bar.update(b - a)
-        finally:
-            if bar is not None:
-                bar.close()
+                    bar.close()
         self._cache = cache
 
     def column_slabs(self, desc: str | None = None) -> Iterator[tuple[int, int, Any]]:

@@ -181,7 +181,8 @@ def _gram(src: BlockSource, k: int, center: bool) -> dict[str, Any]:
     colsum = xp.zeros(n, dtype=acc)
     for _a, _b, x in src.blocks("SVD (gram) pass 1/2"):
         g += gram(x)
-        colsum += x.sum(axis=0, dtype=acc)
+        if center:
+            colsum += x.sum(axis=0, dtype=acc)
     mean = colsum / m
     if center:
         g -= m * xp.outer(mean.conj(), mean)  # X̃ᴴX̃ = XᴴX − m·conj(μ)μᵀ
@@ -246,7 +247,8 @@ def _randomized(src: BlockSource, k: int, l: int, n_iter: int, random_state: Any
     passes = n_iter + 1
 
     def first_pass_stats(x: Any) -> None:
-        stats["colsum"] = stats.get("colsum", 0) + x.sum(axis=0, dtype=acc)
+        if center:
+            stats["colsum"] = stats.get("colsum", 0) + x.sum(axis=0, dtype=acc)
         stats["energy"] = stats.get("energy", 0.0) + float(sum_squares(xp, x))
 
     for it in range(passes):
@@ -260,7 +262,7 @@ def _randomized(src: BlockSource, k: int, l: int, n_iter: int, random_state: Any
                 out[a:b] = x @ z
             else:
                 out += (x.conj().T @ (x @ z)).astype(acc)
-        mean = stats["colsum"] / m
+        mean = stats["colsum"] / m if center else xp.zeros(n, dtype=acc)
         if last:
             if center:  # Y = X̃Z = XZ − 1(μᵀZ)
                 out -= (mean @ z.astype(acc)).astype(src.work)[None, :]
