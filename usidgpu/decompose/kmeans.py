@@ -25,9 +25,8 @@ from .source import BlockSource, work_dtype
 from .svd import _described, _shape_dtype, svd
 
 
-def _sq_dist(xp: Any, x: Any, centers: Any, c_sq: Any) -> Any:
-    """Squared Euclidean distances (rows × k) via ‖x‖² − 2·Re(x·cᴴ) + ‖c‖²."""
-    x_sq = sum_squares(xp, x, axis=1)
+def _sq_dist(xp: Any, x: Any, centers: Any, c_sq: Any, x_sq: Any) -> Any:
+    """Squared Euclidean distances (rows × k) via ‖x‖² − 2·Re(x·cᴴ) + ‖c‖² (``x_sq``: row norms²)."""
     # the product runs in the data's precision, as scikit-learn's (float32 data: float32 GEMM)
     cross = (x @ centers.astype(x.dtype, copy=False).conj().T).real.astype(np.float64)
     return xp.maximum(x_sq[:, None] - 2 * cross + c_sq[None, :], 0)
@@ -51,7 +50,7 @@ def _read_rows(src: BlockSource, rows: np.ndarray) -> Any:
     return src.xp.stack([found[int(r)] for r in rows])
 
 
-def kmeans_plusplus(src: BlockSource, k: int, rng: np.random.Generator) -> Any:
+def kmeans_plusplus(src: BlockSource, k: int, rng: np.random.Generator, row_sq: Any) -> Any:
     """Greedy k-means++ centres (scikit-learn's), one streamed pass per centre."""
     xp = src.xp
     m = src.shape[0]
@@ -60,7 +59,7 @@ def kmeans_plusplus(src: BlockSource, k: int, rng: np.random.Generator) -> Any:
     d2 = np.empty(m)
     c = centers[0][None, :]
     for a, b, x in src.blocks("k-means++ centre 1"):
-        d2[a:b] = asnumpy(_sq_dist(xp, x, c, xp.sum((c * c.conj()).real, axis=1))[:, 0])
+        d2[a:b] = asnumpy(_sq_dist(xp, x, c, xp.sum((c * c.conj()).real, axis=1), row_sq[a:b])[:, 0])
     for j in range(1, k):
         total = d2.sum()
         if total <= 0:  # fewer distinct points than clusters: any point will do
@@ -72,7 +71,7 @@ def kmeans_plusplus(src: BlockSource, k: int, rng: np.random.Generator) -> Any:
         c_sq = xp.sum((cand * cand.conj()).real, axis=1)
         new_d2 = np.empty((trials, m))
         for a, b, x in src.blocks(f"k-means++ centre {j + 1}"):
-            dist = asnumpy(_sq_dist(xp, x, cand, c_sq)).T
+            dist = asnumpy(_sq_dist(xp, x, cand, c_sq, row_sq[a:b])).T
             new_d2[:, a:b] = np.minimum(d2[a:b][None, :], dist)
         best = int(np.argmin(new_d2.sum(axis=1)))
         centers.append(cand[best])
@@ -80,7 +79,9 @@ def kmeans_plusplus(src: BlockSource, k: int, rng: np.random.Generator) -> Any:
     return xp.stack(centers)
 
 
-def _assign(src: BlockSource, centers: Any, labels: np.ndarray, desc: str, with_sums: bool = True) -> tuple:
+def _assign(
+    src: BlockSource, centers: Any, labels: np.ndarray, row_sq: Any, desc: str, with_sums: bool = True
+) -> tuple:
     """One pass: labels and inertia for ``centers``; per-cluster sums, counts, farthest points."""
     xp = src.xp
     k, n = centers.shape
@@ -90,7 +91,7 @@ def _assign(src: BlockSource, centers: Any, labels: np.ndarray, desc: str, with_
     inertia = 0.0
     far = []  # (distance, row) of the farthest points, to refill empty clusters
     for a, b, x in src.blocks(desc):
-        d = _sq_dist(xp, x, centers, c_sq)
+        d = _sq_dist(xp, x, centers, c_sq, row_sq[a:b])
         lab = xp.argmin(d, axis=1)
         dmin = d[xp.arange(b - a), lab]
         inertia += float(dmin.sum())
@@ -162,7 +163,7 @@ def kmeans(
     dev = select_device(device)
     total_budget = memory_budget(budget, dev)
     work = work_dtype(dtype)
-    reserve = m * 8 + 4 * k * n * 16 + (2 + int(math.log(k))) * m * 8
+    reserve = 2 * m * 8 + 4 * k * n * 16 + (2 + int(math.log(k))) * m * 8  # labels, row norms, k-means++ trials
     raw = BlockSource(data, dev, total_budget, reserve=reserve, progress=progress)
     if features == "svd":
         n_components = int(n_components or min(16, n, m))
@@ -182,13 +183,15 @@ def kmeans(
     # the mean per-feature variance scales tol, as in scikit-learn
     s1 = xp.zeros(n_feat, dtype=np.float64)
     s2 = xp.zeros(n_feat, dtype=np.float64)
-    for _a, _b, x in src.blocks("k-means: data statistics"):
+    row_sq = xp.empty(m, dtype=np.float64)  # ‖x‖² of every position: computed once, used every pass
+    for a, b, x in src.blocks("k-means: data statistics"):
+        row_sq[a:b] = sum_squares(xp, x, axis=1)
         s1 += xp.abs(x).sum(axis=0, dtype=np.float64) if src.is_complex else x.sum(axis=0, dtype=np.float64)
         s2 += sum_squares(xp, x, axis=0)
     tol_abs = tol * float(xp.mean(s2 / m - (s1 / m) ** 2)) if not src.is_complex else tol * float(xp.mean(s2 / m))
 
     if isinstance(init, str) and init == "k-means++":
-        centers = kmeans_plusplus(src, k, rng)
+        centers = kmeans_plusplus(src, k, rng, row_sq)
         init_name = "k-means++"
     elif isinstance(init, str) and init == "random":
         centers = _read_rows(src, rng.choice(m, size=k, replace=False))
@@ -207,7 +210,7 @@ def kmeans(
     strict = False
     it = 0
     for it in range(1, max_iter + 1):
-        _inertia, sums, counts, far = _assign(src, centers, labels, f"k-means iteration {it}")
+        _inertia, sums, counts, far = _assign(src, centers, labels, row_sq, f"k-means iteration {it}")
         new = sums / xp.asarray(np.maximum(counts, 1))[:, None]
         empty = np.flatnonzero(counts == 0)
         if empty.size:  # refill empty clusters with the farthest points, as scikit-learn relocates them
@@ -221,7 +224,7 @@ def kmeans(
         if shift <= tol_abs:
             break
         previous[:] = labels
-    inertia, sums, counts, _far = _assign(src, centers, labels, "k-means: final assignment")
+    inertia, sums, counts, _far = _assign(src, centers, labels, row_sq, "k-means: final assignment")
     if features == "svd":
         _i, sums, counts, _f = _assign_fixed(raw, labels, k)
     mean_response = asnumpy(sums / xp.asarray(np.maximum(counts, 1))[:, None]).astype(raw.work)
