@@ -42,7 +42,6 @@ import gc
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -53,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import gpu_check, gpu_name, machine_info, status_bytes, threadpools, versions
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TMP = REPO / "bench_tmp"
@@ -64,94 +64,6 @@ GiB = 1024**3
 
 
 # ---------------------------------------------------------------------------------- helpers
-def gpu_check() -> str | None:
-    """None when a GPU is usable, else the one-line reason."""
-    from usidgpu.backend import gpu_status
-
-    ok, why = gpu_status()
-    return None if ok else why
-
-
-def gpu_name() -> str:
-    import cupy
-
-    name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
-    return name.decode() if isinstance(name, bytes) else str(name)
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "ram_bytes": ram,
-        "ram_GiB": round(ram / GiB, 1) if ram else None,
-        "hostname": platform.node(),
-    }
-
-
-def versions(with_gpu: bool) -> dict[str, Any]:
-    import h5py
-    import scipy
-    import sklearn
-
-    import usidgpu
-
-    out: dict[str, Any] = {
-        "usidgpu": usidgpu.__version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "scikit-learn": sklearn.__version__,
-        "h5py": h5py.__version__,
-        "hdf5": h5py.version.hdf5_version,
-    }
-    try:
-        import threadpoolctl
-
-        out["threadpoolctl"] = threadpoolctl.__version__
-    except ImportError:
-        pass
-    if with_gpu:
-        import cupy
-
-        out["cupy"] = cupy.__version__
-        out["cuda_runtime"] = cupy.cuda.runtime.runtimeGetVersion()
-    return out
-
-
-def threadpools() -> Any:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "skipped (threadpoolctl not installed)"
-    keys = ("user_api", "internal_api", "prefix", "version", "num_threads", "architecture", "threading_layer")
-    return [{k: d.get(k) for k in keys} for d in threadpool_info()]
-
-
-def _status_bytes(field: str) -> int | None:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
 def summarize(seconds: list[float], description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -844,9 +756,9 @@ def write_ooc(path: Path, rows: int, n: int, k: int, noise: float, seed: int) ->
 def _set_limit(kind: str, limit_bytes: int) -> dict[str, Any]:
     """Cap this process's further memory growth at ``limit_bytes`` (above what it holds now)."""
     if kind == "data":
-        res, base = resource.RLIMIT_DATA, _status_bytes("VmData")
+        res, base = resource.RLIMIT_DATA, status_bytes("VmData")
     else:
-        res, base = resource.RLIMIT_AS, _status_bytes("VmSize")
+        res, base = resource.RLIMIT_AS, status_bytes("VmSize")
     soft = base + limit_bytes
     resource.setrlimit(res, (soft, resource.getrlimit(res)[1]))
     # probe: one allocation just over the cap must fail, or the limit does not stop NumPy here
@@ -877,7 +789,7 @@ def _reset_peak() -> str:
 
 def _peak(method: str, base_rss: int, base_maxrss: int) -> int:
     if method.startswith("VmHWM"):
-        return _status_bytes("VmHWM") - base_rss
+        return status_bytes("VmHWM") - base_rss
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return max(0, maxrss - max(base_maxrss, base_rss))
 
@@ -901,7 +813,7 @@ def _child_usidgpu(path: str, k: int, method: str, budget: str, device: str, lim
         if limit is not None:
             out["limit"] = _set_limit(*limit)
         how = _reset_peak()
-        base_rss = _status_bytes("VmRSS")
+        base_rss = status_bytes("VmRSS")
         base_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         t0 = time.perf_counter()
         try:
@@ -947,7 +859,7 @@ def _child_sklearn(path: str, k: int, seed: int, limit: tuple | None, q: Any) ->
         if limit is not None:
             out["limit"] = _set_limit(*limit)
         how = _reset_peak()
-        base_rss = _status_bytes("VmRSS")
+        base_rss = status_bytes("VmRSS")
         base_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         t0 = time.perf_counter()
         try:
@@ -1164,7 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "device": args.device,
         "machine": machine_info(),
-        "versions": versions(gpu),
+        "versions": versions(gpu, extra=("scipy", "sklearn", "threadpoolctl")),
         "threadpools": threadpools(),
         "page_cache": "warm: every file was just written and is read from the page cache",
         "parameters": {

@@ -37,7 +37,6 @@ import gc
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import gpu_check, gpu_name, machine_info, status_bytes, threadpools, versions
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TMP = REPO / "bench_tmp"
@@ -69,94 +69,6 @@ def import_pyusid():
         warnings.simplefilter("ignore")
         import pyUSID
     return pyUSID
-
-
-def gpu_check() -> str | None:
-    """None when a GPU is usable, else the one-line reason."""
-    from usidgpu.backend import gpu_status
-
-    ok, why = gpu_status()
-    return None if ok else why
-
-
-def gpu_name() -> str:
-    import cupy
-
-    name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
-    return name.decode() if isinstance(name, bytes) else str(name)
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        thp = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
-    except OSError:
-        thp = None
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "ram_bytes": ram,
-        "ram_GiB": round(ram / 1024**3, 1) if ram else None,
-        "transparent_hugepage": thp,
-        "hostname": platform.node(),
-    }
-
-
-def versions(with_gpu: bool) -> dict[str, Any]:
-    import h5py
-
-    import usidgpu
-
-    out = {
-        "numpy": np.__version__,
-        "h5py": h5py.__version__,
-        "hdf5": h5py.version.hdf5_version,
-        "usidgpu": usidgpu.__version__,
-    }
-    try:
-        out["pyUSID"] = import_pyusid().__version__
-    except Exception as exc:  # pragma: no cover - reported, not fatal
-        out["pyUSID"] = f"unavailable ({exc})"
-    try:
-        import dask
-
-        out["dask"] = dask.__version__
-    except Exception:
-        pass
-    if with_gpu:
-        import cupy
-
-        out["cupy"] = cupy.__version__
-        out["cuda_runtime"] = cupy.cuda.runtime.runtimeGetVersion()
-    return out
-
-
-def threadpools() -> Any:
-    try:
-        from threadpoolctl import threadpool_info
-
-        return [
-            {k: d.get(k) for k in ("internal_api", "version", "num_threads", "architecture")} for d in threadpool_info()
-        ]
-    except Exception as exc:
-        return f"unavailable ({exc})"
 
 
 class blas_limit:
@@ -200,13 +112,6 @@ def summarize(seconds: list[float], nbytes: int, description: str) -> dict[str, 
         "median_GBps": round(nbytes / med / 1e9, 4),
         "best_GBps": round(nbytes / min(seconds) / 1e9, 4),
     }
-
-
-def _status_kib(field: str) -> int | None:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return None
 
 
 # ---------------------------------------------------------------------------------- data
@@ -600,8 +505,8 @@ def _memory_child(path: str, mode: str, budget_mb: float, device: str, prefetch:
                 fh.write("5")
         except OSError:
             method = "ru_maxrss (peak not resettable)"
-        base_rss = _status_kib("VmRSS")
-        base_hwm = _status_kib("VmHWM")
+        base_rss = status_bytes("VmRSS")
+        base_hwm = status_bytes("VmHWM")
         base_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         pool0 = cupy.get_default_memory_pool().total_bytes() if gpu else None
         t0 = time.perf_counter()
@@ -615,7 +520,7 @@ def _memory_child(path: str, mode: str, budget_mb: float, device: str, prefetch:
             arr = usid_ds.get_n_dim_form()
             n = arr.shape[0]
         dt = time.perf_counter() - t0
-        hwm = _status_kib("VmHWM")
+        hwm = status_bytes("VmHWM")
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         if method.startswith("VmHWM"):
             peak = hwm
@@ -747,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "device": args.device,
         "machine": machine_info(),
-        "versions": versions(args.device == "gpu"),
+        "versions": {**versions(args.device == "gpu", extra=("dask",)), "pyUSID": import_pyusid().__version__},
         "threadpools": threadpools(),
         "page_cache": "dropped before every timed pass (posix_fadvise DONTNEED; the VM host may still cache)"
         if args.drop_cache
