@@ -243,3 +243,44 @@ def test_nmf_rejects_negative_and_complex_data():
         usidgpu.nmf(np.ones((10, 5), np.complex64), 2, device="cpu")
     with pytest.raises(ValueError, match="solver"):
         usidgpu.nmf(np.ones((10, 5)), 2, solver="als")
+
+
+@pytest.mark.parametrize("offset", [100.0, 1000.0, 1e4])
+@pytest.mark.parametrize("method", METHODS)
+def test_float32_data_with_a_large_offset_keep_their_small_components(method, offset):
+    x64 = low_rank(4000, 120, rank=6, seed=9) / 30 + offset  # spread ~1, mean far away
+    x32 = x64.astype(np.float32)
+    ref = x32.astype(np.float64)
+    centred = ref - ref.mean(axis=0)
+    _u, s_c, vh_c = np.linalg.svd(centred, full_matrices=False)
+    p = usidgpu.pca(x32, 4, method=method, device="cpu")
+    assert principal_sines(p.V, vh_c[:4]) < 1e-3
+    np.testing.assert_allclose(p.S, s_c[:4], rtol=1e-4)
+    _u, s, vh = np.linalg.svd(ref, full_matrices=False)
+    r = usidgpu.svd(x32, 5, method=method, device="cpu")
+    # uncentred, the offset is the first component; the Gram-based methods resolve the others to
+    # about 1e-16·(S[0]/S[j])² relative (the documented squaring of the condition number)
+    tol = 1e-4 + (0 if method == "exact" else 1e-15 * (s[0] / s[:5]) ** 2)
+    assert np.all(np.abs(r.S - s[:5]) <= tol * s[:5])
+
+
+def test_nan_and_inf_are_reported():
+    x = low_rank(200, 30)
+    x[5, 7] = np.nan
+    for method in METHODS:
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            usidgpu.svd(x, 2, method=method, device="cpu")
+
+
+def test_constant_and_zero_data():
+    for x in (np.zeros((300, 200)), np.full((300, 200), 3.0)):
+        r = usidgpu.svd(x, 2, device="cpu")
+        np.testing.assert_allclose(r.S, np.linalg.svd(x, compute_uv=False)[:2], atol=1e-9)
+
+
+def test_randomized_with_a_single_pass_of_power():
+    x = low_rank(500, 80, seed=3)
+    r = usidgpu.svd(x, 3, method="randomized", n_iter=1, oversamples=20, device="cpu")
+    np.testing.assert_allclose(r.S, np.linalg.svd(x, compute_uv=False)[:3], rtol=1e-3)
+    with pytest.raises(ValueError, match="n_iter"):
+        usidgpu.svd(x, 3, method="randomized", n_iter=0, device="cpu")

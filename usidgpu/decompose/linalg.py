@@ -30,8 +30,8 @@ def top_eigh(xp: Any, g: Any, k: int) -> tuple[Any, Any]:
             vals, vecs = scipy.sparse.linalg.eigsh(g, k=k, which="LA", tol=0, v0=v0)
             order = np.argsort(vals)[::-1]
             return vals[order], vecs[:, order]
-        except scipy.sparse.linalg.ArpackNoConvergence:
-            pass  # fall back to LAPACK
+        except scipy.sparse.linalg.ArpackError:
+            pass  # no convergence, or a zero matrix (ARPACK needs a non-zero start): LAPACK
     if xp is np and k < n:
         import scipy.linalg
 

@@ -109,12 +109,14 @@ class BlockSource:
     def _to_work(self, block: Any) -> Any:
         xp = self.xp
         if self.device.is_gpu and not is_cupy_array(block):
+            if not block.dtype.isnative:  # CuPy has no byte order: convert on the host
+                block = block.astype(block.dtype.newbyteorder("="))
             block = xp.asarray(block)
         elif not self.device.is_gpu and is_cupy_array(block):
             block = asnumpy(block)
         return block.astype(self.work, copy=False)
 
-    def blocks(self, desc: str | None = None) -> Iterator[tuple[int, int, Any]]:
+    def blocks(self, desc: str | None = None, cache: bool = True) -> Iterator[tuple[int, int, Any]]:
         """One pass: ``(start, stop, block)`` with ``block`` of shape (stop - start, n) in the work dtype.
 
         Blocks are valid until the next one is requested (unless the data are resident).
@@ -122,15 +124,15 @@ class BlockSource:
         if self._cache is not None:
             yield from self._cache
             return
-        keep = self.resident_ok
-        cache: list[tuple[int, int, Any]] = []
+        keep = self.resident_ok and cache
+        cache_list: list[tuple[int, int, Any]] = []
         if self._array is not None:
-            step = self._rows_per_block() if not keep else self.shape[0]
+            step = self._rows_per_block()  # bounded blocks keep the algorithms' temporaries bounded
             for a in range(0, self.shape[0], step):
                 b = min(a + step, self.shape[0])
                 block = self._to_work(self._array[a:b])
                 if keep:
-                    cache.append((a, b, block))
+                    cache_list.append((a, b, block))
                 yield a, b, block
         elif keep and not self.device.is_gpu and self._main.dtype.newbyteorder("=") == self.work:
             # kept in memory and no conversion needed: read straight into the resident matrix,
@@ -145,10 +147,10 @@ class BlockSource:
                 if keep:
                     if block.dtype == blk.data.dtype:
                         block = block.copy()  # no conversion happened: the reader will reuse this buffer
-                    cache.append((blk.start, blk.stop, block))
+                    cache_list.append((blk.start, blk.stop, block))
                 yield blk.start, blk.stop, block
         if keep:
-            self._cache = cache
+            self._cache = cache_list
 
     def _read_resident(self, desc: str | None) -> Iterator[tuple[int, int, Any]]:
         """First pass over data kept in memory: each block is read into its place in the resident
@@ -209,17 +211,31 @@ class BlockSource:
             h5.read_direct(buf, np.s_[:, c0:c1])
             yield c0, c1, self._to_work(buf)
 
+    def shift(self) -> Any:
+        """A provisional mean row (work dtype, on the device) from the first rows.
+
+        Algorithms subtract it from every block before forming products, so data with a large
+        offset keep their small components in float32 (see :mod:`usidgpu.decompose.svd`).
+        """
+        if getattr(self, "_shift", None) is None:
+            rows = min(self.shape[0], self._rows_per_block())
+            head = self._array[:rows] if self._array is not None else self._main.h5[0:rows]
+            head = self._to_work(head)
+            mean = head.mean(axis=0, dtype=np.complex128 if self.is_complex else np.float64)
+            self._shift = self.xp.nan_to_num(mean).astype(self.work)
+        return self._shift
+
     def _cache_matrix(self) -> Any:
         return self.xp.concatenate([blk for _a, _b, blk in self._cache], axis=0)
 
     def to_memory(self) -> Any:
-        """The whole matrix in the work dtype on the device (for methods that need it all)."""
+        """A copy of the whole matrix in the work dtype on the device (for methods that need it all)."""
         if self.nbytes_work > self.budget // 2:
             raise BudgetError(
                 f"the data ({format_bytes(self.nbytes_work)} in {self.work}) do not fit half of the memory "
                 f"budget ({format_bytes(self.budget)}); use method='gram' or 'randomized', which stream"
             )
-        if self._array is not None:
-            return self._to_work(self._array)
-        parts = [block.copy() for _a, _b, block in self.blocks("loading")]
-        return self.xp.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+        out = self.xp.empty(self.shape, dtype=self.work)  # a fresh array: callers may modify it
+        for a, b, block in self.blocks("loading", cache=False):
+            out[a:b] = block
+        return out
