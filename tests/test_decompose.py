@@ -284,3 +284,25 @@ def test_randomized_with_a_single_pass_of_power():
     np.testing.assert_allclose(r.S, np.linalg.svd(x, compute_uv=False)[:3], rtol=1e-3)
     with pytest.raises(ValueError, match="n_iter"):
         usidgpu.svd(x, 3, method="randomized", n_iter=0, device="cpu")
+
+
+def test_kmeans_of_float32_data_far_from_the_origin():
+    from sklearn.cluster import KMeans
+
+    x, truth = _blobs(n_per=200, k=4, d=20, seed=8)
+    x32 = (x + 1000).astype(np.float32)
+    init = x32[np.random.default_rng(0).choice(len(x), 4, replace=False)].astype(np.float64)
+    ref = KMeans(4, init=init, n_init=1, algorithm="lloyd").fit(x32.astype(np.float64))
+    r = usidgpu.kmeans(x32, 4, init=init, device="cpu")
+    np.testing.assert_array_equal(r.labels, ref.labels_)
+    assert r.inertia == pytest.approx(ref.inertia_, rel=1e-4)
+    np.testing.assert_allclose(r.centroids, ref.cluster_centers_, rtol=1e-6)
+
+
+def test_kmeans_argument_and_data_errors():
+    x, _ = _blobs(n_per=20, k=2, d=5)
+    with pytest.raises(ValueError, match="n_components must be in"):
+        usidgpu.kmeans(x, 2, features="svd", n_components=50, device="cpu")
+    x[3, 2] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        usidgpu.kmeans(x, 2, device="cpu")

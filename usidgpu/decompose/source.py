@@ -46,6 +46,9 @@ class BlockSource:
         Total memory budget of the computation (default: a fraction of free memory).
     reserve : int
         Bytes the algorithm keeps besides the blocks (Gram matrix, factors, ...).
+    row_overhead : int
+        Bytes of per-block temporaries the algorithm needs for each row beyond the row itself
+        (e.g. k distances per position in k-means); blocks shrink to keep them in the budget.
     progress : bool
         Progress bars on passes over file data.
     """
@@ -57,6 +60,7 @@ class BlockSource:
         budget: int | str | None = None,
         reserve: int = 0,
         progress: bool = False,
+        row_overhead: int = 0,
     ):
         self.device = select_device(device)
         self.xp = self.device.xp
@@ -79,7 +83,8 @@ class BlockSource:
             raise ValueError(f"cannot decompose an empty matrix of shape {self.shape}")
         self.budget = memory_budget(budget, self.device)
         available = self.budget - int(reserve)
-        row = self.shape[1] * self.work.itemsize
+        row = self.shape[1] * self.work.itemsize + int(row_overhead)
+        self._row_bytes = row
         # blocks: two read buffers plus about two work-dtype temporaries per block
         if available < 8 * row:
             raise BudgetError(
@@ -104,7 +109,12 @@ class BlockSource:
         return self.work.kind == "c"
 
     def _rows_per_block(self) -> int:
-        return max(1, self.block_budget // 2 // max(1, self.shape[1] * self.work.itemsize))
+        return max(1, self.block_budget // 2 // max(1, self._row_bytes))
+
+    @property
+    def _reader_budget(self) -> int:
+        """Budget for the file reader's two buffers, such that blocks have ``_rows_per_block`` rows."""
+        return 2 * self._rows_per_block() * self.shape[1] * self.dtype.itemsize
 
     def _to_work(self, block: Any) -> Any:
         xp = self.xp
@@ -141,7 +151,9 @@ class BlockSource:
             return
         else:
             for blk in self._main.blocks(
-                budget=self.block_budget // 2, device=self.device, progress=(desc or False) if self.progress else False
+                budget=max(self._reader_budget, 2 * self.shape[1] * self.dtype.itemsize),
+                device=self.device,
+                progress=(desc or False) if self.progress else False,
             ):
                 block = self._to_work(blk.data)
                 if keep:
@@ -162,7 +174,11 @@ class BlockSource:
         h5 = self._main.h5
         resident = np.empty(self.shape, dtype=self.work)
         plan = plan_blocks(
-            self.shape[0], self.shape[1] * self.work.itemsize, self.block_budget, h5.chunks[0] if h5.chunks else None, 1
+            self.shape[0],
+            self.shape[1] * self.work.itemsize,
+            self._rows_per_block() * self.shape[1] * self.work.itemsize,
+            h5.chunks[0] if h5.chunks else None,
+            1,
         )
         ranges = list(plan)
         bar = _progress_bar(desc or False if self.progress else False, plan)
@@ -193,6 +209,9 @@ class BlockSource:
         """One pass by columns: ``(c0, c1, X[:, c0:c1])`` for matrices with few rows and many columns."""
         m, n = self.shape
         width = max(1, self.block_budget // 2 // max(1, m * self.work.itemsize))
+        if self._cache is None and self._array is None and self.resident_ok:
+            for _ in self.blocks(desc):  # one pass by rows fills the resident copy
+                pass
         if self._cache is not None or self._array is not None:
             full = self._cache_matrix() if self._array is None else None
             for c0 in range(0, n, width):
