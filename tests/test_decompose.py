@@ -101,7 +101,12 @@ def test_auto_method_and_its_reason():
     method, reason = choose_method(65536, 1024, 16, 4 * 2**30, np.dtype(np.float32))
     assert method == "gram" and "1024×1024" in reason
     assert choose_method(30000, 20000, 16, 4 * 2**30, np.dtype(np.float32))[0] == "randomized"
-    assert choose_method(65536, 1024, 16, 16 * 2**20, np.dtype(np.float32))[0] == "randomized"  # Gram too big
+    assert choose_method(65536, 1024, 16, 48 * 2**20, np.dtype(np.float32))[0] == "randomized"  # Gram too big
+    assert choose_method(256, 40000, 16, 20 * 2**20, np.dtype(np.float32))[0] == "gram"  # whichever fits
+    wide_on_disk = choose_method(256, 40000, 16, 2**30, np.dtype(np.float32), slabs_reread=True)
+    assert wide_on_disk[0] == "randomized" and "chunked across columns" in wide_on_disk[1]
+    with pytest.raises(usidgpu.BudgetError, match="neither streamed SVD"):
+        choose_method(65536, 1024, 16, 8 * 2**20, np.dtype(np.float32))
     r = usidgpu.svd(low_rank(300, 20), 2, device="cpu")
     assert r.method == "gram" and r.parameters["method_reason"].startswith("gram:")
 
@@ -243,6 +248,14 @@ def test_nmf_rejects_negative_and_complex_data():
         usidgpu.nmf(np.ones((10, 5), np.complex64), 2, device="cpu")
     with pytest.raises(ValueError, match="solver"):
         usidgpu.nmf(np.ones((10, 5)), 2, solver="als")
+    with pytest.raises(ValueError, match="max_iter"):
+        usidgpu.nmf(np.ones((10, 5)), 2, max_iter=0)
+    y = np.abs(x)
+    with pytest.raises(ValueError, match="non-negative"):
+        usidgpu.nmf(y, 2, init=(-np.ones((400, 2)), np.ones((2, 50))), device="cpu")
+    y[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        usidgpu.nmf(y, 2, device="cpu")
 
 
 @pytest.mark.parametrize("offset", [100.0, 1000.0, 1e4])

@@ -195,11 +195,12 @@ def kmeans(
     s1 = xp.zeros(n_feat, dtype=acc)
     s2 = xp.zeros(n_feat, dtype=np.float64)
     row_sq = xp.empty(m, dtype=np.float64)  # ‖x − shift‖² of every position: computed once, used every pass
-    for a, b, x in src.blocks("k-means: data statistics"):
-        y = x - shift
-        row_sq[a:b] = sum_squares(xp, y, axis=1)
-        s1 += y.sum(axis=0, dtype=acc)
-        s2 += sum_squares(xp, y, axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite data are reported just below
+        for a, b, x in src.blocks("k-means: data statistics"):
+            y = x - shift
+            row_sq[a:b] = sum_squares(xp, y, axis=1)
+            s1 += y.sum(axis=0, dtype=acc)
+            s2 += sum_squares(xp, y, axis=0)
     if not (bool(xp.isfinite(s1).all()) and bool(xp.isfinite(s2).all())):
         name = raw.main.name if raw.main is not None else "the data"
         raise ValueError(f"{name} contains NaN or infinite values; k-means needs finite data")

@@ -47,14 +47,14 @@ def _data_stats(src: BlockSource) -> tuple[float, float, float, tuple[int, int]]
     return lowest, total / (src.shape[0] * src.shape[1]), sq, where
 
 
-def _nndsvd(data: Any, k: int, mean: float, variant: str, device: Any, budget: Any, work: np.dtype) -> tuple:
-    """NNDSVD initialization (Boutsidis & Gallopoulos 2008) from a streamed SVD; ``nndsvda``
-    fills the zeros with the data mean, as scikit-learn does."""
-    r = svd(data, k, device=device, budget=budget)
-    u, s, v = r.U.astype(np.float64), r.S.astype(np.float64), r.V.astype(np.float64)
+def _nndsvd(src: BlockSource, k: int, mean: float, variant: str, budget: int, work: np.dtype) -> tuple:
+    """NNDSVD initialization (Boutsidis & Gallopoulos 2008) from a streamed SVD of the same
+    source; ``nndsvda`` fills the zeros with the data mean, as scikit-learn does."""
+    r = svd(src, k, device=src.device, budget=budget)
+    u, s, v = r.U, r.S.astype(np.float64), r.V
     m, n = u.shape[0], v.shape[1]
-    w = np.zeros((m, k))
-    h = np.zeros((k, n))
+    w = np.zeros((m, k), dtype=work)
+    h = np.zeros((k, n), dtype=work)
     w[:, 0] = np.sqrt(s[0]) * np.abs(u[:, 0])
     h[0] = np.sqrt(s[0]) * np.abs(v[0])
     for j in range(1, k):
@@ -132,6 +132,8 @@ def nmf(
     """
     if solver not in ("hals", "mu"):
         raise ValueError(f"solver must be 'hals' or 'mu', got {solver!r}")
+    if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     (m, n), dtype = _shape_dtype(data)
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= min(m, n):
         raise ValueError(f"k must be an integer in [1, {min(m, n)}], got {k!r}")
@@ -144,6 +146,9 @@ def nmf(
     src = BlockSource(data, dev, total_budget, reserve=reserve, progress=progress)
     xp = src.xp
     lowest, mean, norm_sq, where = _data_stats(src)
+    if not (np.isfinite(lowest) and np.isfinite(mean) and np.isfinite(norm_sq)):
+        name = src.main.name if src.main is not None else "the data"
+        raise ValueError(f"{name} contains NaN or infinite values; NMF needs finite, non-negative data")
     if lowest < 0:
         name = src.main.name if src.main is not None else "the data"
         raise ValueError(
@@ -154,9 +159,11 @@ def nmf(
         w0, h0 = (np.asarray(asnumpy(a), dtype=work) for a in init)
         if w0.shape != (m, k) or h0.shape != (k, n):
             raise ValueError(f"init=(W, H) needs shapes ({m}, {k}) and ({k}, {n}), got {w0.shape} and {h0.shape}")
+        if (w0 < 0).any() or (h0 < 0).any() or not (np.isfinite(w0).all() and np.isfinite(h0).all()):
+            raise ValueError("init=(W, H) must be finite and non-negative")
         init_name = "custom"
     elif init in ("nndsvd", "nndsvda"):
-        w0, h0 = _nndsvd(data, k, mean, init, dev, total_budget, work)
+        w0, h0 = _nndsvd(src, k, mean, init, total_budget, work)
         init_name = init
     elif init == "random":
         rng = np.random.default_rng(random_state)

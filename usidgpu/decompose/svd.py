@@ -72,21 +72,46 @@ def _reserve(method: str, m: int, n: int, k: int, l: int, work: np.dtype) -> int
     return out + 3 * m * n * work.itemsize  # exact: the matrix, a copy and the factors
 
 
-def choose_method(m: int, n: int, k: int, budget: int, work: np.dtype) -> tuple[str, str]:
-    """The method ``auto`` picks, and why."""
+def choose_method(m: int, n: int, k: int, budget: int, work: np.dtype, slabs_reread: bool = False) -> tuple[str, str]:
+    """The method ``auto`` picks, and why.
+
+    ``slabs_reread``: the data are wide, stay on disk and are chunked across many columns, so
+    the column slabs of the wide Gram method would decompress the whole file once per slab.
+    """
     side = min(m, n)
     l = min(k + 10, side)
-    gram_bytes = _reserve("gram", m, n, k, l, work)
-    if side <= GRAM_MAX_SIDE and gram_bytes <= budget // 2:
-        which = "XᴴX" if n <= m else "XXᴴ"
+    need = {meth: _reserve(meth, m, n, k, l, work) for meth in ("gram", "randomized")}
+    which = "XᴴX" if n <= m else "XXᴴ"
+    if side <= GRAM_MAX_SIDE and need["gram"] <= budget // 2 and not (n > m and slabs_reread):
         return "gram", (
             f"gram: the smaller side ({side}) gives a {side}×{side} {which} "
             f"({format_bytes(side * side * 8)}) that fits the budget ({format_bytes(budget)})"
         )
-    return "randomized", (
-        f"randomized: both sides are large ({m}×{n}); a {side}×{side} Gram matrix would not fit "
-        f"the budget ({format_bytes(budget)}) or exceeds {GRAM_MAX_SIDE}"
+    if need["randomized"] <= budget // 2:
+        why = (
+            "the data are wide, chunked across columns and larger than memory"
+            if slabs_reread
+            else f"a {side}×{side} Gram matrix would not fit the budget ({format_bytes(budget)}) "
+            f"or exceeds {GRAM_MAX_SIDE}"
+        )
+        return "randomized", f"randomized: {why}"
+    best = min(need, key=need.get)
+    if need[best] < budget:
+        return best, f"{best}: the leaner of the two streamed methods within the budget ({format_bytes(budget)})"
+    raise BudgetError(
+        f"neither streamed SVD of a {m}×{n} matrix with k={k} fits the memory budget ({format_bytes(budget)}): "
+        f"gram needs {format_bytes(need['gram'])}, randomized {format_bytes(need['randomized'])}"
     )
+
+
+def _slabs_reread(data: Any, m: int, n: int, budget: int, work: np.dtype) -> bool:
+    """Wide data that would stay on disk, in chunks spanning many columns (see choose_method)."""
+    from ..usid.dataset import MainDataset
+
+    if n <= m or not isinstance(data, MainDataset) or data.chunks is None:
+        return False
+    fits = m * n * work.itemsize <= budget // 4  # would be kept in memory after one pass
+    return not fits and data.chunks[1] > 1
 
 
 def _described(src: BlockSource, **kwargs: Any) -> dict[str, Any]:
@@ -142,7 +167,7 @@ def _factorize(
     total_budget = memory_budget(budget, dev)
     reason = f"{method}: requested"
     if method == "auto":
-        method, reason = choose_method(m, n, k, total_budget, work)
+        method, reason = choose_method(m, n, k, total_budget, work, _slabs_reread(data, m, n, total_budget, work))
     l = min(k + int(oversamples), side)
     reserve = _reserve(method, m, n, k, l, work)
     if reserve >= total_budget:
@@ -151,7 +176,12 @@ def _factorize(
             f"memory budget ({format_bytes(total_budget)}); raise the budget (--memory)"
             + ("" if method == "randomized" else " or use method='randomized'")
         )
-    src = BlockSource(data, dev, total_budget, reserve=reserve, progress=progress)
+    # an existing source (e.g. NMF's initialization) keeps its resident copy: no second one
+    src = (
+        data
+        if isinstance(data, BlockSource)
+        else BlockSource(data, dev, total_budget, reserve=reserve, progress=progress)
+    )
     log.info("SVD of %d×%d (%s) on %s, k=%d: %s", m, n, src.work, dev, k, reason)
     if method == "gram":
         out = _gram(src, k, center) if n <= m else _gram_wide(src, k, center)
