@@ -253,3 +253,34 @@ def test_cli_errors(spectra, tmp_path, capsys, no_gpu):
     assert "sample shipped with usidgpu" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli(["svd", str(path)])  # -k is required
+    capsys.readouterr()
+    assert cli(["svd", str(path), "-k", "2", "--plot", str(tmp_path / "fig.jpeg")]) == 2
+    assert "use a .png, .pdf or .svg" in capsys.readouterr().err
+    with usidgpu.open(path) as f:
+        assert f.results_groups(SOURCE) == []  # refused before any work or writing
+    assert cli(["svd", str(path), "-k", "2", "--method", "randomized", "--iterations", "0"]) == 2
+    assert "n_iter" in capsys.readouterr().err
+    assert cli(["nmf", str(path), "-k", "2", "--iterations", "0"]) == 2
+    assert "max_iter" in capsys.readouterr().err
+    assert cli(["cluster", str(path), "-k", "2", "--features", "svd", "--components", "500"]) == 2
+    assert "n_components must be in" in capsys.readouterr().err
+
+
+def test_writing_twice_and_to_the_wrong_dataset(spectra, tmp_path):
+    from usidgpu.usid.results import sidecar_dir
+
+    path, _x = spectra
+    other = tmp_path / "other.h5"
+    make_file(other, data=np.ones((12, 15, 7), np.float32), pos=POS, spec=[Dimension("E", "eV", 7)])
+    with usidgpu.open(path) as f, usidgpu.open(other) as g:
+        ds = f[SOURCE]
+        first = usidgpu.svd(ds, 2, device="cpu")
+        assert first.write() == "/Measurement_000/Channel_000/Raw_Data-SVD_000"
+        # the source reopens itself after the attach closed it: compute and write again
+        second = usidgpu.pca(ds, 2, device="cpu")
+        assert second.write() == "/Measurement_000/Channel_000/Raw_Data-PCA_000"
+        assert len(f.results_groups(SOURCE)) == 2
+        with pytest.raises(ValueError, match="7 spectroscopic points"):
+            first.write(g[SOURCE])
+    assert not sidecar_dir(other).exists()  # nothing half-written left behind
+    assert usidgpu.validate(other) == [] and usidgpu.validate(path) == []

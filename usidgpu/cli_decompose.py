@@ -84,7 +84,8 @@ def _compute(args: argparse.Namespace, ds: Any, device: Any) -> Any:
     common = dict(device=device, budget=args.memory, progress=progress)
     if args.command in ("svd", "pca"):
         func = svd if args.command == "svd" else pca
-        return func(ds, args.k, method=args.method, n_iter=args.iterations or "auto", engine=args.engine, **common)
+        n_iter = "auto" if args.iterations is None else args.iterations
+        return func(ds, args.k, method=args.method, n_iter=n_iter, engine=args.engine, **common)
     if args.command == "nmf":
         return nmf(ds, args.k, solver=args.solver, init=args.init, max_iter=args.iterations, tol=args.tol, **common)
     return kmeans(
@@ -104,6 +105,13 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     from .usid.file import USIDFile
 
     device = select_device(args.device)
+    if args.plot:  # a bad figure name must fail before the work, not after it
+        from pathlib import Path
+
+        from .viz.save import FORMATS
+
+        if Path(args.plot).suffix.lower().lstrip(".") not in FORMATS:
+            raise ValueError(f"--plot {args.plot}: use a .png, .pdf or .svg file name")
     if not args.no_write:
         from .usid.results import check_target
 

@@ -97,10 +97,12 @@ def cuml_kmeans(
     from .svd import _described
 
     x = _on_device(src)
+    if isinstance(init, str) and init not in ("k-means++", "random"):
+        raise ValueError(f"init must be 'k-means++', 'random' or an array of centres, got {init!r}")
     init_arg = init if isinstance(init, str) else asnumpy(init)
     model = cuml.KMeans(
         n_clusters=k,
-        init="k-means++" if init_arg == "k-means++" else init_arg,
+        init=init_arg,
         max_iter=max_iter,
         tol=tol,
         random_state=0 if random_state is None else int(random_state),

@@ -15,7 +15,7 @@ from .ancillary import Layout, dims_from_tables, infer_layout
 from .attrs import decode_str, decode_str_list, read_attrs
 from .dimension import Dimension
 from .reduce import reduce_main
-from .rules import ERROR, main_problems
+from .rules import ANCILLARY_REFS, ERROR, main_problems
 from .selection import read_rows_cols, selection_plan
 
 
@@ -53,13 +53,11 @@ class MainDataset:
             raise NotMainError(
                 f"{dataset.file.filename}: {dataset.name} is not a USID Main dataset: {errors[0].message}{more}"
             )
-        self._h5 = dataset
+        self._dataset = dataset
+        self._path = dataset.file.filename
+        self._dataset_name = dataset.name
         self._buffers = BufferPool()  # read buffers kept between passes (see release_buffers)
-        f = dataset.file
-        self.h5_pos_inds: h5py.Dataset = f[dataset.attrs["Position_Indices"]]
-        self.h5_pos_vals: h5py.Dataset = f[dataset.attrs["Position_Values"]]
-        self.h5_spec_inds: h5py.Dataset = f[dataset.attrs["Spectroscopic_Indices"]]
-        self.h5_spec_vals: h5py.Dataset = f[dataset.attrs["Spectroscopic_Values"]]
+        self._link_ancillaries(dataset)
         for anc in (self.h5_pos_inds, self.h5_pos_vals, self.h5_spec_inds, self.h5_spec_vals):
             if anc.dtype.kind not in "iufb":
                 raise NotMainError(
@@ -85,20 +83,56 @@ class MainDataset:
             infer_layout(spec_i),
         )
 
+    def _link_ancillaries(self, dataset: h5py.Dataset) -> None:
+        f = dataset.file
+        self._anc = {name: f[dataset.attrs[name]] for name in ANCILLARY_REFS}
+
+    @property
+    def _h5(self) -> h5py.Dataset:
+        # Attaching results to the source file closes it (HDF5 cannot hold one file open for
+        # reading and writing at once); the dataset then reopens itself, read-only, on first use.
+        if not self._dataset.id.valid:
+            from .file import open_h5
+
+            self._file = open_h5(self._path, "r")  # kept: the reopened file lives as long as we do
+            self._dataset = self._file[self._dataset_name]
+            self._link_ancillaries(self._dataset)
+        return self._dataset
+
     # ---------------------------------------------------------------- description
     @property
     def h5(self) -> h5py.Dataset:
         """The underlying ``h5py.Dataset``."""
         return self._h5
 
+    def _ancillary(self, name: str) -> h5py.Dataset:
+        _ = self._h5  # reopens the file if it was closed
+        return self._anc[name]
+
+    @property
+    def h5_pos_inds(self) -> h5py.Dataset:
+        return self._ancillary("Position_Indices")
+
+    @property
+    def h5_pos_vals(self) -> h5py.Dataset:
+        return self._ancillary("Position_Values")
+
+    @property
+    def h5_spec_inds(self) -> h5py.Dataset:
+        return self._ancillary("Spectroscopic_Indices")
+
+    @property
+    def h5_spec_vals(self) -> h5py.Dataset:
+        return self._ancillary("Spectroscopic_Values")
+
     @property
     def name(self) -> str:
         """HDF5 path of the dataset, e.g. ``/Measurement_000/Channel_000/Raw_Data``."""
-        return self._h5.name
+        return self._dataset_name
 
     @property
     def filename(self) -> str:
-        return self._h5.file.filename
+        return self._path
 
     @property
     def shape(self) -> tuple[int, int]:

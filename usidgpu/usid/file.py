@@ -119,7 +119,19 @@ class USIDFile:
 
         self.path = resolve(path) if mode == "r" else Path(path)
         self.mode = mode
-        self.h5 = open_h5(self.path, mode)
+        self._h5 = open_h5(self.path, mode)
+        self._closed_by_user = False
+
+    @property
+    def h5(self) -> h5py.File:
+        """The underlying ``h5py.File``.
+
+        A read-only file closed by attaching results to it (see :class:`usidgpu.ResultsWriter`)
+        reopens itself here; one closed with :meth:`close` stays closed.
+        """
+        if not self._h5.id.valid and self.mode == "r" and not self._closed_by_user:
+            self._h5 = open_h5(self.path, "r")
+        return self._h5
 
     def __enter__(self) -> USIDFile:
         return self
@@ -128,15 +140,16 @@ class USIDFile:
         self.close()
 
     def close(self) -> None:
-        if self.h5.id.valid:
-            self.h5.close()
+        self._closed_by_user = True
+        if self._h5.id.valid:
+            self._h5.close()
 
     @property
     def closed(self) -> bool:
-        return not self.h5.id.valid
+        return self._closed_by_user or not self._h5.id.valid
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"mode {self.h5.mode!r}"
+        state = "closed" if self.closed else f"mode {self._h5.mode!r}" if self._h5.id.valid else "mode 'r'"
         return f"<usidgpu.USIDFile {str(self.path)!r} ({state})>"
 
     @property

@@ -355,8 +355,8 @@ class ResultsWriter:
         if self._attached(self.group_name, self.group.attrs["usidgpu_parameters"]):
             self._remove_sidecar()  # attached by a run that crashed before removing this sidecar
             return self.name
-        if self._target_is_open():
-            self.source.h5.file.close()
+        if self.same_file:
+            _close_handles(self.target)
         try:
             with open_h5(self.target, "a") as target:
                 path = _attach(
@@ -373,6 +373,10 @@ class ResultsWriter:
             ) from None
         self._remove_sidecar()
         return path
+
+    def discard(self) -> None:
+        """Abandon this group: close and delete its sidecar (nothing was attached)."""
+        self._remove_sidecar()
 
     def _remove_sidecar(self) -> None:
         self.close()
@@ -393,6 +397,23 @@ class ResultsWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _close_handles(path: Path) -> None:
+    """Close every handle this process holds on ``path``.
+
+    HDF5 cannot open a file for writing while it is open read-only, so the short attach step
+    first closes all read-only handles (usidgpu's file and dataset objects reopen themselves
+    on their next use).
+    """
+    target = os.path.realpath(path)
+    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        try:
+            name = fid.name.decode() if isinstance(fid.name, bytes) else fid.name
+            if os.path.realpath(name) == target:
+                h5py.File(fid).close()
+        except (OSError, ValueError, RuntimeError):
+            continue  # already closed through another handle
 
 
 def _references(obj: h5py.HLObject) -> dict[str, h5py.Reference]:
