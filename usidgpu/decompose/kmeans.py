@@ -33,7 +33,8 @@ def _sq_dist(xp: Any, x: Any, centers: Any, c_sq: Any, x_sq: Any) -> Any:
 
 
 def _read_rows(src: BlockSource, rows: np.ndarray) -> Any:
-    """Selected rows (e.g. k-means++ candidates) in the work dtype, on the device."""
+    """Selected rows (e.g. k-means++ candidates) as the source delivers them (work dtype, on the
+    device, minus the source's offset)."""
     rows = np.asarray(rows)
     if src.main is not None and src._cache is None:
         order = np.argsort(rows)
@@ -41,7 +42,7 @@ def _read_rows(src: BlockSource, rows: np.ndarray) -> Any:
         picked = np.stack([src.main.h5[int(r)] for r in uniq])[inverse]
         out = np.empty_like(picked)
         out[order] = picked
-        return src._to_work(out)
+        return src._to_work(out) - src.offset
     found = {}
     for a, b, x in src.blocks():
         for r in rows:
@@ -50,17 +51,17 @@ def _read_rows(src: BlockSource, rows: np.ndarray) -> Any:
     return src.xp.stack([found[int(r)] for r in rows])
 
 
-def kmeans_plusplus(src: BlockSource, k: int, rng: np.random.Generator, row_sq: Any, shift: Any) -> Any:
-    """Greedy k-means++ centres (scikit-learn's), one streamed pass per centre, in coordinates
-    shifted by ``shift`` (rows ``x − shift``, whose squared norms are ``row_sq``)."""
+def kmeans_plusplus(src: BlockSource, k: int, rng: np.random.Generator, row_sq: Any) -> Any:
+    """Greedy k-means++ centres (scikit-learn's), one streamed pass per centre, in the source's
+    (shifted) coordinates; ``row_sq`` are the rows' squared norms."""
     xp = src.xp
     m = src.shape[0]
     trials = 2 + int(math.log(k))
-    centers = [_read_rows(src, [int(rng.integers(m))])[0] - shift]
+    centers = [_read_rows(src, [int(rng.integers(m))])[0]]
     d2 = np.empty(m)
     c = centers[0][None, :]
     for a, b, x in src.blocks("k-means++ centre 1"):
-        d2[a:b] = asnumpy(_sq_dist(xp, x - shift, c, xp.sum((c * c.conj()).real, axis=1), row_sq[a:b])[:, 0])
+        d2[a:b] = asnumpy(_sq_dist(xp, x, c, xp.sum((c * c.conj()).real, axis=1), row_sq[a:b])[:, 0])
     for j in range(1, k):
         total = d2.sum()
         if total <= 0:  # fewer distinct points than clusters: any point will do
@@ -68,11 +69,11 @@ def kmeans_plusplus(src: BlockSource, k: int, rng: np.random.Generator, row_sq: 
         else:
             cand_rows = np.searchsorted(np.cumsum(d2), rng.random(trials) * total)
             cand_rows = np.clip(cand_rows, 0, m - 1)
-        cand = _read_rows(src, cand_rows) - shift
+        cand = _read_rows(src, cand_rows)
         c_sq = xp.sum((cand * cand.conj()).real, axis=1)
         new_d2 = np.empty((trials, m))
         for a, b, x in src.blocks(f"k-means++ centre {j + 1}"):
-            dist = asnumpy(_sq_dist(xp, x - shift, cand, c_sq, row_sq[a:b])).T
+            dist = asnumpy(_sq_dist(xp, x, cand, c_sq, row_sq[a:b])).T
             new_d2[:, a:b] = np.minimum(d2[a:b][None, :], dist)
         best = int(np.argmin(new_d2.sum(axis=1)))
         centers.append(cand[best])
@@ -81,11 +82,11 @@ def kmeans_plusplus(src: BlockSource, k: int, rng: np.random.Generator, row_sq: 
 
 
 def _assign(
-    src: BlockSource, centers: Any, labels: np.ndarray, row_sq: Any, shift: Any, desc: str, with_sums: bool = True
+    src: BlockSource, centers: Any, labels: np.ndarray, row_sq: Any, desc: str, with_sums: bool = True
 ) -> tuple:
     """One pass: labels and inertia for ``centers``; per-cluster sums, counts, farthest points.
 
-    Everything is in coordinates shifted by ``shift`` (a provisional mean): as scikit-learn
+    Everything is in the source's coordinates, shifted by a provisional mean: as scikit-learn
     centres the data, this keeps float32 distances accurate for data far from the origin.
     """
     xp = src.xp
@@ -96,7 +97,6 @@ def _assign(
     inertia = 0.0
     far = []  # (distance, row) of the farthest points, to refill empty clusters
     for a, b, x in src.blocks(desc):
-        x = x - shift
         d = _sq_dist(xp, x, centers, c_sq, row_sq[a:b])
         lab = xp.argmin(d, axis=1)
         dmin = d[xp.arange(b - a), lab]
@@ -171,14 +171,16 @@ def kmeans(
     work = work_dtype(dtype)
     reserve = 2 * m * 8 + 4 * k * n * 16 + (2 + int(math.log(k))) * m * 8  # labels, row norms, k-means++ trials
     row_overhead = 5 * 8 * k  # distances, cross products, one-hot rows per position
-    raw = BlockSource(data, dev, total_budget, reserve=reserve, progress=progress, row_overhead=row_overhead)
+    raw = BlockSource(
+        data, dev, total_budget, reserve=reserve, progress=progress, row_overhead=row_overhead, shift=features == "raw"
+    )
     if features == "svd":
         n_components = int(n_components or min(16, n, m))
         if not 1 <= n_components <= min(m, n):
             raise ValueError(f"n_components must be in [1, {min(m, n)}] for {m} × {n} data, got {n_components}")
         r = svd(data, n_components, device=dev, budget=total_budget // 2, progress=progress)
         feats = (r.U * r.S).astype(work)
-        src = BlockSource(feats, dev, total_budget, reserve=reserve, row_overhead=row_overhead)
+        src = BlockSource(feats, dev, total_budget, reserve=reserve, row_overhead=row_overhead, shift=True)
     else:
         src = raw
     if engine == "cuml":
@@ -190,14 +192,13 @@ def kmeans(
     n_feat = src.shape[1]
 
     # the mean per-feature variance scales tol, as in scikit-learn
-    shift = src.shift()
+    shift = src.offset  # blocks arrive as x − shift
     acc = np.complex128 if src.is_complex else np.float64
     s1 = xp.zeros(n_feat, dtype=acc)
     s2 = xp.zeros(n_feat, dtype=np.float64)
     row_sq = xp.empty(m, dtype=np.float64)  # ‖x − shift‖² of every position: computed once, used every pass
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite data are reported just below
-        for a, b, x in src.blocks("k-means: data statistics"):
-            y = x - shift
+        for a, b, y in src.blocks("k-means: data statistics"):
             row_sq[a:b] = sum_squares(xp, y, axis=1)
             s1 += y.sum(axis=0, dtype=acc)
             s2 += sum_squares(xp, y, axis=0)
@@ -206,10 +207,10 @@ def kmeans(
         raise ValueError(f"{name} contains NaN or infinite values; k-means needs finite data")
     tol_abs = tol * float(xp.mean(s2 / m - xp.abs(s1 / m) ** 2))
     if isinstance(init, str) and init == "k-means++":
-        centers = kmeans_plusplus(src, k, rng, row_sq, shift)
+        centers = kmeans_plusplus(src, k, rng, row_sq)
         init_name = "k-means++"
     elif isinstance(init, str) and init == "random":
-        centers = _read_rows(src, rng.choice(m, size=k, replace=False)) - shift
+        centers = _read_rows(src, rng.choice(m, size=k, replace=False))
         init_name = "random"
     elif not isinstance(init, str):
         given = xp.asarray(asnumpy(init)).astype(np.complex128 if src.is_complex else np.float64)
@@ -226,12 +227,12 @@ def kmeans(
     strict = False
     it = 0
     for it in range(1, max_iter + 1):
-        _inertia, sums, counts, far = _assign(src, centers, labels, row_sq, shift, f"k-means iteration {it}")
+        _inertia, sums, counts, far = _assign(src, centers, labels, row_sq, f"k-means iteration {it}")
         new = sums / xp.asarray(np.maximum(counts, 1))[:, None]
         empty = np.flatnonzero(counts == 0)
         if empty.size:  # refill empty clusters with the farthest points, as scikit-learn relocates them
             rows = [row for _d, row in far[: empty.size]]
-            new[xp.asarray(empty)] = (_read_rows(src, rows) - shift).astype(new.dtype)
+            new[xp.asarray(empty)] = _read_rows(src, rows).astype(new.dtype)
         movement = float(xp.sum(xp.abs(new - centers) ** 2))
         centers = new
         if np.array_equal(labels, previous):
@@ -240,7 +241,7 @@ def kmeans(
         if movement <= tol_abs:
             break
         previous[:] = labels
-    inertia, sums, counts, _far = _assign(src, centers, labels, row_sq, shift, "k-means: final assignment")
+    inertia, sums, counts, _far = _assign(src, centers, labels, row_sq, "k-means: final assignment")
     if features == "svd":
         _i, sums, counts, _f = _assign_fixed(raw, labels, k)
         mean_response = sums / xp.asarray(np.maximum(counts, 1))[:, None]

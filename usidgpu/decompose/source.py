@@ -49,6 +49,12 @@ class BlockSource:
     row_overhead : int
         Bytes of per-block temporaries the algorithm needs for each row beyond the row itself
         (e.g. k distances per position in k-means); blocks shrink to keep them in the budget.
+    shift : bool
+        Deliver ``X − 1·offset`` instead of ``X``, with ``offset`` a provisional mean row from the
+        first rows: float32 products of data far from the origin then keep their small
+        components (the algorithms add the offset's exact contribution back in float64). The
+        subtraction is done in place wherever the block is the source's own memory, and the
+        resident copy is kept shifted, so later passes pay nothing.
     progress : bool
         Progress bars on passes over file data.
     """
@@ -61,6 +67,7 @@ class BlockSource:
         reserve: int = 0,
         progress: bool = False,
         row_overhead: int = 0,
+        shift: bool = False,
     ):
         self.device = select_device(device)
         self.xp = self.device.xp
@@ -94,6 +101,8 @@ class BlockSource:
         self.block_budget = available // 4
         self.resident_ok = self.nbytes_work <= available // 2
         self._cache: list[tuple[int, int, Any]] | None = None
+        self.offset = self._provisional_mean() if shift else self.xp.zeros(self.shape[1], dtype=self.work)
+        self._shifted = bool(shift)
 
     @property
     def main(self) -> MainDataset | None:
@@ -138,9 +147,10 @@ class BlockSource:
         cache_list: list[tuple[int, int, Any]] = []
         if self._array is not None:
             step = self._rows_per_block()  # bounded blocks keep the algorithms' temporaries bounded
+            converts = self._array.dtype != self.work or self.device.is_gpu != is_cupy_array(self._array)
             for a in range(0, self.shape[0], step):
                 b = min(a + step, self.shape[0])
-                block = self._to_work(self._array[a:b])
+                block = self._shifted_block(self._to_work(self._array[a:b]), private=converts)
                 if keep:
                     cache_list.append((a, b, block))
                 yield a, b, block
@@ -156,9 +166,10 @@ class BlockSource:
                 progress=(desc or False) if self.progress else False,
             ):
                 block = self._to_work(blk.data)
+                if keep and block.dtype == blk.data.dtype:
+                    block = block.copy()  # no conversion happened: the reader will reuse this buffer
+                block = self._shifted_block(block, private=True)  # the reader's buffer or a copy
                 if keep:
-                    if block.dtype == blk.data.dtype:
-                        block = block.copy()  # no conversion happened: the reader will reuse this buffer
                     cache_list.append((blk.start, blk.stop, block))
                 yield blk.start, blk.stop, block
         if keep:
@@ -195,6 +206,7 @@ class BlockSource:
                     pending.result()
                     if i + 1 < len(ranges):
                         pending = pool.submit(read, i + 1)
+                    self._shifted_block(resident[a:b], private=True)
                     cache.append((a, b, resident[a:b]))
                     yield a, b, resident[a:b]
                     if bar is not None:
@@ -207,6 +219,8 @@ class BlockSource:
 
     def column_slabs(self, desc: str | None = None) -> Iterator[tuple[int, int, Any]]:
         """One pass by columns: ``(c0, c1, X[:, c0:c1])`` for matrices with few rows and many columns."""
+        if self._shifted:
+            raise RuntimeError("column slabs of a shifted source are not provided")
         m, n = self.shape
         width = max(1, self.block_budget // 2 // max(1, m * self.work.itemsize))
         if self._cache is None and self._array is None and self.resident_ok:
@@ -230,25 +244,29 @@ class BlockSource:
             h5.read_direct(buf, np.s_[:, c0:c1])
             yield c0, c1, self._to_work(buf)
 
-    def shift(self) -> Any:
-        """A provisional mean row (work dtype, on the device) from the first rows.
+    def _provisional_mean(self) -> Any:
+        """Mean of the first rows (up to 1024), in the work dtype on the device."""
+        rows = min(self.shape[0], self._rows_per_block(), 1024)
+        head = self._array[:rows] if self._array is not None else self._main.h5[0:rows]
+        head = self._to_work(head)
+        mean = head.mean(axis=0, dtype=np.complex128 if self.is_complex else np.float64)
+        return self.xp.nan_to_num(mean).astype(self.work)
 
-        Algorithms subtract it from every block before forming products, so data with a large
-        offset keep their small components in float32 (see :mod:`usidgpu.decompose.svd`).
-        """
-        if getattr(self, "_shift", None) is None:
-            rows = min(self.shape[0], self._rows_per_block())
-            head = self._array[:rows] if self._array is not None else self._main.h5[0:rows]
-            head = self._to_work(head)
-            mean = head.mean(axis=0, dtype=np.complex128 if self.is_complex else np.float64)
-            self._shift = self.xp.nan_to_num(mean).astype(self.work)
-        return self._shift
+    def _shifted_block(self, block: Any, private: bool) -> Any:
+        if not self._shifted:
+            return block
+        if private:
+            block -= self.offset
+            return block
+        return block - self.offset  # a view of the caller's array: never modified
 
     def _cache_matrix(self) -> Any:
         return self.xp.concatenate([blk for _a, _b, blk in self._cache], axis=0)
 
     def to_memory(self) -> Any:
         """A copy of the whole matrix in the work dtype on the device (for methods that need it all)."""
+        if self._shifted:
+            raise RuntimeError("to_memory() of a shifted source is not provided")
         if self.nbytes_work > self.budget // 2:
             raise BudgetError(
                 f"the data ({format_bytes(self.nbytes_work)} in {self.work}) do not fit half of the memory "

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..backend import Device, asnumpy, format_bytes
 from ..errors import BudgetError
-from .linalg import acc_dtype, gram, normalize_signs, orthonormalize, sum_squares, svd_small, top_eigh
+from .linalg import acc_dtype, column_sums, gram, normalize_signs, orthonormalize, sum_squares, svd_small, top_eigh
 from .results import PCAResult, SVDResult
 from .source import BlockSource, work_dtype
 
@@ -176,11 +176,13 @@ def _factorize(
             f"memory budget ({format_bytes(total_budget)}); raise the budget (--memory)"
             + ("" if method == "randomized" else " or use method='randomized'")
         )
-    # an existing source (e.g. NMF's initialization) keeps its resident copy: no second one
+    # tall Gram and randomized passes read mean-shifted blocks (see the note above _gram); an
+    # existing source (e.g. NMF's initialization) keeps its resident copy: no second one
+    shift = method == "randomized" or (method == "gram" and n <= m)
     src = (
         data
         if isinstance(data, BlockSource)
-        else BlockSource(data, dev, total_budget, reserve=reserve, progress=progress)
+        else BlockSource(data, dev, total_budget, reserve=reserve, progress=progress, shift=shift)
     )
     log.info("SVD of %d×%d (%s) on %s, k=%d: %s", m, n, src.work, dev, k, reason)
     if method == "gram":
@@ -223,14 +225,12 @@ def _gram(src: BlockSource, k: int, center: bool) -> dict[str, Any]:
     xp = src.xp
     m, n = src.shape
     acc = acc_dtype(src.work)
-    c = src.shift()
-    c64 = c.astype(acc)
+    c64 = src.offset.astype(acc)
     g = xp.zeros((n, n), dtype=acc)
     s1 = xp.zeros(n, dtype=acc)
-    for _a, _b, x in src.blocks("SVD (gram) pass 1/2"):
-        y = x - c
+    for _a, _b, y in src.blocks("SVD (gram) pass 1/2"):  # y = x − offset
         g += gram(y)
-        s1 += y.sum(axis=0, dtype=acc)
+        s1 += column_sums(xp, y, acc)
     _require_finite(xp, g, src)
     mean = c64 + s1 / m
     if center:  # X̃ᴴX̃ = YᴴY − m·conj(μ_y)μ_yᵀ, with μ_y the mean of Y
@@ -248,8 +248,8 @@ def _gram(src: BlockSource, k: int, center: bool) -> dict[str, Any]:
     proj = proj64.astype(src.work)
     shift = (offset @ proj64).astype(src.work)
     u = xp.empty((m, k), dtype=src.work)
-    for a, b, x in src.blocks("SVD (gram) pass 2/2"):
-        u[a:b] = (x - c) @ proj
+    for a, b, y in src.blocks("SVD (gram) pass 2/2"):
+        u[a:b] = y @ proj
         u[a:b] += shift
     return dict(U=u, S=s.astype(_real(src.work)), V=v.astype(src.work), mean=mean, total=total)
 
@@ -314,18 +314,16 @@ def _randomized(src: BlockSource, k: int, l: int, n_iter: int, random_state: Any
     if src.is_complex:
         omega = omega + 1j * rng.standard_normal((n, l))
     z = orthonormalize(xp, xp.asarray(omega)).astype(src.work)
-    c = src.shift()
-    c64 = c.astype(acc)
+    c64 = src.offset.astype(acc)
     s1 = xp.zeros(n, dtype=acc)
     energy = 0.0
     passes = n_iter + 1
     for it in range(passes):
         last = it == passes - 1
         out = xp.empty((m, l), dtype=src.work) if last else xp.zeros((n, l), dtype=acc)
-        for a, b, x in src.blocks(f"SVD (randomized) pass {it + 1}/{passes}"):
-            y = x - c
+        for a, b, y in src.blocks(f"SVD (randomized) pass {it + 1}/{passes}"):  # y = x − offset
             if it == 0:
-                s1 += y.sum(axis=0, dtype=acc)
+                s1 += column_sums(xp, y, acc)
                 energy += float(sum_squares(xp, y))
             if last:
                 out[a:b] = y @ z
