@@ -138,3 +138,29 @@ def test_complex_svd_on_gpu():
     for method in ("gram", "randomized"):
         gpu = usidgpu.svd(x, 3, method=method, device="gpu")
         np.testing.assert_allclose(gpu.S, np.linalg.svd(x.astype(np.complex128), compute_uv=False)[:3], rtol=1e-4)
+
+
+# ------------------------------------------------------------------------- denoising on GPU
+def test_gather_kernel_equals_the_numpy_patches():
+    import cupy
+
+    from usidgpu.denoise.patches import patch_chunks
+
+    image = np.random.default_rng(3).random((37, 41)).astype(np.float32) * 50
+    for window, step in (((7, 5), (1, 1)), ((6, 6), (3, 4))):
+        ref = np.concatenate([c for *_, c in patch_chunks(np, image, window, step, 5, shift=12.5)])
+        got = cupy.concatenate([c for *_, c in patch_chunks(cupy, cupy.asarray(image), window, step, 5, shift=12.5)])
+        np.testing.assert_array_equal(cupy.asnumpy(got), ref)
+
+
+@pytest.mark.parametrize("step", [1, 3])
+def test_windowed_svd_on_gpu_equals_cpu(step):
+    from test_denoise import lattice
+
+    image = lattice(n=96, m=80, seed=4)[1].astype(np.float64)
+    cpu = usidgpu.windowed_svd(image, window=12, step=step, k=8, device="cpu")
+    gpu = usidgpu.windowed_svd(image, window=12, step=step, k=8, device="gpu")
+    np.testing.assert_allclose(gpu.singular_values, cpu.singular_values, rtol=1e-8, atol=1e-6)
+    np.testing.assert_allclose(gpu.cleaned, cpu.cleaned, rtol=1e-8, atol=1e-6)
+    tiled = usidgpu.windowed_svd(image, window=12, step=step, k=8, device="gpu", tile=40)
+    np.testing.assert_allclose(tiled.cleaned, cpu.cleaned, rtol=1e-8, atol=1e-6)

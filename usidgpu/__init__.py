@@ -17,6 +17,7 @@ or found (``device="auto"``).
 from ._version import __version__
 from .backend import Device, gpu_available, memory_budget, select_device
 from .decompose import KMeansResult, NMFResult, PCAResult, SVDResult, kmeans, nmf, pca, svd
+from .denoise import WindowedSVDResult, spectral_denoise, windowed_svd
 from .errors import (
     BudgetError,
     DatasetNotFoundError,
@@ -63,6 +64,7 @@ __all__ = [
     "ResultsGroup",
     "ResultsWriter",
     "USIDFile",
+    "WindowedSVDResult",
     "UsidgpuError",
     "__version__",
     "gpu_available",
@@ -73,6 +75,8 @@ __all__ = [
     "memory_budget",
     "open",
     "select_device",
+    "spectral_denoise",
     "validate",
+    "windowed_svd",
     "write_main",
 ]

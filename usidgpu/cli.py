@@ -63,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(val)
 
     from .cli_decompose import add_parsers
+    from .cli_denoise import add_parser as add_denoise
 
     add_parsers(sub, _common)
+    add_denoise(sub, _common)
 
     samples = sub.add_parser("samples", help="list the sample USID files shipped with usidgpu")
     samples.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -214,7 +216,14 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_denoise(args: argparse.Namespace) -> int:
+    from .cli_denoise import cmd_denoise as run
+
+    return run(args)
+
+
 COMMANDS = {
+    "denoise": cmd_denoise,
     "info": cmd_info,
     "validate": cmd_validate,
     "samples": cmd_samples,

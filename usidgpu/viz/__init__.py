@@ -11,6 +11,7 @@ Matplotlib only, drawn on :class:`matplotlib.figure.Figure` objects (no GUI back
 
 from .clusters import plot_clusters
 from .components import plot_components
+from .denoise import plot_denoise
 from .maps import plot_maps
 from .save import save_figure
 from .scree import plot_scree
@@ -20,6 +21,7 @@ __all__ = [
     "plot_clusters",
     "plot_components",
     "plot_decomposition",
+    "plot_denoise",
     "plot_maps",
     "plot_scree",
     "save_figure",
