@@ -141,3 +141,24 @@ def test_cli_denoise_errors(tmp_path, capsys):
     assert "sample shipped" in capsys.readouterr().err
     assert cli(["denoise", "sample:stem-image", "--no-write", "--plot", "x.gif"]) == 2
     assert "png, .pdf or .svg" in capsys.readouterr().err
+
+
+def test_read_plain_images(tmp_path):
+    from PIL import Image
+
+    from usidgpu.imageio import read_image
+
+    frames = [np.random.default_rng(i).random((20, 30)).astype(np.float32) for i in range(3)]
+    tif = tmp_path / "stack.tif"
+    pages = [Image.fromarray(f) for f in frames]
+    pages[0].save(tif, save_all=True, append_images=pages[1:])
+    np.testing.assert_array_equal(read_image(tif), np.stack(frames))
+    png = tmp_path / "img16.png"
+    counts = (np.arange(600).reshape(20, 30) * 100).astype(np.uint16)
+    Image.fromarray(counts).save(png)
+    np.testing.assert_array_equal(read_image(png), counts)
+    rgb = tmp_path / "rgb.png"
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(rgb)
+    assert read_image(rgb).shape == (4, 5)  # colour becomes luminance
+    with pytest.raises(usidgpu.FileProblem, match="no such file"):
+        read_image(tmp_path / "missing.tif")
