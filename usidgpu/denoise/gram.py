@@ -75,41 +75,47 @@ def _pad_last(xp: Any, a: Any, size: int) -> Any:
     return xp.concatenate([a, reps], axis=-1)
 
 
-def _corner_terms(xp: Any, image: Any, wy: int, wx: int) -> dict[str, Any]:
-    """Sums of ``J_d`` over the four corners, e.g. ``tl[dyi, dxi, a, b] = Σ_{y<a, x<b} J_d``."""
+def _corner_slices(xp: Any, image: Any, wy: int, wx: int):
+    """For each ``dyi = dy + wy − 1``: sums of ``J_d`` over the four image corners, all dx at once.
+
+    ``tl[dxi, a, b] = Σ_{y<a, x<b} J_d`` (top-left), ``tr[dxi, a, u] = Σ_{y<a, x≥W−u}``,
+    ``bl[dxi, t, b] = Σ_{y≥H−t, x<b}``, ``br[dxi, t, u] = Σ_{y≥H−t, x≥W−u}``; each (2wx−1, wy, wx).
+    One ``dy`` at a time keeps the tables O(w³) instead of O(w⁴).
+    """
     h, w = image.shape
     hy, hx = min(wy - 1, h), min(wx - 1, w)
     pad = xp.zeros((h + 2 * (wy - 1), w + 2 * (wx - 1)), dtype=image.dtype)
     pad[wy - 1 : wy - 1 + h, wx - 1 : wx - 1 + w] = image
     window = xp.lib.stride_tricks.sliding_window_view
-
-    def products(r0: int, c0: int) -> Any:
-        block = image[r0 : r0 + hy, c0 : c0 + hx]
-        region = pad[r0 : r0 + hy + 2 * (wy - 1), c0 : c0 + hx + 2 * (wx - 1)]
-        partners = window(region, (hy, hx))  # [dyi, dxi] → the block shifted by d
-        return partners * block[None, None]
-
-    def prefix2(j: Any, flip_y: bool, flip_x: bool) -> Any:
-        if flip_y:
-            j = j[:, :, ::-1, :]
-        if flip_x:
-            j = j[:, :, :, ::-1]
-        c = xp.cumsum(xp.cumsum(j, axis=2), axis=3)
-        c = xp.pad(c, ((0, 0), (0, 0), (1, 0), (1, 0)))
-        c = _pad_last(xp, c, wx)
-        c = xp.swapaxes(_pad_last(xp, xp.swapaxes(c, 2, 3), wy), 2, 3)
-        return c
-
     r_bottom, c_right = h - hy, w - hx
-    return {
-        "tl": prefix2(products(0, 0), False, False),
-        "tr": prefix2(products(0, c_right), False, True),
-        "bl": prefix2(products(r_bottom, 0), True, False),
-        "br": prefix2(products(r_bottom, c_right), True, True),
+
+    def summing(n_out: int, n_in: int, from_end: bool) -> Any:
+        """Row t sums the first t (or the last t) of n_in entries, t = 0 … n_out − 1."""
+        t = xp.arange(n_out)[:, None]
+        i = xp.arange(n_in)[None, :]
+        return ((i >= n_in - t) if from_end else (i < t)).astype(np.float64)
+
+    sums = {flip: (summing(wy, hy, flip), summing(wx, hx, flip)) for flip in (False, True)}
+    corners = {
+        "tl": (0, 0, False, False),
+        "tr": (0, c_right, False, True),
+        "bl": (r_bottom, 0, True, False),
+        "br": (r_bottom, c_right, True, True),
     }
 
+    def table(dyi: int, r0: int, c0: int, from_bottom: bool, from_right: bool) -> Any:
+        block = image[r0 : r0 + hy, c0 : c0 + hx]
+        rows = pad[r0 + dyi : r0 + dyi + hy, c0 : c0 + hx + 2 * (wx - 1)]
+        partners = window(rows, hx, axis=1)  # (hy, 2wx−1, hx): the partner row segment per dx
+        j = xp.moveaxis(partners * block[:, None, :], 1, 0)  # (dxi, y, x)
+        # 2-D prefix (or suffix) sums as products with 0/1 summing matrices: BLAS, not strided cumsums
+        return sums[from_bottom][0] @ j @ sums[from_right][1].T  # (dxi, wy, wx)
 
-def gram_step1(xp: Any, image: Any, window: tuple[int, int], rows_per_chunk: int | None = None) -> Any:
+    for dyi in range(2 * wy - 1):
+        yield dyi, {name: table(dyi, *spec) for name, spec in corners.items()}
+
+
+def gram_step1(xp: Any, image: Any, window: tuple[int, int]) -> Any:
     """``XᵀX`` (float64, wy·wx × wy·wx) of all step-1 windows of ``image``, exactly.
 
     Parameters
@@ -118,8 +124,6 @@ def gram_step1(xp: Any, image: Any, window: tuple[int, int], rows_per_chunk: int
         numpy or cupy.
     image : 2-D array
     window : (wy, wx)
-    rows_per_chunk : int, optional
-        Rows of G assembled at once (bounds the memory of the final gather).
     """
     wy, wx = window
     img = image.astype(np.float64)
@@ -127,27 +131,25 @@ def gram_step1(xp: Any, image: Any, window: tuple[int, int], rows_per_chunk: int
     top, bottom = _row_band_terms(xp, img, wy, wx)
     left_t, right_t = _row_band_terms(xp, img.T, wx, wy)  # columns = rows of the transpose
     left, right = xp.swapaxes(left_t, 0, 1), xp.swapaxes(right_t, 0, 1)  # back to [dyi, dxi, ·]
-    corners = _corner_terms(xp, img, wy, wx)
-    n_pix = wy * wx
-    q = xp.arange(n_pix)
-    a_all, b_all = q // wx, q % wx
-    g = xp.empty((n_pix, n_pix), dtype=np.float64)
-    step = rows_per_chunk or max(1, (32 * 2**20) // (8 * n_pix * 9))
-    for q0 in range(0, n_pix, step):
-        a = a_all[q0 : q0 + step, None]
-        b = b_all[q0 : q0 + step, None]
-        a2, b2 = a_all[None, :], b_all[None, :]
-        dyi, dxi = a2 - a + wy - 1, b2 - b + wx - 1
-        ta, tb = wy - 1 - a, wx - 1 - b
-        g[q0 : q0 + step] = (
-            tot[dyi, dxi]
-            - top[dyi, dxi, a]
-            - bottom[dyi, dxi, ta]
-            - left[dyi, dxi, b]
-            - right[dyi, dxi, tb]
-            + corners["tl"][dyi, dxi, a, b]
-            + corners["tr"][dyi, dxi, a, tb]
-            + corners["bl"][dyi, dxi, ta, b]
-            + corners["br"][dyi, dxi, ta, tb]
+    g = xp.zeros((wy, wx, wy, wx), dtype=np.float64)  # G[a, b, a', b']
+    b = xp.arange(wx)[:, None]  # rows: b, columns: b'
+    dxi = xp.arange(wx)[None, :] - b + wx - 1
+    tb = wx - 1 - b
+    for dyi, corner in _corner_slices(xp, img, wy, wx):
+        dy = dyi - (wy - 1)
+        a = xp.arange(max(0, -dy), min(wy, wy - dy))[:, None, None]  # a and a + dy inside the window
+        if a.size == 0:
+            continue
+        ta = wy - 1 - a
+        g[a[:, 0, 0], :, a[:, 0, 0] + dy, :] = (
+            tot[dyi, dxi][None]
+            - top[dyi][dxi[None], a]
+            - bottom[dyi][dxi[None], ta]
+            - left[dyi][dxi, b][None]
+            - right[dyi][dxi, tb][None]
+            + corner["tl"][dxi[None], a, b[None]]
+            + corner["tr"][dxi[None], a, tb[None]]
+            + corner["bl"][dxi[None], ta, b[None]]
+            + corner["br"][dxi[None], ta, tb[None]]
         )
-    return g
+    return g.reshape(wy * wx, wy * wx)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Device, asnumpy, format_bytes, memory_budget, select_device
+from ..decompose.linalg import top_eigh
 from ..decompose.results import Described
 from ..errors import BudgetError, NotAGridError
 from ..usid.dimension import Dimension
@@ -184,7 +185,9 @@ def windowed_svd(
         Components kept; default by the Gavish–Donoho rule (see :mod:`usidgpu.denoise.rank`).
     device : {"auto", "cpu", "gpu"}, optional
     budget : int or str, optional
-        Memory budget; larger images are processed in tiles.
+        Memory budget of the working memory (Gram matrix, eigensolver, FFT tiles); larger images
+        are processed in tiles. The input image and the two outputs (cleaned, removed noise)
+        come on top of it.
     keep_scores : bool
         Also return the score (abundance) maps of the first frame (untiled images only).
     tile : int, optional
@@ -212,7 +215,8 @@ def windowed_svd(
     ny, nx = origins(h, wy, step_[0]), origins(w, wx, step_[1])
     n_pix = wy * wx
     total = memory_budget(budget, dev)
-    gram_bytes = 12 * n_pix * n_pix * 8  # Gram matrix, band and corner tables, eigensolver
+    # Gram matrix and its assembly, the eigensolver's copy and workspace, per-dy corner tables
+    gram_bytes = 4 * n_pix * n_pix * 8 + 16 * (2 * max(wy, wx)) ** 3 * 8
     if gram_bytes > total:
         raise BudgetError(
             f"a {wy}×{wx} window needs about {format_bytes(gram_bytes)} for its Gram matrix and "
@@ -236,18 +240,18 @@ def windowed_svd(
                 sub = xp.asarray(sub)
                 g += gram_step1(xp, sub, win) if step_ == (1, 1) else gram_by_patches(xp, sub, win, step_)
 
-    # 2. eigen-windows and singular values
-    vals, vecs = xp.linalg.eigh(g)
-    vals, vecs = asnumpy(vals)[::-1], vecs[:, ::-1]
+    # 2. singular values (all: the k rule and the scree plot need them), then the top-k
+    # eigen-windows alone — for 64 × 64 windows a third of the time of a full eigendecomposition
+    if k is not None and (not isinstance(k, (int, np.integer)) or not 1 <= k <= n_pix):
+        raise ValueError(f"k must be an integer in [1, {n_pix}] (pixels per window), got {k!r}")
+    vals = asnumpy(xp.linalg.eigvalsh(g))[::-1]
     singular = np.sqrt(np.maximum(vals, 0))
     if k is None:
         k, k_rule = choose_rank(singular, n_frames * ny * nx, n_pix)
     else:
-        if not isinstance(k, (int, np.integer)) or not 1 <= k <= n_pix:
-            raise ValueError(f"k must be an integer in [1, {n_pix}] (pixels per window), got {k!r}")
-        k = int(k)
-        k_rule = "given"
-    comps = vecs[:, :k].T  # (k, P), orthonormal rows
+        k, k_rule = int(k), "given"
+    _top, vecs = top_eigh(xp, g, k)
+    comps = vecs.T  # (k, P), orthonormal rows
     # fix each eigen-window's sign: its largest-magnitude pixel positive
     pivots = comps[xp.arange(k), xp.argmax(xp.abs(comps), axis=1)]
     comps = comps * xp.where(pivots < 0, -1.0, 1.0)[:, None]
