@@ -43,7 +43,6 @@ import json
 import math
 import os
 import resource
-import statistics
 import sys
 import time
 import warnings
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness import Case, _json_default, _peak, _r, _reset_peak, run_child, run_interleaved
 from machine import gpu_check, gpu_name, machine_info, status_bytes, threadpools, versions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,69 +64,6 @@ GiB = 1024**3
 
 
 # ---------------------------------------------------------------------------------- helpers
-def summarize(seconds: list[float], description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "seconds": [round(s, 4) for s in seconds],
-        "median_s": round(statistics.median(seconds), 4),
-        "min_s": round(min(seconds), 4),
-        "max_s": round(max(seconds), 4),
-    }
-
-
-def _r(x: float, digits: int = 4) -> float:
-    """Round to ``digits`` significant digits (JSON stays readable)."""
-    if x is None or not np.isfinite(x) or x == 0:
-        return float(x) if x is not None else None
-    return float(f"{x:.{digits}g}")
-
-
-class Case:
-    """A timed callable; ``metrics`` turns its return value into accuracy figures (not timed)."""
-
-    def __init__(self, fn: Callable[[], Any], description: str, metrics: Callable[[Any], dict] | None = None):
-        self.fn, self.description, self.metrics = fn, description, metrics
-
-
-def run_interleaved(
-    cases: dict[str, Case],
-    reps: int,
-    sync: Callable[[], None],
-    log: Callable[[str], None],
-    warmup: bool = True,
-) -> tuple[dict[str, Any], dict[str, dict]]:
-    """Time every case ``reps`` times, interleaved; the order rotates each repetition.
-
-    Returns the timing summaries and the metrics of each case's last run.
-    """
-    names = list(cases)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    metrics: dict[str, dict] = {}
-
-    def one(name: str) -> float:
-        case = cases[name]
-        gc.collect()
-        t0 = time.perf_counter()
-        out = case.fn()
-        sync()
-        dt = time.perf_counter() - t0
-        if case.metrics is not None:
-            metrics[name] = case.metrics(out)
-        del out
-        return dt
-
-    if warmup:
-        for name in names:
-            dt = one(name)
-            log(f"    warm-up {name}: {dt:.3f} s")
-    for rep in range(reps):
-        shift = rep % len(names)
-        for name in names[shift:] + names[:shift]:
-            times[name].append(one(name))
-        log(f"    repetition {rep + 1}/{reps}: " + ", ".join(f"{n} {times[n][-1]:.2f}" for n in names))
-    return {n: summarize(times[n], cases[n].description) for n in names}, metrics
-
-
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -778,22 +715,6 @@ def _set_limit(kind: str, limit_bytes: int) -> dict[str, Any]:
     }
 
 
-def _reset_peak() -> str:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return "VmHWM after clear_refs=5"
-    except OSError:
-        return "ru_maxrss (peak not resettable)"
-
-
-def _peak(method: str, base_rss: int, base_maxrss: int) -> int:
-    if method.startswith("VmHWM"):
-        return status_bytes("VmHWM") - base_rss
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return max(0, maxrss - max(base_maxrss, base_rss))
-
-
 def _child_usidgpu(path: str, k: int, method: str, budget: str, device: str, limit: tuple | None, q: Any) -> None:
     out: dict[str, Any] = {}
     try:
@@ -879,32 +800,6 @@ def _child_sklearn(path: str, k: int, seed: int, limit: tuple | None, q: Any) ->
     except BaseException as exc:
         out.update(ok=False, error=f"{type(exc).__name__}: {exc}")
     q.put(out)
-
-
-def run_child(target: Callable, args: tuple, timeout: float) -> dict[str, Any]:
-    """Run ``target(*args, queue)`` in a spawned process; a crash is reported, not raised."""
-    import multiprocessing as mp
-    import queue as _queue
-
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, q))
-    t0 = time.perf_counter()
-    p.start()
-    out = None
-    while out is None:
-        try:
-            out = q.get(timeout=1.0)
-        except _queue.Empty:
-            if not p.is_alive():
-                out = {"ok": False, "error": f"child process died with exit code {p.exitcode} (no report)"}
-            elif time.perf_counter() - t0 > timeout:
-                p.kill()
-                out = {"ok": False, "error": f"child process killed after {timeout:.0f} s"}
-    p.join(timeout=60)
-    out["child_wall_s"] = round(time.perf_counter() - t0, 2)
-    out["exitcode"] = p.exitcode
-    return out
 
 
 def bench_ooc(args: argparse.Namespace, dev: str, log: Callable[[str], None]) -> dict:
@@ -1120,14 +1015,6 @@ def main(argv: list[str] | None = None) -> int:
     out_path.write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
     log(f"results written to {out_path} ({result['elapsed_s']} s)")
     return 0
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
 if __name__ == "__main__":

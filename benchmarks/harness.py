@@ -1,0 +1,123 @@
+"""Timing and memory helpers shared by the benchmarks: interleaved repetitions, medians, peak RSS
+of a child process (VmHWM reset through /proc/self/clear_refs), JSON encoding."""
+
+from __future__ import annotations
+
+import gc
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from machine import status_bytes
+
+MB = 1000**2
+
+
+def summarize(seconds: list[float], description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "seconds": [round(s, 4) for s in seconds],
+        "median_s": round(statistics.median(seconds), 4),
+        "min_s": round(min(seconds), 4),
+        "max_s": round(max(seconds), 4),
+    }
+
+
+def _r(x: float | None, digits: int = 4) -> float | None:
+    """Round to ``digits`` significant digits (JSON stays readable)."""
+    if x is None or not np.isfinite(x) or x == 0:
+        return float(x) if x is not None else None
+    return float(f"{x:.{digits}g}")
+
+
+class Case:
+    """A timed callable; ``metrics`` turns its return value into figures (not timed)."""
+
+    def __init__(self, fn: Callable[[], Any], description: str, metrics: Callable[[Any], dict] | None = None):
+        self.fn, self.description, self.metrics = fn, description, metrics
+
+
+def run_interleaved(
+    cases: dict[str, Case], reps: int, sync: Callable[[], None], log: Callable[[str], None], warmup: bool = True
+) -> tuple[dict[str, Any], dict[str, dict]]:
+    """Time every case ``reps`` times, interleaved; the order rotates each repetition."""
+    names = list(cases)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    metrics: dict[str, dict] = {}
+
+    def one(name: str) -> float:
+        case = cases[name]
+        gc.collect()
+        t0 = time.perf_counter()
+        out = case.fn()
+        sync()
+        dt = time.perf_counter() - t0
+        if case.metrics is not None:
+            metrics[name] = case.metrics(out)
+        del out
+        return dt
+
+    if warmup:
+        for name in names:
+            log(f"    warm-up {name}: {one(name):.3f} s")
+    for rep in range(reps):
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(one(name))
+        log(f"    repetition {rep + 1}/{reps}: " + ", ".join(f"{n} {times[n][-1]:.2f}" for n in names))
+    return {n: summarize(times[n], cases[n].description) for n in names}, metrics
+
+
+def _reset_peak() -> str:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return "VmHWM after clear_refs=5"
+    except OSError:
+        return "ru_maxrss (peak not resettable)"
+
+
+def _peak(method: str, base_rss: int, base_maxrss: int) -> int:
+    if method.startswith("VmHWM"):
+        return status_bytes("VmHWM") - base_rss
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return max(0, maxrss - max(base_maxrss, base_rss))
+
+
+def run_child(target: Callable, args: tuple, timeout: float) -> dict[str, Any]:
+    """Run ``target(*args, queue)`` in a spawned process; a crash is reported, not raised."""
+    import multiprocessing as mp
+    import queue as _queue
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    t0 = time.perf_counter()
+    p.start()
+    out = None
+    while out is None:
+        try:
+            out = q.get(timeout=1.0)
+        except _queue.Empty:
+            if not p.is_alive():
+                out = {"ok": False, "error": f"child process died with exit code {p.exitcode} (no report)"}
+            elif time.perf_counter() - t0 > timeout:
+                p.kill()
+                out = {"ok": False, "error": f"child process killed after {timeout:.0f} s"}
+    p.join(timeout=60)
+    out["child_wall_s"] = round(time.perf_counter() - t0, 2)
+    out["exitcode"] = p.exitcode
+    if "peak_over_baseline_bytes" in out:
+        out["peak_over_baseline_MB"] = round(out["peak_over_baseline_bytes"] / MB, 1)
+    return out
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
