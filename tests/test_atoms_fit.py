@@ -1,0 +1,181 @@
+"""Column finding and batched 2-D Gaussian refinement against known truth and scipy's curve_fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial import cKDTree
+
+from usidgpu.atoms.find import column_spacing, find_columns
+from usidgpu.atoms.fit import numba_available, refine
+from usidgpu.atoms.gaussian import quadratic_form, widths_and_angle
+from usidgpu.atoms.reference import curve_fit_columns, fit_windows
+from usidgpu.atoms.synthetic import lattice_image, render
+from usidgpu.errors import DeviceError
+
+needs_numba = pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+
+
+def match(found: np.ndarray, truth: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distance from each truth column to the nearest found one, and from each found to truth."""
+    d_truth, idx = cKDTree(found).query(truth)
+    d_found, _ = cKDTree(truth).query(found)
+    return d_truth, idx, d_found
+
+
+@pytest.fixture(scope="module")
+def perovskite():
+    return lattice_image(
+        (192, 224), spacing=16, angle_deg=7, vacancies=5, displacement=0.3, dose=200, read_noise=0.02, seed=3
+    )
+
+
+@pytest.mark.parametrize("dose,noise", [(None, 0.0), (200, 0.02), (50, 0.05), (20, 0.1)])
+def test_find_every_column_and_no_false_ones(dose, noise):
+    s = lattice_image(
+        (160, 160), spacing=16, angle_deg=11, vacancies=4, displacement=0.3, dose=dose, read_noise=noise, seed=7
+    )
+    found = find_columns(s.image)
+    d_truth, _, d_found = match(found.positions, s.positions, 3.0)
+    h, w = s.image.shape
+    inner = (
+        (s.positions[:, 0] >= 2)
+        & (s.positions[:, 0] <= h - 3)
+        & (s.positions[:, 1] >= 2)
+        & (s.positions[:, 1] <= w - 3)
+    )
+    misses = np.count_nonzero(d_truth[inner] > 3.0)
+    assert misses <= 0.01 * inner.sum()
+    assert np.count_nonzero(d_found > 3.0) == 0  # no column where there is none, vacancies included
+    if len(s.vacancies):
+        d_vac, _ = cKDTree(found.positions).query(s.vacancies)
+        assert (d_vac > 3.0).all()
+
+
+def test_spacing_is_the_nearest_neighbour_distance():
+    s = lattice_image((256, 256), spacing=16, angle_deg=7, motif="perovskite", dose=100, seed=1)
+    assert column_spacing(s.image) == pytest.approx(16 / np.sqrt(2), rel=0.02)
+    sq = lattice_image((256, 256), spacing=12, angle_deg=30, motif="square", dose=100, seed=1)
+    assert column_spacing(sq.image) == pytest.approx(12, rel=0.02)
+
+
+def test_saturated_flat_tops_count_once():
+    s = lattice_image((128, 128), spacing=16, motif="square", sigma=3.0, seed=0)
+    clipped = np.minimum(s.image, 0.8)  # wide plateaus, as in a saturated 8-bit image
+    found = find_columns(clipped, spacing=16)
+    d_truth, _, d_found = match(found.positions, s.positions, 3.0)
+    inner = ((s.positions >= 2) & (s.positions <= 125)).all(axis=1)
+    assert (d_truth[inner] < 0.5).all() and len(found) == np.count_nonzero(d_found < 3)
+
+
+def test_find_rejects_bad_input():
+    with pytest.raises(ValueError, match="2-D"):
+        find_columns(np.zeros((4, 8, 8)))
+    with pytest.raises(ValueError, match="NaN"):
+        find_columns(np.full((32, 32), np.nan))
+    with pytest.raises(ValueError, match="no periodic structure"):
+        column_spacing(np.zeros((32, 32)))
+
+
+def test_refine_equals_curve_fit_on_the_same_pixels(perovskite):
+    found = find_columns(perovskite.image)
+    fit = refine(perovskite.image, found, radius=5.5, engine="array", device="cpu")
+    windows = fit_windows(perovskite.image, found.positions, radius=5.5)
+    params, errors, ok = curve_fit_columns(perovskite.image, found.positions, windows=windows)
+    assert ok.all() and fit.converged.all()
+    assert np.abs(fit.positions - params[:, 1:3]).max() < 1e-4  # px
+    scale = np.abs(params).max(axis=0) + 1e-3
+    for i, name in enumerate(("amplitude", "y", "x", "sigma_x", "sigma_y", "background")):
+        col = i if i < 5 else 6
+        assert np.abs(fit.params[:, col] - params[:, col]).max() < 1e-3 * scale[col], name
+    # θ: compared where the column is clearly elliptical (round columns have no defined angle)
+    elliptic = (params[:, 3] - params[:, 4]) > 0.05 * params[:, 3]
+    dtheta = (fit.params[elliptic, 5] - params[elliptic, 5] + np.pi / 2) % np.pi - np.pi / 2
+    assert np.abs(dtheta).max() < 1e-2
+    # uncertainties: the same covariance as curve_fit's (position errors to 0.1%)
+    assert np.allclose(fit.position_errors, errors[:, 1:3], rtol=1e-3)
+
+
+def test_refined_positions_beat_the_start_and_match_the_truth(perovskite):
+    found = find_columns(perovskite.image)
+    fit = refine(perovskite.image, found, device="cpu")
+    d_fit, nearest, _ = match(fit.positions, perovskite.positions, 3.0)
+    d_com, _, _ = match(found.positions, perovskite.positions, 3.0)
+    inner = ((perovskite.positions >= 8) & (perovskite.positions <= np.array(perovskite.image.shape) - 9)).all(axis=1)
+    rms_fit = np.sqrt(np.mean(d_fit[inner] ** 2))
+    rms_com = np.sqrt(np.mean(d_com[inner] ** 2))
+    assert rms_fit < 0.9 * rms_com
+    assert rms_fit < 0.15  # px at dose 200 e⁻ per unit intensity
+    # stated uncertainties are about right: the per-coordinate error vs the mean stated error
+    per_coord = rms_fit / np.sqrt(2)
+    assert 0.6 < per_coord / np.mean(fit.position_errors[nearest[inner]]) < 2.0
+    # widths and amplitudes of the two sublattices
+    assert np.median(fit.params[:, 3:5]) == pytest.approx(perovskite.sigma, rel=0.05)
+
+
+def test_elliptical_rotated_column_is_recovered_exactly():
+    sx, sy, theta = 3.0, 1.5, 0.4
+    qa, qb, qc = quadratic_form(sx, sy, theta)
+    yy, xx = np.mgrid[0:31, 0:31].astype(float)
+    dy, dx = yy - 15.3, xx - 14.6
+    image = 2.0 * np.exp(-(qa * dx * dx + 2 * qb * dx * dy + qc * dy * dy)) + 0.25
+    fit = refine(image, np.array([[15.0, 15.0]]), radius=12, device="cpu", engine="array")
+    assert fit.converged.all()
+    assert np.allclose(fit.params[0], [2.0, 15.3, 14.6, sx, sy, theta, 0.25], atol=1e-6)
+
+
+@given(
+    sx=st.floats(0.5, 6.0),
+    ratio=st.floats(0.2, 1.0),
+    theta=st.floats(-np.pi / 2, np.pi / 2 - 1e-6),
+)
+@settings(max_examples=60, deadline=None)
+def test_widths_and_angle_invert_the_quadratic_form(sx, ratio, theta):
+    sy = sx * ratio
+    q = quadratic_form(np.array([sx]), np.array([sy]), np.array([theta]))
+    major, minor, angle = widths_and_angle(np, *q)
+    assert major[0] == pytest.approx(sx, rel=1e-9) and minor[0] == pytest.approx(sy, rel=1e-9)
+    if ratio < 0.99:  # the angle of a round Gaussian is undefined
+        assert abs((angle[0] - theta + np.pi / 2) % np.pi - np.pi / 2) < 1e-6
+
+
+def test_columns_at_the_border_use_the_pixels_inside():
+    image = render((40, 40), np.array([[1.2, 20.0], [20.0, 38.5], [20.0, 20.0]]), np.ones(3), 2.0, 0.1)
+    fit = refine(image, np.array([[1.0, 20.0], [20.0, 38.0], [20.0, 20.0]]), radius=6, device="cpu", engine="array")
+    assert fit.converged.all()
+    assert np.allclose(fit.positions, [[1.2, 20.0], [20.0, 38.5], [20.0, 20.0]], atol=1e-6)
+
+
+@needs_numba
+def test_numba_engine_equals_the_array_engine(perovskite):
+    found = find_columns(perovskite.image)
+    a = refine(perovskite.image, found, engine="array", device="cpu")
+    b = refine(perovskite.image, found, engine="numba", device="cpu")
+    assert np.array_equal(a.n_iter, b.n_iter) and np.array_equal(a.converged, b.converged)
+    assert np.allclose(a.params, b.params, rtol=1e-9, atol=1e-9)
+    assert np.allclose(a.errors, b.errors, rtol=1e-6)
+
+
+def test_refine_input_checks(perovskite):
+    with pytest.raises(ValueError, match="engine"):
+        refine(perovskite.image, [[10.0, 10.0], [20.0, 20.0]], engine="magic", device="cpu")
+    with pytest.raises(ValueError, match="needs device='gpu'"):
+        refine(perovskite.image, [[10.0, 10.0], [20.0, 20.0]], engine="kernel", device="cpu")
+    with pytest.raises(ValueError, match="inside the image"):
+        refine(perovskite.image, [[-5.0, 10.0], [20.0, 20.0]], device="cpu")
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        refine(perovskite.image, [1.0, 2.0, 3.0], device="cpu")
+    with pytest.raises(ValueError, match="two columns"):
+        refine(perovskite.image, [[10.0, 10.0]], device="cpu")
+    assert len(refine(perovskite.image, np.zeros((0, 2)), device="cpu")) == 0
+
+
+def test_gpu_device_without_a_gpu_is_an_error(perovskite, monkeypatch):
+    from usidgpu import backend
+
+    if backend.gpu_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(DeviceError):
+        refine(perovskite.image, [[10.0, 10.0], [20.0, 20.0]], device="gpu")

@@ -1,0 +1,394 @@
+"""Refine every atomic column at once: a batched Levenberg–Marquardt fit of 2-D Gaussians.
+
+atomap and pycroscopy fit one column at a time in Python (a HyperSpy model or
+``scipy.optimize.leastsq`` per atom); here the columns are a batch. Each column gets a disk of
+pixels around its start position that stops halfway to its nearest neighbours (Voronoi-clipped,
+so a neighbour's intensity never enters its fit), and all columns take their LM steps together:
+residuals and Jacobians (N, 7, M), the 7 × 7 normal equations of every column by one batched
+matrix product, all solved by one batched ``solve``. Each column keeps its own damping, accepts
+or rejects its own step and stops on its own tolerance; converged columns leave the active set.
+
+Three engines run this same iteration (same damping rule, bounds and stopping tests):
+
+- ``array`` — the NumPy/CuPy code above, the reference of the other two;
+- ``numba`` — the iteration compiled per column, columns spread over the CPU cores. NumPy's
+  per-call overhead and its memory traffic through (N, 7, M) temporaries cap the array engine
+  at about ten thousand fits per second on two cores; a compiled loop keeps a column's 7 × 7
+  system in registers and is several times faster (see benchmarks/bench_atoms.py);
+- ``kernel`` — ``kernels/fit_gaussian2d.cu`` on a GPU: one thread block per column keeps its
+  pixels in shared memory and iterates without a round trip to the host, which the array
+  engine on CuPy, with its many small kernel launches per iteration, cannot do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..backend import Device, asnumpy, select_device
+from .gaussian import AMPLITUDE, PARAMETERS, QA, QB, QC, X, Y, model_and_jacobian, start_values, to_physical
+from .windows import gather
+
+#: Levenberg–Marquardt settings shared by the array path and the CUDA kernel.
+LAMBDA_START = 1e-3
+LAMBDA_DOWN = 1.0 / 3.0
+LAMBDA_UP = 4.0
+LAMBDA_MAX = 1e10
+SIGMA_MIN = 0.2
+#: Relative ridge of the covariance inverse (see :func:`covariance`).
+ERROR_RIDGE = 1e-12
+
+
+@dataclass
+class ColumnFit:
+    """Fitted 2-D Gaussian of every column; positions (y, x) in pixels."""
+
+    params: np.ndarray  #: (N, 7) in the order of :data:`~usidgpu.atoms.gaussian.PARAMETERS`
+    errors: np.ndarray  #: (N, 7) one-sigma uncertainties from s²·(JᵀJ)⁻¹
+    converged: np.ndarray  #: (N,) the step or cost change fell below the tolerance
+    rms_residual: np.ndarray  #: (N,) root-mean-square residual over the fitted pixels
+    n_iter: np.ndarray  #: (N,) iterations taken
+    n_pixels: np.ndarray  #: (N,) pixels in each fit
+    start: np.ndarray  #: (N, 2) start positions
+    radius: float  #: fit disk radius (px)
+    device: str = "cpu"
+    engine: str = "array"
+    parameters: dict = field(default_factory=dict)
+
+    @property
+    def positions(self) -> np.ndarray:
+        """(N, 2) refined (y, x)."""
+        return self.params[:, [Y, X]]
+
+    @property
+    def position_errors(self) -> np.ndarray:
+        return self.errors[:, [Y, X]]
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def table(self) -> dict[str, np.ndarray]:
+        """Column-wise table: every parameter, its error, convergence and residual."""
+        out: dict[str, np.ndarray] = {}
+        for i, name in enumerate(PARAMETERS):
+            out[name] = self.params[:, i]
+            out[f"{name}_error"] = self.errors[:, i]
+        out["converged"] = self.converged
+        out["rms_residual"] = self.rms_residual
+        out["n_iter"] = self.n_iter
+        out["n_pixels"] = self.n_pixels
+        return out
+
+
+ENGINES = ("auto", "array", "numba", "kernel")
+
+
+def numba_available() -> bool:
+    """Whether the compiled CPU engine can run (numba importable)."""
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
+def choose_engine(engine: str, dev: Device) -> str:
+    """Resolve ``auto`` and check that the engine fits the device.
+
+    ``auto``: the CUDA kernel on a GPU; on the CPU the numba engine where numba is installed,
+    else the NumPy array engine.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "auto":
+        return "kernel" if dev.is_gpu else ("numba" if numba_available() else "array")
+    if engine == "kernel" and not dev.is_gpu:
+        raise ValueError("engine='kernel' is the CUDA kernel: it needs device='gpu'")
+    if engine == "numba":
+        if dev.is_gpu:
+            raise ValueError("engine='numba' is the compiled CPU engine: use device='cpu'")
+        if not numba_available():
+            raise ValueError("engine='numba' needs numba (pip install 'usidgpu[fast]'); engine='array' needs nothing")
+    return engine
+
+
+def nearest_neighbour_distance(positions: np.ndarray) -> float:
+    """Median distance from each position to its nearest other one."""
+    pos = np.asarray(positions, dtype=np.float64)
+    if len(pos) < 2:
+        raise ValueError("need at least two columns to infer their spacing; give radius explicitly")
+    d, _ = cKDTree(pos).query(pos, k=2)
+    return float(np.median(d[:, 1]))
+
+
+def fit_masks(xp: Any, positions: Any, grid: Any, inside: Any, radius: float, neighbours: Any) -> Any:
+    """Window pixels of each column: inside the image, within ``radius`` of its start position,
+    and not closer to a neighbouring column than to it (Voronoi cell).
+
+    Parameters
+    ----------
+    neighbours : (N, K, 2)
+        Start positions of each column's K nearest other columns (far away where fewer exist).
+    """
+    gy = grid[:, 0, :, None]  # (N, S, 1)
+    gx = grid[:, 1, None, :]  # (N, 1, S)
+    own = (gy - positions[:, 0, None, None]) ** 2 + (gx - positions[:, 1, None, None]) ** 2
+    mask = inside & (own <= radius * radius)
+    for k in range(neighbours.shape[1]):
+        other = (gy - neighbours[:, k, 0, None, None]) ** 2 + (gx - neighbours[:, k, 1, None, None]) ** 2
+        mask &= own <= other
+    return mask
+
+
+def _neighbours(positions: np.ndarray, k: int = 6) -> np.ndarray:
+    n = len(positions)
+    if n < 2:
+        return np.full((n, 1, 2), 1e9)
+    kk = min(k + 1, n)
+    _, idx = cKDTree(positions).query(positions, k=kk)
+    return positions[idx[:, 1:]]
+
+
+def refine(
+    image: Any,
+    positions: Any,
+    radius: float | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-10,
+    device: str | Device | None = None,
+    engine: str = "auto",
+    batch: int | None = None,
+) -> ColumnFit:
+    """Fit an elliptical 2-D Gaussian (A, y0, x0, σx, σy, θ, background) to every column at once.
+
+    Parameters
+    ----------
+    image : 2-D array
+    positions : (N, 2) array of (y, x) start positions, or the result of
+        :func:`~usidgpu.atoms.find.find_columns` (its spacing then sets the default radius).
+    radius : float, optional
+        Fit-disk radius in pixels (default half the column spacing: the disk ends halfway to the
+        nearest neighbour). Pixels closer to another column are excluded whatever the radius.
+    max_iter : int
+        Levenberg–Marquardt iterations at most.
+    tol : float
+        A column converges when an accepted step lowers its cost by less than ``tol`` (relative),
+        or when a step moves no parameter by more than 1e-6·(1 + |value|).
+    device : {"auto", "cpu", "gpu"}, optional
+    engine : {"auto", "array", "numba", "kernel"}
+        ``array``: the batched NumPy/CuPy code (the reference of the others); ``numba``: the
+        same iteration compiled per column, columns in parallel over the CPU cores (needs numba);
+        ``kernel``: the CUDA kernel (GPU only); ``auto``: the kernel on a GPU, numba on the CPU
+        where installed, else the array code.
+    batch : int, optional
+        Columns per batch on the array path (default: about 64 MB of Jacobians).
+
+    Returns
+    -------
+    ColumnFit
+    """
+    dev = select_device(device)
+    xp = dev.xp
+    engine = choose_engine(engine, dev)
+    spacing = getattr(positions, "spacing", None)
+    start = np.asarray(getattr(positions, "positions", positions), dtype=np.float64)
+    img = asnumpy(image) if not dev.is_gpu else image
+    if np.ndim(img) != 2:
+        raise ValueError(f"refine needs a 2-D image, got shape {np.shape(img)}")
+    if start.ndim != 2 or start.shape[1] != 2:
+        raise ValueError(f"positions must be an (N, 2) array of (y, x), got shape {start.shape}")
+    if len(start) == 0:
+        empty = np.zeros((0, 7))
+        return ColumnFit(empty, empty, np.zeros(0, bool), np.zeros(0), np.zeros(0, int), np.zeros(0, int), start, 0.0)
+    h, w = np.shape(img)
+    if not ((start[:, 0] >= -0.5) & (start[:, 0] < h - 0.5) & (start[:, 1] >= -0.5) & (start[:, 1] < w - 0.5)).all():
+        raise ValueError("every start position must lie inside the image")
+    if radius is None:
+        radius = 0.5 * (spacing if spacing is not None else nearest_neighbour_distance(start))
+    radius = float(radius)
+    if not radius >= 1:
+        raise ValueError(f"the fit radius must be at least 1 px, got {radius}")
+    neighbours = _neighbours(start)
+    n_pix = (2 * int(math.ceil(radius)) + 1) ** 2
+    if batch is None:
+        batch = max(1, int(64e6 // (n_pix * 7 * 8 * 3)))
+    img_dev = xp.asarray(img, dtype=np.float64)
+    parts = [
+        _fit_batch(xp, img_dev, start[i : i + batch], neighbours[i : i + batch], radius, engine, max_iter, tol)
+        for i in range(0, len(start), batch)
+    ]
+    params, errors, conv, rms, iters, npx = (np.concatenate([p[j] for p in parts]) for j in range(6))
+    return ColumnFit(
+        params=params,
+        errors=errors,
+        converged=conv,
+        rms_residual=rms,
+        n_iter=iters,
+        n_pixels=npx,
+        start=start,
+        radius=radius,
+        device=dev.kind,
+        engine=engine,
+        parameters=dict(
+            radius=radius, max_iter=max_iter, tol=tol, engine=engine, model="elliptical Gaussian + background"
+        ),
+    )
+
+
+def q_bounds(radius: float) -> tuple[float, float]:
+    """Bounds of qa and qc: widths between 2·radius and SIGMA_MIN (q = 1/2σ²)."""
+    return 0.5 / (2 * radius) ** 2, 0.5 / SIGMA_MIN**2
+
+
+def _project(xp: Any, p: Any, start: Any, radius: float) -> Any:
+    """Keep parameters physical: amplitude > 0, centre within the fit disk's square, widths in
+    [SIGMA_MIN, 2·radius] on both axes of the quadratic form, which stays positive definite
+    (|qb| ≤ 0.999·√(qa·qc))."""
+    q_lo, q_hi = q_bounds(radius)
+    p[:, AMPLITUDE] = xp.maximum(p[:, AMPLITUDE], 1e-12)
+    p[:, Y] = xp.clip(p[:, Y], start[:, 0] - radius, start[:, 0] + radius)
+    p[:, X] = xp.clip(p[:, X], start[:, 1] - radius, start[:, 1] + radius)
+    p[:, QA] = xp.clip(p[:, QA], q_lo, q_hi)
+    p[:, QC] = xp.clip(p[:, QC], q_lo, q_hi)
+    limit = 0.999 * xp.sqrt(p[:, QA] * p[:, QC])
+    p[:, QB] = xp.clip(p[:, QB], -limit, limit)
+    return p
+
+
+def compact_pixels(xp: Any, values: Any, mask: Any, grid: Any) -> tuple[Any, Any, Any, Any]:
+    """The fit pixels of every column packed to the front of a short row.
+
+    A disk of radius r uses about π/4 of its (2r+1)² box; packing the masked pixels first and
+    cutting every row at the largest count drops the rest from all later work.
+
+    Returns
+    -------
+    yy, xx, data, weight : (N, M) with M the largest number of fit pixels of any column
+    """
+    n, s = values.shape[0], values.shape[1]
+    flat = mask.reshape(n, -1)
+    m = max(int(flat.sum(axis=1).max()), 1)
+    order = xp.argsort(~flat, axis=1, kind="stable")[:, :m]  # masked pixels first
+    yy = xp.broadcast_to(grid[:, 0, :, None], (n, s, s)).reshape(n, -1)
+    xx = xp.broadcast_to(grid[:, 1, None, :], (n, s, s)).reshape(n, -1)
+    take = xp.take_along_axis
+    return (
+        take(yy, order, axis=1),
+        take(xx, order, axis=1),
+        take(values.reshape(n, -1), order, axis=1),
+        take(flat, order, axis=1).astype(np.float64),
+    )
+
+
+def prepare(xp: Any, image: Any, start: Any, neighbours: Any, radius: float) -> tuple[Any, ...]:
+    """Fit pixels (packed), data and start parameters of a batch of columns.
+
+    Returns
+    -------
+    yy, xx, data, weight : (N, M)
+    p0 : (N, 7) start parameters, already within the bounds
+    """
+    start = xp.asarray(start)
+    values, inside, grid = gather(xp, image, start, int(math.ceil(radius)))
+    mask = fit_masks(xp, start, grid, inside, radius, xp.asarray(neighbours))
+    yy, xx, data, weight = compact_pixels(xp, values, mask, grid)
+    p0 = _project(xp, start_values(xp, data, weight, start), start, radius)
+    return yy, xx, data, weight, p0
+
+
+def lm_array(
+    xp: Any, yy: Any, xx: Any, data: Any, weight: Any, p0: Any, start: Any, radius: float, max_iter: int, tol: float
+):
+    """Batched Levenberg–Marquardt, all columns of the batch in each array operation.
+
+    Returns
+    -------
+    p : (N, 7), converged : (N,) bool, n_iter : (N,) int
+    """
+    n = data.shape[0]
+    p = p0.copy()
+    lam = xp.full(n, LAMBDA_START)
+    n_iter = xp.zeros(n, dtype=np.int64)
+    converged = xp.zeros(n, dtype=bool)
+    f, jac = model_and_jacobian(xp, p, yy, xx)
+    res = (f - data) * weight
+    jac *= weight[:, None, :]
+    cost = (res * res).sum(axis=1)
+    active = xp.arange(n)
+    eye = xp.eye(7)
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        ja, ra, pa = jac[active], res[active], p[active]
+        jtj = ja @ ja.transpose(0, 2, 1)  # (n, 7, 7): one small GEMM per column
+        grad = (ja @ ra[:, :, None])[..., 0]
+        diag = xp.diagonal(jtj, axis1=1, axis2=2)
+        # Marquardt scaling, floored so a parameter the data do not constrain (θ of a round
+        # column) still gets a solvable, heavily damped equation
+        scale = diag + 1e-9 * diag.max(axis=1, keepdims=True) + 1e-30
+        lhs = jtj + (lam[active][:, None] * scale)[:, :, None] * eye
+        step = -xp.linalg.solve(lhs, grad[..., None])[..., 0]
+        trial = _project(xp, pa + step, start[active], radius)
+        wa = weight[active]
+        f_t, j_t = model_and_jacobian(xp, trial, yy[active], xx[active])
+        r_t = (f_t - data[active]) * wa
+        c_t = (r_t * r_t).sum(axis=1)
+        c_old = cost[active]
+        better = c_t < c_old
+        small_step = (xp.abs(trial - pa) <= 1e-6 * (1 + xp.abs(pa))).all(axis=1)
+        small_gain = better & ((c_old - c_t) <= tol * c_old)
+        n_iter[active] += 1
+        # accepted steps replace the state
+        acc = active[better]
+        p[acc] = trial[better]
+        res[acc] = r_t[better]
+        jac[acc] = j_t[better] * wa[better][:, None, :]
+        cost[acc] = c_t[better]
+        lam[active] = xp.where(better, xp.maximum(lam[active] * LAMBDA_DOWN, 1e-12), lam[active] * LAMBDA_UP)
+        done = small_gain | small_step | (lam[active] > LAMBDA_MAX)
+        converged[active[done]] = (small_gain | small_step)[done]
+        active = active[~done]
+    return p, converged, n_iter
+
+
+def covariance(xp: Any, p: Any, yy: Any, xx: Any, data: Any, weight: Any) -> tuple[Any, Any, Any]:
+    """Covariance of the fitted parameters, RMS residual and pixel count of every column.
+
+    The covariance is s²·(JᵀJ + ε·I)⁻¹ at the solution, s² the residual variance and
+    ε = ERROR_RIDGE × the largest diagonal entry: negligible for a well-determined column, while a
+    parameter the data do not determine gets a huge error instead of a singular matrix.
+    """
+    f, jac = model_and_jacobian(xp, p, yy, xx)
+    res = (f - data) * weight
+    jac *= weight[:, None, :]
+    cost = (res * res).sum(axis=1)
+    jtj = jac @ jac.transpose(0, 2, 1)
+    npx = weight.sum(axis=1)
+    dof = xp.maximum(npx - 7, 1)
+    ridge = ERROR_RIDGE * xp.diagonal(jtj, axis1=1, axis2=2).max(axis=1) + 1e-300
+    cov = xp.linalg.inv(jtj + ridge[:, None, None] * xp.eye(7)) * (cost / dof)[:, None, None]
+    rms = xp.sqrt(cost / xp.maximum(npx, 1))
+    return cov, rms, npx.astype(np.int64)
+
+
+def _fit_batch(xp, image, start_np, neighbours_np, radius, engine, max_iter, tol):
+    """Fit one batch of columns with the chosen engine; everything returned as NumPy."""
+    start = xp.asarray(start_np)
+    yy, xx, data, weight, p0 = prepare(xp, image, start, neighbours_np, radius)
+    if engine == "array":
+        p, conv, iters = lm_array(xp, yy, xx, data, weight, p0, start, radius, max_iter, tol)
+        cov, rms, npx = covariance(xp, p, yy, xx, data, weight)
+    elif engine == "numba":
+        from .fit_numba import covariance_numba, lm_numba
+
+        p, conv, iters = lm_numba(yy, xx, data, weight, p0, start, radius, max_iter, tol)
+        cov, rms, npx = covariance_numba(yy, xx, data, weight, p, ERROR_RIDGE)
+    else:
+        from .fit_kernel import lm_kernel
+
+        p, conv, iters = lm_kernel(yy, xx, data, weight, p0, start, radius, max_iter, tol)
+        cov, rms, npx = covariance(xp, p, yy, xx, data, weight)
+    params, errors = to_physical(xp, p, cov)
+    return tuple(asnumpy(a) for a in (params, errors, conv, rms, iters, npx))

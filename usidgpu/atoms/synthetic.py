@@ -1,0 +1,193 @@
+"""Synthetic atomic-resolution images with known truth: Gaussian columns on a lattice.
+
+Used by the tests and benchmarks as the ground truth nobody fitted: the column positions,
+sublattices, vacancies and displacements are set here, then the image is rendered and made noisy
+(Poisson shot noise at a given dose plus Gaussian read noise). Positions are (y, x) = (row, col)
+in pixels, as everywhere in :mod:`usidgpu.atoms`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Motifs in fractional cell coordinates (u along the first base vector, v along the second) and
+#: the relative intensity of each site. "perovskite": an ABO3 [001] projection with bright A
+#: columns at the corners and dimmer B columns at the cell centre (oxygen invisible, as in HAADF).
+MOTIFS = {
+    "square": (np.array([[0.0, 0.0]]), np.array([1.0])),
+    "perovskite": (np.array([[0.0, 0.0], [0.5, 0.5]]), np.array([1.0, 0.5])),
+}
+
+
+@dataclass
+class SyntheticLattice:
+    """A rendered lattice image and its truth."""
+
+    image: np.ndarray  #: the noisy image (float64)
+    clean: np.ndarray  #: the image without noise
+    positions: np.ndarray  #: (N, 2) (y, x) of the columns present, after displacement
+    ideal: np.ndarray  #: (N, 2) their undisplaced lattice sites
+    sublattice: np.ndarray  #: (N,) motif index of each column
+    amplitudes: np.ndarray  #: (N,) peak height of each column above the background
+    vacancies: np.ndarray  #: (V, 2) (y, x) of lattice sites left empty
+    vacancy_sublattice: np.ndarray  #: (V,) motif index of each vacancy
+    vectors: np.ndarray  #: (2, 2) base vectors, rows (dy, dx)
+    sigma: float  #: Gaussian width of every column (px)
+    background: float
+    parameters: dict = field(default_factory=dict)
+
+
+def base_vectors(spacing: float, angle_deg: float) -> np.ndarray:
+    """Square-cell base vectors of length ``spacing`` rotated by ``angle_deg`` (rows (dy, dx))."""
+    t = np.deg2rad(angle_deg)
+    return spacing * np.array([[np.sin(t), np.cos(t)], [np.cos(t), -np.sin(t)]])
+
+
+def render(
+    shape: tuple[int, int], positions: np.ndarray, amplitudes: np.ndarray, sigma: float, background: float
+) -> np.ndarray:
+    """Sum of isotropic Gaussians ``A·exp(−r²/2σ²)`` plus a constant, each cut at 5σ."""
+    h, w = shape
+    image = np.full(shape, float(background))
+    r = int(np.ceil(5 * sigma))
+    offsets = np.arange(-r, r + 1)
+    for (y, x), a in zip(positions, amplitudes):
+        iy, ix = int(round(y)), int(round(x))
+        ys, xs = iy + offsets, ix + offsets
+        keep_y, keep_x = (ys >= 0) & (ys < h), (xs >= 0) & (xs < w)
+        if not keep_y.any() or not keep_x.any():
+            continue
+        gy = np.exp(-((ys[keep_y] - y) ** 2) / (2 * sigma**2))
+        gx = np.exp(-((xs[keep_x] - x) ** 2) / (2 * sigma**2))
+        image[np.ix_(ys[keep_y], xs[keep_x])] += a * np.outer(gy, gx)
+    return image
+
+
+def lattice_image(
+    shape: tuple[int, int] = (256, 256),
+    spacing: float = 16.0,
+    angle_deg: float = 0.0,
+    motif: str = "perovskite",
+    intensities: tuple[float, ...] | None = None,
+    sigma: float = 2.0,
+    background: float = 0.1,
+    vacancies: int = 0,
+    displacement: float = 0.0,
+    dose: float | None = None,
+    read_noise: float = 0.0,
+    margin: float | None = None,
+    seed: int | None = 0,
+) -> SyntheticLattice:
+    """Render a lattice of Gaussian columns with known truth.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image size in pixels.
+    spacing : float
+        Length of the (square) cell's base vectors in pixels.
+    angle_deg : float
+        Rotation of the lattice.
+    motif : {"square", "perovskite"}
+        Sites per cell (see :data:`MOTIFS`).
+    intensities : tuple of float, optional
+        Peak height of each motif site (default from the motif: 1 and 0.5 for A and B).
+    sigma : float
+        Column width (px).
+    background : float
+        Constant added everywhere.
+    vacancies : int
+        Number of sites (away from the edges) left empty, chosen at random.
+    displacement : float
+        Standard deviation (px) of random column displacements from the ideal sites.
+    dose : float, optional
+        Electrons per unit intensity: the image becomes ``Poisson(dose·clean)/dose``.
+    read_noise : float
+        Gaussian noise standard deviation added after the shot noise (image units).
+    margin : float, optional
+        Columns whose centre lies closer than this to the border are left out (default 0).
+    seed : int, optional
+
+    Returns
+    -------
+    SyntheticLattice
+    """
+    if motif not in MOTIFS:
+        raise ValueError(f"unknown motif {motif!r}; choose from {sorted(MOTIFS)}")
+    rng = np.random.default_rng(seed)
+    fractions, default_int = MOTIFS[motif]
+    heights = np.asarray(intensities if intensities is not None else default_int, dtype=np.float64)
+    if heights.shape != (len(fractions),):
+        raise ValueError(f"motif {motif!r} has {len(fractions)} sites; got {heights.size} intensities")
+    vec = base_vectors(spacing, angle_deg)
+    h, w = shape
+    margin = 0.0 if margin is None else float(margin)
+    # every cell whose sites can land in the image: bound |i|, |j| by the diagonal
+    n = int(np.ceil(np.hypot(h, w) / spacing)) + 2
+    i, j = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij")
+    centre = np.array([h / 2.0, w / 2.0])
+    sites, labels = [], []
+    for m, (u, v) in enumerate(fractions):
+        pts = centre + np.outer((i + u).ravel(), vec[0]) + np.outer((j + v).ravel(), vec[1])
+        sites.append(pts)
+        labels.append(np.full(len(pts), m))
+    ideal = np.concatenate(sites)
+    label = np.concatenate(labels)
+    inside = (
+        (ideal[:, 0] >= margin)
+        & (ideal[:, 0] <= h - 1 - margin)
+        & (ideal[:, 1] >= margin)
+        & (ideal[:, 1] <= w - 1 - margin)
+    )
+    ideal, label = ideal[inside], label[inside]
+    # vacancies away from the edges, so that a vacancy is a vacancy and not a cut-off column
+    pad = 1.5 * spacing
+    interior = np.flatnonzero(
+        (ideal[:, 0] > pad) & (ideal[:, 0] < h - 1 - pad) & (ideal[:, 1] > pad) & (ideal[:, 1] < w - 1 - pad)
+    )
+    if vacancies > interior.size:
+        raise ValueError(f"{vacancies} vacancies asked for, only {interior.size} interior sites")
+    empty = rng.choice(interior, size=vacancies, replace=False) if vacancies else np.zeros(0, dtype=int)
+    present = np.ones(len(ideal), dtype=bool)
+    present[empty] = False
+    positions = (
+        ideal[present] + rng.normal(0.0, displacement, size=(int(present.sum()), 2))
+        if displacement
+        else ideal[present].copy()
+    )
+    amplitudes = heights[label[present]]
+    clean = render(shape, positions, amplitudes, sigma, background)
+    image = clean.copy()
+    if dose is not None:
+        image = rng.poisson(np.clip(clean, 0, None) * dose).astype(np.float64) / dose
+    if read_noise:
+        image = image + rng.normal(0.0, read_noise, size=shape)
+    return SyntheticLattice(
+        image=image,
+        clean=clean,
+        positions=positions,
+        ideal=ideal[present],
+        sublattice=label[present],
+        amplitudes=amplitudes,
+        vacancies=ideal[empty],
+        vacancy_sublattice=label[empty],
+        vectors=vec,
+        sigma=float(sigma),
+        background=float(background),
+        parameters=dict(
+            shape=list(shape),
+            spacing=spacing,
+            angle_deg=angle_deg,
+            motif=motif,
+            intensities=heights.tolist(),
+            sigma=sigma,
+            background=background,
+            vacancies=vacancies,
+            displacement=displacement,
+            dose=dose,
+            read_noise=read_noise,
+            seed=seed,
+        ),
+    )
