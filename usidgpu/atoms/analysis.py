@@ -1,0 +1,254 @@
+"""The whole column analysis of one image: find → refine → lattice → sublattices → vacancies →
+displacements, as one result that tabulates, exports to CSV and writes as a USID group."""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..backend import Device, select_device
+from .find import FoundColumns, find_columns
+from .fit import ColumnFit, refine
+from .gaussian import PARAMETERS
+from .lattice import Lattice, Vacancies, assign_sublattices, base_vectors, displacements, find_vacancies, lattice_fit
+
+#: Ashman's D above which the fitted amplitudes count as two populations (``n_sublattices="auto"``).
+#: Two halves of one normal distribution give D ≈ 2.7; well separated A/B columns give D ≫ 4.
+BIMODAL_D = 4.0
+
+
+@dataclass
+class ColumnAnalysis:
+    """Columns of one image: positions, fits, lattice, sublattices, vacancies, displacements.
+
+    Positions are (y, x) = (row, col) in pixels; ``pixel_size`` and ``units`` (from a USID
+    source's position dimensions, else 1 px) convert them.
+    """
+
+    found: FoundColumns
+    fit: ColumnFit
+    sublattice: np.ndarray  #: (N,) label per column, 0 = brightest
+    sublattice_rule: str
+    lattice: Lattice | None  #: fitted on the columns with the cell of sublattice 0
+    vacancies: Vacancies | None
+    displacement: np.ndarray  #: (N, 2) (dy, dx) from the ideal lattice site, px (NaN without a lattice)
+    image_shape: tuple[int, int]
+    device: str = "cpu"
+    pixel_size: tuple[float, float] = (1.0, 1.0)
+    units: str = "px"
+    source: Any = None
+    frame: int = 0
+    timings: dict = field(default_factory=dict)
+    parameters: dict = field(default_factory=dict)
+    tool: str = "Atomic_Columns"
+
+    @property
+    def positions(self) -> np.ndarray:
+        """(N, 2) refined (y, x) in pixels."""
+        return self.fit.positions
+
+    @property
+    def n_columns(self) -> int:
+        return len(self.fit)
+
+    def __len__(self) -> int:
+        return self.n_columns
+
+    def table(self) -> dict[str, np.ndarray]:
+        """One row per column: id, refined fit and its errors, start position, sublattice, cell
+        indices (i, j, motif site; −1 without a lattice) and displacement."""
+        n = self.n_columns
+        out: dict[str, np.ndarray] = {"column": np.arange(n)}
+        out.update(self.fit.table())
+        out["y_start"], out["x_start"] = self.found.positions[:, 0], self.found.positions[:, 1]
+        out["sublattice"] = self.sublattice
+        if self.lattice is not None and len(self.lattice.indices) == n:
+            idx = self.lattice.indices
+        else:
+            idx = np.full((n, 3), -1, dtype=np.int64)
+        out["cell_i"], out["cell_j"], out["site"] = idx[:, 0], idx[:, 1], idx[:, 2]
+        out["dy"], out["dx"] = self.displacement[:, 0], self.displacement[:, 1]
+        return out
+
+    def to_csv(self, path: str | os.PathLike) -> str:
+        """Write :meth:`table` as CSV (positions in pixels; a header comment gives the pixel size)."""
+        table = self.table()
+        names = list(table)
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            fh.write(
+                f"# usidgpu atomic columns: {self.n_columns} columns, positions (y, x) in px; "
+                f"pixel size {self.pixel_size[0]:g} × {self.pixel_size[1]:g} {self.units}\n"
+            )
+            writer = csv.writer(fh)
+            writer.writerow(names)
+            columns = [table[k] for k in names]
+            for row in zip(*columns):
+                writer.writerow([_csv_value(v) for v in row])
+        return str(path)
+
+    def write(self, main: Any = None, output: str | os.PathLike | None = None) -> str:
+        """Write as ``<Source>-Atomic_Columns_NNN`` next to ``main`` (default: the source dataset)."""
+        from .write import write_columns
+
+        return write_columns(self, main, output)
+
+
+def _csv_value(v: Any) -> Any:
+    if isinstance(v, (bool, np.bool_)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.6g}"
+    return v
+
+
+def choose_sublattices(amplitudes: np.ndarray) -> tuple[int, str]:
+    """Two sublattices when the fitted amplitudes are bimodal (Ashman's D of a 1-D 2-means split
+    above :data:`BIMODAL_D`), else one; with the reason."""
+    a = np.asarray(amplitudes, dtype=np.float64)
+    if len(a) < 8:
+        return 1, "1: fewer than 8 columns"
+    threshold = np.median(a)
+    for _ in range(50):  # 1-D 2-means (Lloyd) from the median split
+        low, high = a[a < threshold], a[a >= threshold]
+        if len(low) == 0 or len(high) == 0:
+            return 1, "1: all amplitudes equal"
+        new = 0.5 * (low.mean() + high.mean())
+        if new == threshold:
+            break
+        threshold = new
+    spread = np.sqrt(low.var() + high.var())
+    d = np.sqrt(2) * abs(high.mean() - low.mean()) / spread if spread > 0 else np.inf
+    if d > BIMODAL_D:
+        return 2, f"2: fitted amplitudes are bimodal (Ashman's D = {d:.1f} > {BIMODAL_D:g})"
+    return 1, f"1: fitted amplitudes are unimodal (Ashman's D = {d:.1f} ≤ {BIMODAL_D:g})"
+
+
+def _image_of(data: Any, frame: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """One image from an array, a stack or a Main dataset, and its pixel size and units."""
+    from ..denoise.windowed import frames_of
+
+    frames, info = frames_of(data)
+    n = frames.shape[0]
+    if frame is None:
+        if n > 1:
+            raise ValueError(f"{n} frames: choose one with frame=…, or link all of them with usidgpu.atoms.track")
+        frame = 0
+    if not -n <= frame < n:
+        raise ValueError(f"frame {frame} does not exist ({n} frame(s))")
+    meta: dict[str, Any] = {"frame": frame % n, "source": info.get("source")}
+    dims = info.get("pos_dims")
+    if dims:
+        steps = []
+        for d in dims:
+            values = np.asarray(d.values, dtype=np.float64)
+            steps.append(float(values[1] - values[0]) if len(values) > 1 else 1.0)
+        units = {d.units for d in dims}
+        meta["pixel_size"] = (abs(steps[0]) or 1.0, abs(steps[1]) or 1.0)
+        meta["units"] = units.pop() if len(units) == 1 else "px"
+    return np.asarray(frames[frame], dtype=np.float64), meta
+
+
+def analyze(
+    image: Any,
+    spacing: float | None = None,
+    threshold: float = 0.25,
+    radius: float | None = None,
+    n_sublattices: int | str = "auto",
+    frame: int | None = None,
+    device: str | Device | None = None,
+    engine: str = "auto",
+    vacancy_tolerance: float = 0.3,
+) -> ColumnAnalysis:
+    """Find, refine and describe the atomic columns of an image.
+
+    Parameters
+    ----------
+    image : 2-D array, (frames, H, W) stack, or MainDataset
+        Bright columns on a dark background (HAADF-like).
+    spacing : float, optional
+        Nearest-neighbour column distance in px (default: from the image's autocorrelation).
+    threshold : float
+        Column prominence threshold of :func:`~usidgpu.atoms.find.find_columns`.
+    radius : float, optional
+        Fit-disk radius of :func:`~usidgpu.atoms.fit.refine` (default: half the spacing).
+    n_sublattices : int or "auto"
+        Sublattices to separate by intensity and site; ``"auto"`` decides between 1 and 2 by
+        :func:`choose_sublattices`.
+    frame : int, optional
+        Which frame of a stack or multi-frame dataset (required when there are several).
+    device : {"auto", "cpu", "gpu"}, optional
+    engine : str
+        Fit engine (see :func:`~usidgpu.atoms.fit.refine`).
+    vacancy_tolerance : float
+        A lattice site is empty when no column lies within this fraction of the smallest site
+        separation.
+
+    Returns
+    -------
+    ColumnAnalysis
+    """
+    dev = select_device(device)
+    img, meta = _image_of(image, frame)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    found = find_columns(img, spacing=spacing, threshold=threshold)
+    timings["find_s"] = time.perf_counter() - t0
+    if len(found) < 2:
+        raise ValueError(f"found {len(found)} column(s): not an atomic-resolution image, or give spacing/threshold")
+    t0 = time.perf_counter()
+    fit = refine(img, found, radius=radius, device=dev, engine=engine)
+    timings["refine_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    amplitudes = fit.params[:, PARAMETERS.index("amplitude")]
+    if n_sublattices == "auto":
+        n_sub, rule = choose_sublattices(amplitudes)
+    else:
+        n_sub, rule = int(n_sublattices), f"{int(n_sublattices)}: given"
+    labels = np.zeros(len(fit), dtype=np.int64)
+    lattice: Lattice | None = None
+    vacancies: Vacancies | None = None
+    shift = np.full((len(fit), 2), np.nan)
+    if len(fit) >= 8:
+        try:
+            labels = assign_sublattices(fit.positions, amplitudes, n_sub) if n_sub > 1 else labels
+            bright = fit.positions[labels == 0]
+            vectors = base_vectors(bright) if len(bright) >= 4 else None
+            lattice = lattice_fit(fit.positions, vectors=vectors)
+            vacancies = find_vacancies(
+                fit.positions, lattice, region=img.shape, tolerance=vacancy_tolerance, labels=labels
+            )
+            shift = displacements(fit.positions, lattice)
+        except ValueError as exc:  # too few or disordered columns for a lattice: keep the fits
+            rule += f"; no lattice ({exc})"
+    timings["lattice_s"] = time.perf_counter() - t0
+    return ColumnAnalysis(
+        found=found,
+        fit=fit,
+        sublattice=labels,
+        sublattice_rule=rule,
+        lattice=lattice,
+        vacancies=vacancies,
+        displacement=shift,
+        image_shape=tuple(img.shape),
+        device=dev.kind,
+        pixel_size=meta.get("pixel_size", (1.0, 1.0)),
+        units=meta.get("units", "px"),
+        source=meta.get("source"),
+        frame=meta["frame"],
+        timings=timings,
+        parameters=dict(
+            spacing=found.spacing,
+            threshold=threshold,
+            radius=fit.radius,
+            n_sublattices=n_sub,
+            sublattice_rule=rule,
+            vacancy_tolerance=vacancy_tolerance,
+            engine=fit.engine,
+            frame=meta["frame"],
+        ),
+    )
