@@ -14,6 +14,7 @@ Importing usidgpu never imports CuPy; the GPU is used only when asked for (``dev
 or found (``device="auto"``).
 """
 
+from . import atoms
 from ._version import __version__
 from .backend import Device, gpu_available, memory_budget, select_device
 from .decompose import KMeansResult, NMFResult, PCAResult, SVDResult, kmeans, nmf, pca, svd
@@ -67,6 +68,7 @@ __all__ = [
     "WindowedSVDResult",
     "UsidgpuError",
     "__version__",
+    "atoms",
     "gpu_available",
     "kmeans",
     "nmf",
