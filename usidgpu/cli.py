@@ -62,11 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--json", action="store_true", help="machine-readable output")
     _common(val)
 
+    from .cli_atoms import add_parser as add_atoms
     from .cli_decompose import add_parsers
     from .cli_denoise import add_parser as add_denoise
 
     add_parsers(sub, _common)
     add_denoise(sub, _common)
+    add_atoms(sub, _common)
 
     samples = sub.add_parser("samples", help="list the sample USID files shipped with usidgpu")
     samples.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -222,7 +224,14 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_atoms(args: argparse.Namespace) -> int:
+    from .cli_atoms import cmd_atoms as run
+
+    return run(args)
+
+
 COMMANDS = {
+    "atoms": cmd_atoms,
     "denoise": cmd_denoise,
     "info": cmd_info,
     "validate": cmd_validate,

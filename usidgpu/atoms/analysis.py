@@ -20,6 +20,9 @@ from .lattice import Lattice, Vacancies, assign_sublattices, base_vectors, displ
 #: Ashman's D above which the fitted amplitudes count as two populations (``n_sublattices="auto"``).
 #: Two halves of one normal distribution give D ≈ 2.7; well separated A/B columns give D ≫ 4.
 BIMODAL_D = 4.0
+#: ... and the two populations' means must differ by this fraction of the brighter one: D is
+#: scale-free, so identical noise-free columns that differ by rounding alone would pass it.
+MIN_CONTRAST = 0.1
 
 
 @dataclass
@@ -76,14 +79,11 @@ class ColumnAnalysis:
         return out
 
     def to_csv(self, path: str | os.PathLike) -> str:
-        """Write :meth:`table` as CSV (positions in pixels; a header comment gives the pixel size)."""
+        """Write :meth:`table` as CSV: a header row of names, then one row per column; positions
+        and widths in pixels of the image (multiply by :attr:`pixel_size` for physical units)."""
         table = self.table()
         names = list(table)
         with open(path, "w", newline="", encoding="utf-8") as fh:
-            fh.write(
-                f"# usidgpu atomic columns: {self.n_columns} columns, positions (y, x) in px; "
-                f"pixel size {self.pixel_size[0]:g} × {self.pixel_size[1]:g} {self.units}\n"
-            )
             writer = csv.writer(fh)
             writer.writerow(names)
             columns = [table[k] for k in names]
@@ -107,8 +107,9 @@ def _csv_value(v: Any) -> Any:
 
 
 def choose_sublattices(amplitudes: np.ndarray) -> tuple[int, str]:
-    """Two sublattices when the fitted amplitudes are bimodal (Ashman's D of a 1-D 2-means split
-    above :data:`BIMODAL_D`), else one; with the reason."""
+    """Two sublattices when the fitted amplitudes are bimodal — Ashman's D of a 1-D 2-means split
+    above :data:`BIMODAL_D` and a contrast between the two means of at least :data:`MIN_CONTRAST`
+    of the brighter — else one; with the reason."""
     a = np.asarray(amplitudes, dtype=np.float64)
     if len(a) < 8:
         return 1, "1: fewer than 8 columns"
@@ -123,8 +124,11 @@ def choose_sublattices(amplitudes: np.ndarray) -> tuple[int, str]:
         threshold = new
     spread = np.sqrt(low.var() + high.var())
     d = np.sqrt(2) * abs(high.mean() - low.mean()) / spread if spread > 0 else np.inf
+    contrast = abs(high.mean() - low.mean()) / max(abs(high.mean()), 1e-300)
+    if d > BIMODAL_D and contrast >= MIN_CONTRAST:
+        return 2, f"2: fitted amplitudes are bimodal (Ashman's D = {d:.1f} > {BIMODAL_D:g}, contrast {contrast:.0%})"
     if d > BIMODAL_D:
-        return 2, f"2: fitted amplitudes are bimodal (Ashman's D = {d:.1f} > {BIMODAL_D:g})"
+        return 1, f"1: amplitude groups differ by {contrast:.1%} only (< {MIN_CONTRAST:.0%}, Ashman's D = {d:.1f})"
     return 1, f"1: fitted amplitudes are unimodal (Ashman's D = {d:.1f} ≤ {BIMODAL_D:g})"
 
 

@@ -115,11 +115,11 @@ def frames_of(data: Any) -> tuple[np.ndarray, dict[str, Any]]:
     if isinstance(data, MainDataset):
         if len(data.pos_dims) != 2 or not data.pos_layout.is_grid:
             raise NotAGridError(
-                f"{data.name}: windowed SVD needs an image, i.e. two position dimensions on a full grid; "
+                f"{data.name}: not an image: an image needs two position dimensions on a full grid; "
                 f"found {[d.name for d in data.pos_dims]} ({data.pos_layout.kind})"
             )
         if data.dtype.kind not in "biuf":
-            raise TypeError(f"{data.name}: windowed SVD needs real data, got {data.dtype}")
+            raise TypeError(f"{data.name}: images must be real data, got {data.dtype}")
         rows, cols = data.pos_layout.slow_to_fast_sizes
         flat = np.empty(data.shape, dtype=np.float64 if data.dtype.itemsize > 4 else np.float32)
         for block in data.blocks():
@@ -142,7 +142,7 @@ def frames_of(data: Any) -> tuple[np.ndarray, dict[str, Any]]:
     if arr.ndim != 3:
         raise ValueError(f"expected an image (H, W) or a stack (frames, H, W), got shape {arr.shape}")
     if arr.dtype.kind not in "biuf":
-        raise TypeError(f"windowed SVD needs real data, got {arr.dtype}")
+        raise TypeError(f"images must be real data, got {arr.dtype}")
     arr = arr.astype(np.float64 if arr.dtype.itemsize > 4 else np.float32, copy=False)
     info = dict(
         pos_dims=[Dimension("Y", "px", arr.shape[1]), Dimension("X", "px", arr.shape[2])],

@@ -9,6 +9,7 @@ Matplotlib only, drawn on :class:`matplotlib.figure.Figure` objects (no GUI back
 ``import usidgpu`` does not import this package (nor matplotlib).
 """
 
+from .atoms import plot_columns, plot_tracks
 from .clusters import plot_clusters
 from .components import plot_components
 from .denoise import plot_denoise
@@ -19,10 +20,12 @@ from .summary import plot_decomposition
 
 __all__ = [
     "plot_clusters",
+    "plot_columns",
     "plot_components",
     "plot_decomposition",
     "plot_denoise",
     "plot_maps",
     "plot_scree",
+    "plot_tracks",
     "save_figure",
 ]

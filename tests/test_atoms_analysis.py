@@ -1,0 +1,268 @@
+"""The whole column analysis against synthetic lattices with known truth; USID and CSV output;
+the real simulated STEM image; the overlay and track figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from conftest import real_file
+from scipy.spatial import cKDTree
+
+import usidgpu
+from usidgpu.atoms.analysis import analyze
+from usidgpu.atoms.synthetic import lattice_image, render
+from usidgpu.imageio import image_to_usid
+
+pytest.importorskip("matplotlib")
+
+from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from usidgpu.viz import plot_columns, plot_tracks, save_figure  # noqa: E402
+
+SHAPE = (192, 192)
+SOURCE = "/Measurement_000/Channel_000/Raw_Data"
+# margin: a column centred within 3 px of the border is half cut off, not a column to find
+CASES = {
+    "perovskite": dict(motif="perovskite", spacing=16.0, angle_deg=10.0, seed=1),
+    "square": dict(motif="square", spacing=14.0, angle_deg=-7.0, seed=2),
+}
+
+
+def synthetic(name, **kw):
+    args = dict(CASES[name], vacancies=4, displacement=0.3, dose=200.0, margin=3.0)
+    args.update(kw)
+    return lattice_image(SHAPE, **args)
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def case(request):
+    truth = synthetic(request.param)
+    return request.param, truth, analyze(truth.image, device="cpu")
+
+
+def match(found, truth, spacing):
+    """Nearest truth column of each found one (and whether it is within a quarter spacing), and
+    whether each truth column has a found one that near."""
+    d, i = cKDTree(truth).query(found)
+    d_back, _ = cKDTree(found).query(truth)
+    return i, d < 0.25 * spacing, d_back < 0.25 * spacing
+
+
+# ------------------------------------------------------------------------------ synthetic truth
+def test_every_column_found_and_nothing_else(case):
+    name, truth, a = case
+    spacing = CASES[name]["spacing"]
+    i, real, found = match(a.positions, truth.positions, spacing)
+    assert real.all(), f"{(~real).sum()} false columns at {a.positions[~real]}"
+    assert (~found).sum() <= 0.01 * len(truth.positions), f"missed {truth.positions[~found]}"
+    assert len(np.unique(i)) == len(i)  # one found column per true column
+    assert a.fit.converged.mean() > 0.98
+    assert np.median(np.hypot(*(a.positions - truth.positions[i]).T)) < 0.1
+
+
+def test_sublattices_and_auto_rule(case):
+    name, truth, a = case
+    i, _, _ = match(a.positions, truth.positions, CASES[name]["spacing"])
+    expected = 2 if name == "perovskite" else 1
+    assert a.parameters["n_sublattices"] == expected
+    assert a.sublattice_rule.startswith(
+        f"{expected}: fitted amplitudes are {'bimodal' if expected == 2 else 'unimodal'}"
+    )
+    # sublattice 0 is the brightest: the A columns of the perovskite, motif site 0
+    np.testing.assert_array_equal(a.sublattice, truth.sublattice[i])
+    assert a.lattice is not None and len(a.lattice.motif) == expected
+
+
+def test_lattice_vectors(case):
+    name, truth, a = case
+    lengths = np.hypot(*a.lattice.vectors.T)
+    np.testing.assert_allclose(lengths, CASES[name]["spacing"], rtol=5e-3)
+    cos = np.dot(*a.lattice.vectors) / np.prod(lengths)
+    assert abs(cos) < 5e-3  # square cell
+
+
+def test_vacancies_found_with_their_sublattice(case):
+    name, truth, a = case
+    assert a.vacancies is not None and len(a.vacancies) == len(truth.vacancies) == 4
+    d, j = cKDTree(truth.vacancies).query(a.vacancies.positions)
+    assert (d < 1.0).all(), d  # no false vacancy, each within a pixel of its site
+    assert sorted(j) == list(range(len(truth.vacancies)))  # every vacancy found once
+    np.testing.assert_array_equal(a.vacancies.sublattice, truth.vacancy_sublattice[j])
+
+
+def test_displacement_rms(case):
+    name, truth, a = case
+    i, _, _ = match(a.positions, truth.positions, CASES[name]["spacing"])
+    true_shift = (truth.positions - truth.ideal)[i]
+    rms = np.sqrt(np.mean(np.sum(a.displacement**2, axis=1)))
+    true_rms = np.sqrt(np.mean(np.sum(true_shift**2, axis=1)))
+    assert abs(rms - true_rms) < 0.2 * true_rms, (rms, true_rms)
+    assert np.median(np.hypot(*(a.displacement - true_shift).T)) < 0.12
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_noise_free_known_displacement_field(name):
+    """No noise: ideal columns show no displacement, five moved columns exactly their shift."""
+    truth = synthetic(name, vacancies=0, displacement=0.0, dose=None)
+    rng = np.random.default_rng(3)
+    centre = np.flatnonzero(np.all(np.abs(truth.ideal - np.array(SHAPE) / 2) < 50, axis=1))
+    moved = rng.choice(centre, 5, replace=False)
+    shift = np.zeros_like(truth.ideal)
+    shift[moved] = rng.uniform(-0.8, 0.8, (5, 2))
+    image = render(SHAPE, truth.ideal + shift, truth.amplitudes, truth.sigma, truth.background)
+    n_sub = 2 if name == "perovskite" else 1  # see test_noise_free_square_auto_rule
+    a = analyze(image, n_sublattices=n_sub, device="cpu")
+    i, real, _ = match(a.positions, truth.ideal, CASES[name]["spacing"])
+    assert real.all() and len(a) == len(truth.ideal)
+    np.testing.assert_allclose(a.displacement, shift[i], atol=0.02)
+    still = ~np.isin(i, moved)
+    assert np.hypot(*a.displacement[still].T).max() < 0.02
+
+
+def test_noise_free_perovskite_without_displacement():
+    truth = synthetic("perovskite", vacancies=0, displacement=0.0, dose=None)
+    a = analyze(truth.image, device="cpu")
+    assert a.parameters["n_sublattices"] == 2
+    assert np.hypot(*a.displacement.T).max() < 0.02
+
+
+def test_noise_free_square_auto_rule():
+    truth = lattice_image(SHAPE, spacing=16.0, angle_deg=10.0, motif="square", seed=1)  # no noise, no margin
+    a = analyze(truth.image, device="cpu")
+    assert a.parameters["n_sublattices"] == 1, a.sublattice_rule
+
+
+# ------------------------------------------------------------------------------ USID and CSV
+def _raw_hash(path):
+    with h5py.File(path, "r") as h:
+        return hashlib.sha256(h[SOURCE][()].tobytes()).hexdigest()
+
+
+def test_write_reopen_validate(tmp_path, pyusid):
+    truth = synthetic("perovskite")
+    path = tmp_path / "lattice.h5"
+    image_to_usid(truth.image, path)
+    before = _raw_hash(path)
+    with usidgpu.open(path) as f:
+        a = analyze(f[SOURCE], device="cpu")
+        group = a.write()
+    assert group == SOURCE + "-Atomic_Columns_000"
+    assert _raw_hash(path) == before
+    assert usidgpu.validate(path) == []
+    table = a.table()
+    with usidgpu.open(path) as f:
+        assert group + "/Columns" in [m.name for m in f.main_datasets()]
+        rows = f[group + "/Columns"][()][:, 0]
+    assert list(rows.dtype.names) == list(table)
+    for name, column in table.items():
+        np.testing.assert_array_equal(rows[name], np.asarray(column).astype(rows.dtype[name]), err_msg=name)
+    with h5py.File(path, "r") as h:
+        assert pyusid.hdf_utils.check_if_main(h[group + "/Columns"])
+        g = h[group]
+        np.testing.assert_allclose(g["Vacancies"][:, :2], a.vacancies.positions)
+        np.testing.assert_array_equal(g["Vacancies"][:, 2], a.vacancies.sublattice)
+        np.testing.assert_allclose(g["Lattice_Vectors"][()], a.lattice.vectors)
+        assert g.attrs["sublattice_rule"] == a.sublattice_rule and g.attrs["n_columns"] == len(a)
+
+
+def test_csv_round_trip(tmp_path):
+    truth = synthetic("square")
+    a = analyze(truth.image, device="cpu")
+    path = tmp_path / "columns.csv"
+    a.to_csv(path)
+    # (see test_csv_reads_with_genfromtxt_names)
+    back = np.genfromtxt(path, names=True, comments="#", delimiter=",")
+    table = a.table()
+    assert list(back.dtype.names) == list(table) and len(back) == len(a)
+    for name, column in table.items():
+        np.testing.assert_allclose(
+            back[name], np.asarray(column, dtype=np.float64), rtol=1e-5, atol=1e-12, err_msg=name
+        )
+
+
+def test_csv_reads_with_genfromtxt_names(tmp_path):
+    a = analyze(synthetic("square").image, device="cpu")
+    a.to_csv(tmp_path / "columns.csv")
+    back = np.genfromtxt(tmp_path / "columns.csv", names=True, comments="#", delimiter=",")
+    assert list(back.dtype.names) == list(a.table())
+
+
+# ------------------------------------------------------------------------------ real file
+def test_real_simulated_stem_image(tmp_path):
+    path = tmp_path / "stem.h5"
+    shutil.copy(real_file("simulated_STEM_Image.h5"), path)  # shared data is never written
+    before = _raw_hash(path)
+    with usidgpu.open(path) as f:
+        ds = f[SOURCE]
+        a = analyze(ds, device="cpu")
+        assert len(a) > 300
+        assert a.fit.converged.mean() > 0.95
+        assert a.sublattice_rule.split(":")[0] in ("1", "2") and "Ashman" in a.sublattice_rule
+        assert a.units == "nm" and a.pixel_size[0] > 0
+        fig = plot_columns(a, ds)
+        group = a.write()
+    png = save_figure(fig, tmp_path / "overlay.png")
+    assert png.stat().st_size > 20_000
+    assert fig.axes[0].get_xlabel() == "x (nm)"
+    assert _raw_hash(path) == before
+    assert usidgpu.validate(path) == []
+    with h5py.File(path, "r") as h:
+        assert h[group + "/Columns"].shape == (len(a), 1)
+
+
+# ------------------------------------------------------------------------------ figures
+def _legend_texts(fig):
+    return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_plot_columns_legend_units_title():
+    truth = synthetic("perovskite")
+    a = analyze(truth.image, device="cpu")
+    fig = plot_columns(a, truth.image)
+    assert isinstance(fig, Figure)
+    texts = _legend_texts(fig)
+    counts = np.bincount(a.sublattice)
+    assert f"sublattice 0 (n = {counts[0]})" in texts and f"sublattice 1 (n = {counts[1]})" in texts
+    assert any(t.startswith("vacancies (n = 4") for t in texts)
+    assert any(t.startswith("displacements ×") for t in texts)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "x (px)" and ax.get_ylabel() == "y (px)"
+    assert ax.get_title().startswith(f"{len(a)} atomic columns") and "displacements ×" in ax.get_title()
+    # the scale is stated, and a given one is used
+    fig = plot_columns(a, truth.image, arrow_scale=50)
+    assert any(t.startswith("displacements ×50 ") for t in _legend_texts(fig))
+    fig = plot_columns(a, truth.image, show_displacements=False)
+    assert not any("displacements" in t for t in _legend_texts(fig))
+    # physical units on the axes, drawn into given axes
+    physical = dataclasses.replace(a, pixel_size=(2e-11, 2e-11), units="m")
+    target = Figure().add_subplot()
+    fig = plot_columns(physical, truth.image, ax=target)
+    assert fig is target.figure and target.get_xlabel() == "x (nm)"
+    assert target.get_xlim()[1] == pytest.approx((SHAPE[1] - 0.5) * 0.02)
+    with pytest.raises(ValueError, match="192×192"):
+        plot_columns(a, truth.image[:100])
+
+
+def test_plot_tracks_synthetic_stack():
+    from usidgpu.atoms.track import track
+
+    frames = [
+        np.roll(lattice_image((128, 128), spacing=12, motif="square", seed=t, dose=300).image, (t, 2 * t), (0, 1))
+        for t in range(3)
+    ]
+    stack = np.stack(frames)
+    tracks = track(stack)
+    fig = plot_tracks(tracks, stack)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert ax.get_title().startswith(f"{tracks.n_tracks} tracks over 3 frames")
+    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert len(lines.get_segments()) >= 0.8 * tracks.n_tracks
+    assert ax.get_xlabel() == "x (px)"
+    assert isinstance(plot_tracks(tracks), Figure)  # without an image

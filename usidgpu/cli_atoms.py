@@ -1,0 +1,259 @@
+"""``usidgpu atoms``: find and fit the atomic columns of a STEM image (USID file, or TIFF/PNG/.npy),
+or track them through a stack of frames."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cli_denoise import _check_plot_name
+
+
+def add_parser(sub: Any, common: Callable) -> None:
+    p = sub.add_parser(
+        "atoms", help="find and fit atomic columns: sublattices, lattice, vacancies, displacements (or --track)"
+    )
+    p.add_argument("file", help="USID HDF5 file, sample:NAME, or a plain image (.tif, .png, .jpg, .npy)")
+    p.add_argument("-d", "--dataset", help="Main dataset of a USID file (default: the first)")
+    p.add_argument(
+        "--spacing", type=float, default=None, metavar="PX", help="column spacing in px (default: autocorrelation)"
+    )
+    p.add_argument("--threshold", type=float, default=0.25, metavar="F", help="column prominence fraction (0.25)")
+    p.add_argument(
+        "--sublattices",
+        choices=("auto", "1", "2", "3"),
+        default="auto",
+        help="sublattices to separate (default auto: 2 when the fitted intensities are bimodal)",
+    )
+    p.add_argument("--frame", type=int, default=None, metavar="I", help="which frame of a stack to analyze")
+    p.add_argument("--track", action="store_true", help="find the columns in every frame of a stack and link them")
+    p.add_argument("--csv", metavar="OUT.csv", help="write the column table (with --track: the tracks table)")
+    p.add_argument(
+        "--plot", metavar="FIGURE", help="save the overlay (with --track: the trajectories) as .png/.pdf/.svg"
+    )
+    p.add_argument(
+        "--output",
+        metavar="OUT.h5",
+        help="results file (default: next to a USID source; for plain images IMAGE.h5, holding the image too)",
+    )
+    p.add_argument("--no-write", action="store_true", help="compute and report only (--track never writes)")
+    common(p)
+
+
+def _fail(message: str) -> None:
+    from .errors import UsidgpuError
+
+    raise UsidgpuError(message)
+
+
+def _n_frames(data: Any) -> int:
+    if hasattr(data, "n_spectral"):
+        return int(data.n_spectral)
+    return 1 if np.ndim(data) == 2 else int(np.shape(data)[0])
+
+
+def _check_frames(what: str, n: int, args: argparse.Namespace) -> None:
+    """The frame choice must fit the data: one image, one frame of a stack, or --track."""
+    if args.track:
+        if args.frame is not None:
+            _fail(f"{what}: --frame and --track exclude each other (--track uses every frame)")
+        if n < 2:
+            _fail(f"{what}: --track needs a stack of frames; this is a single image")
+    elif args.frame is not None:
+        if not -n <= args.frame < n:
+            _fail(f"{what}: frame {args.frame} does not exist ({n} frame(s))")
+    elif n > 1:
+        _fail(f"{what}: {n} frames: choose one with --frame I, or track the columns through all of them with --track")
+
+
+def cmd_atoms(args: argparse.Namespace) -> int:
+    """Run ``usidgpu atoms``; returns the exit status."""
+    from .backend import select_device
+    from .errors import FileProblem
+    from .imageio import image_to_usid, is_image_file, read_image
+    from .usid.file import USIDFile
+    from .usid.results import check_target
+
+    device = select_device(args.device)
+    _check_plot_name(args.plot)
+    if args.spacing is not None and not args.spacing > 1:
+        _fail(f"{args.file}: --spacing {args.spacing:g}: the column spacing must be more than 1 px")
+    if not 0 <= args.threshold < 1:
+        _fail(f"{args.file}: --threshold {args.threshold:g}: a fraction in [0, 1)")
+    write = not (args.no_write or args.track)
+    if is_image_file(args.file):
+        image = read_image(args.file)
+        _check_frames(args.file, _n_frames(image), args)
+        if args.track:
+            return _track(args.file, image, image, args)
+        out = Path(args.output or f"{args.file}.h5")
+        if write and out.exists():
+            raise FileProblem(f"{out}: exists already; choose another file with --output")
+        result = _analyze(args.file, image, device, args)  # before writing anything: a failure leaves no file
+        _report(args.file, result, device, args)
+        if write:
+            t0 = time.perf_counter()
+            main = image_to_usid(image, out)
+            print(f"image         {args.file} → USID {out}")
+            with USIDFile(out) as f:
+                group = result.write(f.dataset(main))
+            print(f"results       {group} in {out} ({time.perf_counter() - t0:.2f} s)")
+        _exports(result, image, args)
+        return 0
+    if write:
+        check_target(args.output or args.file)
+    with USIDFile(args.file) as f:
+        ds = f.dataset(args.dataset)
+        what = f"{ds.name} in {args.file}"
+        if len(ds.pos_dims) != 2 or not ds.pos_layout.is_grid:
+            _fail(
+                f"{what}: not an image: atomic columns need two position dimensions on a full grid, "
+                f"found {[d.name for d in ds.pos_dims]} ({ds.pos_layout.kind})"
+            )
+        _check_frames(what, _n_frames(ds), args)
+        if args.track:
+            return _track(what, ds, ds, args)
+        result = _analyze(what, ds, device, args)
+        _report(what, result, device, args)
+        if write:
+            t0 = time.perf_counter()
+            group = result.write(ds, output=args.output)
+            print(f"results       {group} in {args.output or args.file} ({time.perf_counter() - t0:.2f} s)")
+        _exports(result, ds, args)
+    return 0
+
+
+def _analyze(what: str, data: Any, device: Any, args: argparse.Namespace) -> Any:
+    from .atoms.analysis import analyze
+
+    n_sub = args.sublattices if args.sublattices == "auto" else int(args.sublattices)
+    start = time.perf_counter()
+    try:
+        result = analyze(
+            data,
+            spacing=args.spacing,
+            threshold=args.threshold,
+            n_sublattices=n_sub,
+            frame=args.frame,
+            device=device,
+        )
+    except ValueError as exc:  # nothing to find: name the input
+        _fail(f"{what}: {str(exc).strip().splitlines()[0]}")
+    result.timings["total_s"] = time.perf_counter() - start
+    return result
+
+
+def _length(vector: np.ndarray, pixel_size: tuple[float, float], units: str) -> str:
+    px = float(np.hypot(*vector))
+    if units == "px":
+        return f"{px:.3f} px"
+    phys = float(np.hypot(vector[0] * pixel_size[0], vector[1] * pixel_size[1]))
+    return f"{px:.3f} px = {phys:.4g} {units}"
+
+
+def _report(what: str, r: Any, device: Any, args: argparse.Namespace) -> None:
+    """The short text report of one analysis."""
+    n = r.n_columns
+    h, w = r.image_shape
+    print(f"atomic columns of {what} ({h} × {w} px, frame {r.frame})")
+    converged = np.asarray(r.fit.converged, dtype=bool)
+    print(f"columns       {n} found, {int(converged.sum())} converged ({100.0 * converged.mean():.1f} %)")
+    spacing = float(r.parameters["spacing"])
+    rule = "given" if args.spacing is not None else "from the image's autocorrelation"
+    phys = "" if r.units == "px" else f" = {spacing * r.pixel_size[1]:.4g} {r.units}"
+    print(f"spacing       {spacing:.3f} px{phys}: {rule}")
+    counts = np.bincount(np.asarray(r.sublattice, dtype=np.int64), minlength=int(r.parameters["n_sublattices"]))
+    print(f"sublattices   {r.sublattice_rule}")
+    print("              " + ", ".join(f"sublattice {s}: {int(c)} columns" for s, c in enumerate(counts)))
+    if r.lattice is not None:
+        a, b = np.asarray(r.lattice.vectors, dtype=np.float64)
+        cos = float(np.dot(a, b) / (np.hypot(*a) * np.hypot(*b)))
+        angle = float(np.degrees(np.arccos(np.clip(cos, -1, 1))))
+        print(f"lattice       a = ({a[0]:.3f}, {a[1]:.3f}) px, |a| = {_length(a, r.pixel_size, r.units)}")
+        print(f"              b = ({b[0]:.3f}, {b[1]:.3f}) px, |b| = {_length(b, r.pixel_size, r.units)}")
+        print(f"              angle {angle:.2f}°, {len(r.lattice.motif)} site(s) per cell")
+    else:
+        print("lattice       none (too few or disordered columns)")
+    if r.vacancies is not None:
+        vac = np.bincount(np.asarray(r.vacancies.sublattice, dtype=np.int64), minlength=len(counts))
+        per = ", ".join(f"sublattice {s}: {int(c)}" for s, c in enumerate(vac))
+        print(f"vacancies     {len(r.vacancies)} ({per})")
+    else:
+        print("vacancies     not searched (no lattice)")
+    shift = np.asarray(r.displacement, dtype=np.float64)
+    ok = np.isfinite(shift).all(axis=1)
+    if ok.any():
+        rms = float(np.sqrt(np.mean(np.sum(shift[ok] ** 2, axis=1))))
+        print(f"displacement  RMS {rms:.3f} px from the ideal sites")
+    err = np.asarray(r.fit.position_errors, dtype=np.float64)
+    good = converged & np.isfinite(err).all(axis=1)
+    if good.any():
+        med = float(np.median(np.hypot(err[good, 0], err[good, 1])))
+        phys = "" if r.units == "px" else f" = {med * r.pixel_size[1]:.3g} {r.units}"
+        print(f"position err  median {med:.4f} px{phys} (1 σ, converged fits)")
+    print(f"device        {device}, fit engine {r.fit.engine}")
+    t = r.timings
+    print(
+        f"time          find {t.get('find_s', 0):.2f} s, refine {t.get('refine_s', 0):.2f} s, "
+        f"lattice {t.get('lattice_s', 0):.2f} s; total {t.get('total_s', 0):.2f} s"
+    )
+
+
+def _exports(result: Any, image: Any, args: argparse.Namespace) -> None:
+    if args.csv:
+        result.to_csv(args.csv)
+        print(f"csv           {args.csv} ({result.n_columns} rows)")
+    if args.plot:
+        from .viz import plot_columns, save_figure
+
+        save_figure(plot_columns(result, image), args.plot)
+        print(f"figure        {args.plot}")
+
+
+def _track(what: str, frames: Any, image: Any, args: argparse.Namespace) -> int:
+    """``--track``: columns of every frame, linked into trajectories; a report, CSV and figure."""
+    from .atoms.track import track
+
+    locate_kw = {"threshold": args.threshold}
+    if args.spacing is not None:
+        locate_kw["spacing"] = args.spacing
+    start = time.perf_counter()
+    n = _n_frames(frames)
+    print(f"tracking columns of {what} ({n} frames)")
+    try:
+        tracks = track(frames, **locate_kw)
+    except ValueError as exc:
+        _fail(f"{what}: {str(exc).strip().splitlines()[0]}")
+    seconds = time.perf_counter() - start
+    per_frame = [len(p) for p in tracks.positions]
+    lengths = np.bincount(tracks.table[:, 1].astype(np.int64), minlength=tracks.n_tracks)
+    full = int((lengths == tracks.n_frames).sum())
+    drift = np.asarray(tracks.drift, dtype=np.float64)
+    steps = np.diff(drift, axis=0)
+    print(f"columns       {min(per_frame)} … {max(per_frame)} per frame ({sum(per_frame)} in all)")
+    print(f"tracks        {tracks.n_tracks}, {full} through every frame; gate {tracks.max_displacement:.2f} px")
+    print(f"drift         ({drift[-1, 0]:.3f}, {drift[-1, 1]:.3f}) px (dy, dx) from frame 0 to frame {n - 1}")
+    if len(steps):
+        mean = steps.mean(axis=0)
+        print(f"              ({mean[0]:.3f}, {mean[1]:.3f}) px per frame on average")
+    print(f"time          {seconds:.2f} s")
+    print("results       not written to HDF5 (tracks go to --csv)")
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["frame", "track_id", "y", "x"])
+            for frame, tid, y, x in tracks.table:
+                writer.writerow([int(frame), int(tid), f"{y:.6g}", f"{x:.6g}"])
+        print(f"csv           {args.csv} ({len(tracks.table)} rows)")
+    if args.plot:
+        from .viz import plot_tracks, save_figure
+
+        save_figure(plot_tracks(tracks, image), args.plot)
+        print(f"figure        {args.plot}")
+    return 0
