@@ -230,6 +230,22 @@ def test_find_vacancies_perovskite_names_sublattice():
     assert np.array_equal(vac.sublattice, truth[removed][nearest])
 
 
+def test_a_shifted_domain_is_not_a_field_of_vacancies():
+    pos, idx = sites([[10, 0], [0, 10]])
+    rng = np.random.default_rng(14)
+    main = pos[pos[:, 1] < 130]
+    removed = interior_vacancies(main, (200, 200), 4, rng, margin=20)
+    keep = np.delete(main, removed, axis=0)
+    domain = pos[pos[:, 1] >= 140] + [5.0, 5.0]  # an antiphase domain: half a cell off the lattice
+    found = np.vstack([keep, domain]) + rng.normal(0, 0.1, (len(keep) + len(domain), 2))
+    fit = lattice_fit(found, vectors=[[10, 0], [0, 10]], motif=[[0.0, 0.0]])  # the domain is no motif site
+    vac = find_vacancies(found, fit, region=(200, 200))
+    # the removed sites, and none of the empty ideal sites under the shifted domain
+    assert len(vac) == len(removed)
+    assert np.linalg.norm(vac.positions[:, None] - main[removed][None], axis=2).min(axis=1).max() < 0.3
+    assert len(find_vacancies(found, fit, region=(200, 200), min_occupied=0)) > 40  # every empty ideal site
+
+
 def reference(vectors=((10.0, 0.0), (0.0, 10.0)), origin=(3.0, 4.0)):
     return Lattice(np.asarray(origin), np.asarray(vectors, float))
 

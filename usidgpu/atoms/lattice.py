@@ -645,6 +645,7 @@ def find_vacancies(
     tolerance: float = 0.3,
     margin: float | None = None,
     labels: ArrayLike | None = None,
+    min_occupied: float = 0.75,
 ) -> Vacancies:
     """Lattice sites inside the imaged area with no column near them.
 
@@ -669,6 +670,11 @@ def find_vacancies(
     labels : array_like of int, (N,), optional
         Sublattice labels of the columns (from :func:`assign_sublattices`) to name the
         sublattice of each vacancy.
+    min_occupied : float
+        An empty site is a vacancy only when at least this fraction of the lattice sites around
+        it (within 1.5 × the smallest site separation) hold a column on its site. A region where
+        the columns sit off this lattice — another grain, an antiphase domain — has empty ideal
+        sites everywhere but no vacancies. 0 counts every empty site.
 
     Returns
     -------
@@ -720,7 +726,16 @@ def find_vacancies(
     keep = inside(sites)
     indices, sites = indices[keep], sites[keep]
     dist, _ = cKDTree(pos).query(sites, k=1) if len(sites) else (np.zeros(0), None)
-    empty = dist > tolerance * sep
+    occupied = dist <= tolerance * sep
+    empty = ~occupied
+    if min_occupied > 0 and empty.any() and occupied.any():
+        # the neighbourhood of each empty site must itself be this lattice
+        near = cKDTree(sites).query_ball_point(sites[empty], 1.5 * sep)
+        held = np.array([occupied[group].sum() for group in near], float)  # the site itself is empty
+        fraction = held / np.maximum(np.array([len(group) - 1 for group in near], float), 1)
+        keep = np.flatnonzero(empty)[fraction >= min_occupied]
+        empty = np.zeros_like(empty)
+        empty[keep] = True
     indices, sites = indices[empty], sites[empty]
     site_of = indices[:, 2]
     if labels is not None:
