@@ -121,7 +121,7 @@ extern "C" __global__ void fit_gaussian2d(const double* __restrict__ yy, const d
                                           const int n_columns, const int m, const double radius,
                                           const double q_lo, const double q_hi, const int max_iter,
                                           const double tol, const double lambda_start, const double lambda_down,
-                                          const double lambda_up, const double lambda_max,
+                                          const double lambda_up, const double lambda_max, const double step_tol,
                                           bool* __restrict__ converged, long long* __restrict__ n_iter) {
     __shared__ double warp_partial[MAX_WARPS * N_SUM];
     __shared__ double sums[N_SUM];
@@ -157,8 +157,10 @@ extern "C" __global__ void fit_gaussian2d(const double* __restrict__ yy, const d
             const double c_t = sums_trial[35];
             const bool better = c_t < cost;
             bool small_step = true;
-            for (int i = 0; i < N_PAR; ++i)
-                if (fabs(trial[i] - p[i]) > 1e-6 * (1.0 + fabs(p[i]))) small_step = false;
+            for (int i = 0; i < N_PAR; ++i) {
+                const double scale = (i == 1 || i == 2) ? 1.0 : 1.0 + fabs(p[i]);  // centre: absolute px
+                if (fabs(trial[i] - p[i]) > step_tol * scale) small_step = false;
+            }
             const bool small_gain = better && (cost - c_t) <= tol * cost;
             ++iters;
             if (better) {

@@ -39,6 +39,10 @@ LAMBDA_DOWN = 1.0 / 3.0
 LAMBDA_UP = 4.0
 LAMBDA_MAX = 1e10
 SIGMA_MIN = 0.2
+#: A step this small ends the iteration: 1e-6 px for the centre (absolute: the coordinates are
+#: large numbers), 1e-6·(1 + |value|) for the other parameters.
+STEP_TOL = 1e-6
+POSITION_FREE = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
 #: Relative ridge of the covariance inverse (see :func:`covariance`).
 ERROR_RIDGE = 1e-12
 
@@ -175,7 +179,8 @@ def refine(
         Levenberg–Marquardt iterations at most.
     tol : float
         A column converges when an accepted step lowers its cost by less than ``tol`` (relative),
-        or when a step moves no parameter by more than 1e-6·(1 + |value|).
+        or when a step moves the centre by at most 1e-6 px and every other parameter by at most
+        1e-6·(1 + |value|).
     device : {"auto", "cpu", "gpu"}, optional
     engine : {"auto", "array", "numba", "kernel"}
         ``array``: the batched NumPy/CuPy code (the reference of the others); ``numba``: the
@@ -337,7 +342,7 @@ def lm_array(
         c_t = (r_t * r_t).sum(axis=1)
         c_old = cost[active]
         better = c_t < c_old
-        small_step = (xp.abs(trial - pa) <= 1e-6 * (1 + xp.abs(pa))).all(axis=1)
+        small_step = (xp.abs(trial - pa) <= STEP_TOL * (1 + POSITION_FREE * xp.abs(pa))).all(axis=1)
         small_gain = better & ((c_old - c_t) <= tol * c_old)
         n_iter[active] += 1
         # accepted steps replace the state
@@ -376,15 +381,19 @@ def covariance(xp: Any, p: Any, yy: Any, xx: Any, data: Any, weight: Any) -> tup
 def _fit_batch(xp, image, start_np, neighbours_np, radius, engine, max_iter, tol):
     """Fit one batch of columns with the chosen engine; everything returned as NumPy."""
     start = xp.asarray(start_np)
-    yy, xx, data, weight, p0 = prepare(xp, image, start, neighbours_np, radius)
+    if engine == "numba":
+        from .fit_numba import prepare_numba
+
+        yy, xx, data, weight, p0 = prepare_numba(image, start, neighbours_np, radius)
+    else:
+        yy, xx, data, weight, p0 = prepare(xp, image, start, neighbours_np, radius)
     if engine == "array":
         p, conv, iters = lm_array(xp, yy, xx, data, weight, p0, start, radius, max_iter, tol)
         cov, rms, npx = covariance(xp, p, yy, xx, data, weight)
     elif engine == "numba":
-        from .fit_numba import covariance_numba, lm_numba
+        from .fit_numba import lm_numba
 
-        p, conv, iters = lm_numba(yy, xx, data, weight, p0, start, radius, max_iter, tol)
-        cov, rms, npx = covariance_numba(yy, xx, data, weight, p, ERROR_RIDGE)
+        p, conv, iters, cov, rms, npx = lm_numba(yy, xx, data, weight, p0, start, radius, max_iter, tol, ERROR_RIDGE)
     else:
         from .fit_kernel import lm_kernel
 

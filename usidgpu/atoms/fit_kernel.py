@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import get_kernel
-from .fit import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_START, LAMBDA_UP, q_bounds
+from .fit import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_START, LAMBDA_UP, STEP_TOL, q_bounds
 
 #: Threads per column: the packed fit disks hold ~50–400 pixels, a few per thread.
 THREADS = 64
@@ -49,6 +49,7 @@ def lm_kernel(yy: Any, xx: Any, data: Any, weight: Any, p0: Any, start: Any, rad
         np.float64(LAMBDA_DOWN),
         np.float64(LAMBDA_UP),
         np.float64(LAMBDA_MAX),
+        np.float64(STEP_TOL),
         converged,
         n_iter,
     )

@@ -14,19 +14,20 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .fit import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_START, LAMBDA_UP, q_bounds
+from .fit import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_START, LAMBDA_UP, STEP_TOL, q_bounds
 
 
 @njit(cache=True, fastmath=False)
 def _cost_and_normal(p, yy, xx, data, weight, jtj, grad, with_normal):
-    """Σ w·(f − d)² of one column; with_normal also fills JᵀJ (lower triangle) and Jᵀr."""
+    """Σ w·(f − d)² of one column; with_normal also fills JᵀJ (lower triangle) and Jᵀr.
+
+    The 28 + 7 sums are scalars written out one by one: LLVM keeps them in registers, where a
+    loop over a 7 × 7 array would load and store memory for every pixel (about twice as slow).
+    """
     a, y0, x0, qa, qb, qc, b = p[0], p[1], p[2], p[3], p[4], p[5], p[6]
-    if with_normal:
-        for i in range(7):
-            grad[i] = 0.0
-            for j in range(7):
-                jtj[i, j] = 0.0
-    jac = np.empty(7)
+    s00 = s10 = s11 = s20 = s21 = s22 = s30 = s31 = s32 = s33 = s40 = s41 = s42 = s43 = 0.0
+    s44 = s50 = s51 = s52 = s53 = s54 = s55 = s60 = s61 = s62 = s63 = s64 = s65 = s66 = 0.0
+    g0 = g1 = g2 = g3 = g4 = g5 = g6 = 0.0
     cost = 0.0
     for k in range(data.shape[0]):
         wk = weight[k]
@@ -36,19 +37,87 @@ def _cost_and_normal(p, yy, xx, data, weight, jtj, grad, with_normal):
         g = math.exp(-(qa * dx * dx + 2.0 * qb * dx * dy + qc * dy * dy))
         r = (a * g + b - data[k]) * wk
         cost += r * r
-        if with_normal:
-            ag = a * g * wk
-            jac[0] = g * wk
-            jac[1] = 2.0 * ag * (qb * dx + qc * dy)
-            jac[2] = 2.0 * ag * (qa * dx + qb * dy)
-            jac[3] = -ag * dx * dx
-            jac[4] = -2.0 * ag * dx * dy
-            jac[5] = -ag * dy * dy
-            jac[6] = wk
-            for i in range(7):
-                grad[i] += jac[i] * r
-                for j in range(i + 1):
-                    jtj[i, j] += jac[i] * jac[j]
+        if not with_normal:
+            continue
+        ag = a * g * wk
+        j0 = g * wk
+        j1 = 2.0 * ag * (qb * dx + qc * dy)
+        j2 = 2.0 * ag * (qa * dx + qb * dy)
+        j3 = -ag * dx * dx
+        j4 = -2.0 * ag * dx * dy
+        j5 = -ag * dy * dy
+        j6 = wk
+        g0 += j0 * r
+        g1 += j1 * r
+        g2 += j2 * r
+        g3 += j3 * r
+        g4 += j4 * r
+        g5 += j5 * r
+        g6 += j6 * r
+        s00 += j0 * j0
+        s10 += j1 * j0
+        s11 += j1 * j1
+        s20 += j2 * j0
+        s21 += j2 * j1
+        s22 += j2 * j2
+        s30 += j3 * j0
+        s31 += j3 * j1
+        s32 += j3 * j2
+        s33 += j3 * j3
+        s40 += j4 * j0
+        s41 += j4 * j1
+        s42 += j4 * j2
+        s43 += j4 * j3
+        s44 += j4 * j4
+        s50 += j5 * j0
+        s51 += j5 * j1
+        s52 += j5 * j2
+        s53 += j5 * j3
+        s54 += j5 * j4
+        s55 += j5 * j5
+        s60 += j6 * j0
+        s61 += j6 * j1
+        s62 += j6 * j2
+        s63 += j6 * j3
+        s64 += j6 * j4
+        s65 += j6 * j5
+        s66 += j6 * j6
+    if with_normal:
+        jtj[0, 0] = s00
+        jtj[1, 0] = s10
+        jtj[1, 1] = s11
+        jtj[2, 0] = s20
+        jtj[2, 1] = s21
+        jtj[2, 2] = s22
+        jtj[3, 0] = s30
+        jtj[3, 1] = s31
+        jtj[3, 2] = s32
+        jtj[3, 3] = s33
+        jtj[4, 0] = s40
+        jtj[4, 1] = s41
+        jtj[4, 2] = s42
+        jtj[4, 3] = s43
+        jtj[4, 4] = s44
+        jtj[5, 0] = s50
+        jtj[5, 1] = s51
+        jtj[5, 2] = s52
+        jtj[5, 3] = s53
+        jtj[5, 4] = s54
+        jtj[5, 5] = s55
+        jtj[6, 0] = s60
+        jtj[6, 1] = s61
+        jtj[6, 2] = s62
+        jtj[6, 3] = s63
+        jtj[6, 4] = s64
+        jtj[6, 5] = s65
+        jtj[6, 6] = s66
+        grad[0] = g0
+        grad[1] = g1
+        grad[2] = g2
+        grad[3] = g3
+        grad[4] = g4
+        grad[5] = g5
+        grad[6] = g6
     return cost
 
 
@@ -101,7 +170,9 @@ def _project(p, y_start, x_start, radius, q_lo, q_hi):
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def _lm_columns(yy, xx, data, weight, p, start, radius, q_lo, q_hi, max_iter, tol, converged, n_iter):
+def _lm_columns(
+    yy, xx, data, weight, p, start, radius, q_lo, q_hi, max_iter, tol, ridge, converged, n_iter, cov, rms, n_pixels
+):
     for n in prange(data.shape[0]):
         jtj = np.empty((7, 7))
         grad = np.empty(7)
@@ -125,7 +196,8 @@ def _lm_columns(yy, xx, data, weight, p, start, radius, q_lo, q_hi, max_iter, to
             better = c_t < cost
             small_step = True
             for i in range(7):
-                if abs(trial[i] - pn[i]) > 1e-6 * (1.0 + abs(pn[i])):
+                scale = 1.0 if i == 1 or i == 2 else 1.0 + abs(pn[i])  # centre: absolute px
+                if abs(trial[i] - pn[i]) > STEP_TOL * scale:
                     small_step = False
             small_gain = better and (cost - c_t) <= tol * cost
             n_iter[n] += 1
@@ -142,51 +214,146 @@ def _lm_columns(yy, xx, data, weight, p, start, radius, q_lo, q_hi, max_iter, to
             if small_gain or small_step or lam > LAMBDA_MAX:
                 converged[n] = small_gain or small_step
                 break
-
-
-@njit(parallel=True, cache=True, fastmath=False)
-def _covariance_columns(yy, xx, data, weight, p, ridge, cov_out, rms, n_pixels):
-    """s²·(JᵀJ + ridge·max diag·I)⁻¹ per column (as :func:`usidgpu.atoms.fit.covariance`)."""
-    for n in prange(data.shape[0]):
-        jtj = np.empty((7, 7))
-        grad = np.empty(7)
-        cost = _cost_and_normal(p[n], yy[n], xx[n], data[n], weight[n], jtj, grad, True)
+        # JᵀJ and the cost are those of the final point: its covariance comes without another pass
         npx = 0.0
         for k in range(weight.shape[1]):
             npx += weight[n, k]
-        for i in range(7):
-            for j in range(i):
-                jtj[j, i] = jtj[i, j]
-        dmax = 0.0
-        for i in range(7):
-            dmax = max(dmax, jtj[i, i])
-        for i in range(7):
-            jtj[i, i] += ridge * dmax + 1e-300
-        cov = np.linalg.inv(jtj)
-        s2 = cost / max(npx - 7.0, 1.0)
-        for i in range(7):
-            for j in range(7):
-                cov_out[n, i, j] = cov[i, j] * s2
+        _covariance(jtj, cost, npx, ridge, cov[n])
         rms[n] = math.sqrt(cost / max(npx, 1.0))
-        n_pixels[n] = int(npx)
+        n_pixels[n] = np.int64(npx)
 
 
-def covariance_numba(yy, xx, data, weight, p, ridge):
-    """Compiled :func:`usidgpu.atoms.fit.covariance`."""
-    n = p.shape[0]
-    cov = np.empty((n, 7, 7))
-    rms = np.empty(n)
-    n_pixels = np.empty(n, dtype=np.int64)
-    _covariance_columns(yy, xx, data, weight, np.ascontiguousarray(p), float(ridge), cov, rms, n_pixels)
-    return cov, rms, n_pixels
+@njit(cache=True, fastmath=False)
+def _covariance(jtj, cost, npx, ridge, out):
+    """s²·(JᵀJ + ridge·max diag·I)⁻¹ from the lower triangle of JᵀJ (as
+    :func:`usidgpu.atoms.fit.covariance`), by Cholesky: columns of the inverse one by one."""
+    dmax = 0.0
+    for i in range(7):
+        dmax = max(dmax, jtj[i, i])
+    low = np.zeros((7, 7))
+    for i in range(7):
+        for j in range(i + 1):
+            low[i, j] = jtj[i, j]
+        low[i, i] += ridge * dmax + 1e-300
+    for j in range(7):
+        d = low[j, j]
+        for k in range(j):
+            d -= low[j, k] * low[j, k]
+        d = math.sqrt(max(d, 1e-300))
+        low[j, j] = d
+        for i in range(j + 1, 7):
+            t = low[i, j]
+            for k in range(j):
+                t -= low[i, k] * low[j, k]
+            low[i, j] = t / d
+    s2 = cost / max(npx - 7.0, 1.0)
+    z = np.empty(7)
+    for c in range(7):
+        for i in range(7):  # L·z = e_c
+            t = 1.0 if i == c else 0.0
+            for k in range(i):
+                t -= low[i, k] * z[k]
+            z[i] = t / low[i, i]
+        for i in range(6, -1, -1):  # Lᵀ·x = z
+            t = z[i]
+            for k in range(i + 1, 7):
+                t -= low[k, i] * z[k]
+            z[i] = t / low[i, i]
+        for i in range(7):
+            out[i, c] = z[i] * s2
 
 
-def lm_numba(yy, xx, data, weight, p0, start, radius, max_iter, tol):
-    """Compiled batched LM on NumPy arrays (see :func:`usidgpu.atoms.fit.lm_array`)."""
+@njit(cache=True, fastmath=False)
+def _fit_pixel(image, start, neighbours, radius, n, row, col):
+    """Whether pixel (row, col) belongs to column n's fit (as :func:`usidgpu.atoms.fit.fit_masks`)."""
+    h, w = image.shape
+    if row < 0 or row >= h or col < 0 or col >= w:
+        return False
+    own = (row - start[n, 0]) ** 2 + (col - start[n, 1]) ** 2
+    if own > radius * radius:
+        return False
+    for k in range(neighbours.shape[1]):
+        if own > (row - neighbours[n, k, 0]) ** 2 + (col - neighbours[n, k, 1]) ** 2:
+            return False
+    return True
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _count_pixels(image, start, neighbours, radius, r_int, counts):
+    for n in prange(start.shape[0]):
+        r0 = np.int64(np.rint(start[n, 0])) - r_int
+        c0 = np.int64(np.rint(start[n, 1])) - r_int
+        c = 0
+        for i in range(2 * r_int + 1):
+            for j in range(2 * r_int + 1):
+                if _fit_pixel(image, start, neighbours, radius, n, r0 + i, c0 + j):
+                    c += 1
+        counts[n] = c
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _pack_pixels(image, start, neighbours, radius, r_int, q_lo, q_hi, yy, xx, data, weight, p0):
+    log2 = math.log(2.0)
+    for n in prange(start.shape[0]):
+        r0 = np.int64(np.rint(start[n, 0])) - r_int
+        c0 = np.int64(np.rint(start[n, 1])) - r_int
+        k = 0
+        low, high = np.inf, -np.inf
+        for i in range(2 * r_int + 1):
+            for j in range(2 * r_int + 1):
+                row, col = r0 + i, c0 + j
+                if _fit_pixel(image, start, neighbours, radius, n, row, col):
+                    v = image[row, col]
+                    yy[n, k], xx[n, k], data[n, k], weight[n, k] = row, col, v, 1.0
+                    low, high = min(low, v), max(high, v)
+                    k += 1
+        # start values as usidgpu.atoms.gaussian.start_values, projected as fit._project
+        amplitude = max(high - low, 1e-12)
+        above = 0
+        for m in range(k):
+            if data[n, m] - low >= 0.5 * amplitude:
+                above += 1
+        q = 0.5 / (max(above, 1) / (2.0 * math.pi * log2))
+        q = min(max(q, q_lo), q_hi)
+        p0[n, 0], p0[n, 1], p0[n, 2] = amplitude, start[n, 0], start[n, 1]
+        p0[n, 3], p0[n, 4], p0[n, 5], p0[n, 6] = q, 0.0, q, low
+
+
+def prepare_numba(image, start, neighbours, radius):
+    """Compiled :func:`usidgpu.atoms.fit.prepare`: the same fit pixels (in the same packed order,
+    row-major within the window) and start values, without the (N, S, S) temporaries.
+
+    Columns with fewer fit pixels than the longest row are padded with weight 0.
+    """
+    image = np.ascontiguousarray(image, dtype=np.float64)
+    start = np.ascontiguousarray(start, dtype=np.float64)
+    neighbours = np.ascontiguousarray(neighbours, dtype=np.float64)
+    n = start.shape[0]
+    r_int = int(math.ceil(radius))
+    counts = np.zeros(n, dtype=np.int64)
+    _count_pixels(image, start, neighbours, float(radius), r_int, counts)
+    m = max(int(counts.max()) if n else 1, 1)
+    yy, xx, data, weight = (np.zeros((n, m)) for _ in range(4))
+    p0 = np.empty((n, 7))
+    _pack_pixels(image, start, neighbours, float(radius), r_int, *q_bounds(radius), yy, xx, data, weight, p0)
+    return yy, xx, data, weight, p0
+
+
+def lm_numba(yy, xx, data, weight, p0, start, radius, max_iter, tol, ridge):
+    """Compiled batched LM on NumPy arrays (see :func:`usidgpu.atoms.fit.lm_array`).
+
+    Returns
+    -------
+    p, converged, n_iter, and the covariance, RMS residual and pixel count of
+    :func:`usidgpu.atoms.fit.covariance`.
+    """
     p = np.ascontiguousarray(p0, dtype=np.float64).copy()
     n = p.shape[0]
     converged = np.zeros(n, dtype=np.bool_)
     n_iter = np.zeros(n, dtype=np.int64)
+    cov = np.empty((n, 7, 7))
+    rms = np.empty(n)
+    n_pixels = np.empty(n, dtype=np.int64)
     _lm_columns(
         np.ascontiguousarray(yy, dtype=np.float64),
         np.ascontiguousarray(xx, dtype=np.float64),
@@ -198,7 +365,11 @@ def lm_numba(yy, xx, data, weight, p0, start, radius, max_iter, tol):
         *q_bounds(radius),
         int(max_iter),
         float(tol),
+        float(ridge),
         converged,
         n_iter,
+        cov,
+        rms,
+        n_pixels,
     )
-    return p, converged, n_iter
+    return p, converged, n_iter, cov, rms, n_pixels
