@@ -179,3 +179,26 @@ def test_gpu_device_without_a_gpu_is_an_error(perovskite, monkeypatch):
         pytest.skip("a GPU is present")
     with pytest.raises(DeviceError):
         refine(perovskite.image, [[10.0, 10.0], [20.0, 20.0]], device="gpu")
+
+
+def test_positions_agree_with_atomap_where_it_installs(perovskite):
+    """atomap's per-column 2-D Gaussian refinement (a HyperSpy model per atom) as an outside oracle."""
+    pytest.importorskip("atomap", reason="atomap is not installed (optional: pip install atomap)")
+    import warnings
+
+    import atomap.api  # noqa: F401  (atomap.sublattice alone hits a circular import)
+    from atomap.sublattice import Sublattice
+
+    found = find_columns(perovskite.image)
+    inner = np.flatnonzero(
+        ((found.positions >= 12) & (found.positions <= np.array(perovskite.image.shape) - 13)).all(1)
+    )
+    chosen = inner[:40]
+    radius = 0.5 * found.spacing
+    ours = refine(perovskite.image, found, radius=radius, device="cpu").positions[chosen]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sub = Sublattice(found.positions[chosen][:, ::-1].copy(), perovskite.image)  # atomap: (x, y)
+        sub.refine_atom_positions_using_2d_gaussian(mask_radius=radius, show_progressbar=False)
+    theirs = np.stack([np.asarray(sub.y_position), np.asarray(sub.x_position)], axis=1)
+    assert np.abs(theirs - ours).max() < 0.1  # px, the issue's agreement target
