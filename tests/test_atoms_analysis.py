@@ -14,7 +14,7 @@ from conftest import real_file
 from scipy.spatial import cKDTree
 
 import usidgpu
-from usidgpu.atoms.analysis import analyze
+from usidgpu.atoms.analysis import analyze, analyze_stack
 from usidgpu.atoms.synthetic import lattice_image, render
 from usidgpu.imageio import image_to_usid
 
@@ -165,9 +165,10 @@ def test_write_reopen_validate(tmp_path, pyusid):
     with h5py.File(path, "r") as h:
         assert pyusid.hdf_utils.check_if_main(h[group + "/Columns"])
         g = h[group]
-        np.testing.assert_allclose(g["Vacancies"][:, :2], a.vacancies.positions)
-        np.testing.assert_array_equal(g["Vacancies"][:, 2], a.vacancies.sublattice)
-        np.testing.assert_allclose(g["Lattice_Vectors"][()], a.lattice.vectors)
+        np.testing.assert_array_equal(g["Vacancies"][:, 0], 0)  # frame
+        np.testing.assert_allclose(g["Vacancies"][:, 1:3], a.vacancies.positions)
+        np.testing.assert_array_equal(g["Vacancies"][:, 3], a.vacancies.sublattice)
+        np.testing.assert_allclose(g["Lattice_Vectors"][0], a.lattice.vectors)
         assert g.attrs["sublattice_rule"] == a.sublattice_rule and g.attrs["n_columns"] == len(a)
 
 
@@ -266,3 +267,51 @@ def test_plot_tracks_synthetic_stack():
     assert len(lines.get_segments()) >= 0.8 * tracks.n_tracks
     assert ax.get_xlabel() == "x (px)"
     assert isinstance(plot_tracks(tracks), Figure)  # without an image
+
+
+# ------------------------------------------------------------------------------ stacks
+def drifting_stack(n_frames=4, step=(1.5, -2.5), seed=5):
+    """Frames of one lattice shifted by ``step`` px per frame, plus one column moving by itself."""
+    base = lattice_image((160, 160), spacing=16.0, angle_deg=8.0, motif="perovskite", margin=12.0, seed=seed)
+    rng = np.random.default_rng(seed)
+    mover = int(np.argmin(np.hypot(*(base.positions - 80.0).T)))
+    frames, truth = [], []
+    for t in range(n_frames):
+        pos = base.positions + np.asarray(step) * t
+        pos[mover] += (0.8 * t, 0.0)  # its own motion on top of the drift
+        clean = render((160, 160), pos, base.amplitudes, base.sigma, base.background)
+        frames.append(rng.poisson(clean * 300) / 300)
+        truth.append(pos)
+    return np.stack(frames), truth, mover
+
+
+def test_stack_analysis_links_the_same_column_through_every_frame(tmp_path, pyusid):
+    frames, truth, mover = drifting_stack()
+    result = analyze_stack(frames, device="cpu")
+    assert result.n_frames == 4
+    np.testing.assert_allclose(np.diff(result.tracks.drift, axis=0), [[1.5, -2.5]] * 3, atol=0.05)
+    # identities: a truth column keeps its track id in every frame where it is found inside
+    ids_of_truth = []
+    for f, a in enumerate(result.frames):
+        d, i = cKDTree(a.positions).query(truth[f])
+        ids = np.where(d < 1.0, result.tracks.ids[f][i], -1)
+        ids_of_truth.append(ids)
+    ids_of_truth = np.array(ids_of_truth)  # (frames, truth columns)
+    seen_everywhere = (ids_of_truth >= 0).all(axis=0)
+    assert seen_everywhere.sum() > 0.8 * len(truth[0])
+    assert (ids_of_truth[:, seen_everywhere] == ids_of_truth[0, seen_everywhere]).all()
+    assert seen_everywhere[mover] and (ids_of_truth[:, mover] == ids_of_truth[0, mover]).all()
+    # the table carries frame and track id; written as one group of the stack
+    table = result.table()
+    assert set(table["frame"]) == {0, 1, 2, 3} and len(table["track_id"]) == sum(len(a) for a in result.frames)
+    path = tmp_path / "stack.h5"
+    image_to_usid(frames, path)
+    with usidgpu.open(path) as f:
+        group = result.write(f.dataset(SOURCE))
+    assert usidgpu.validate(path) == []
+    with h5py.File(path, "r") as h:
+        assert pyusid.hdf_utils.check_if_main(h[group + "/Columns"])
+        rows = h[group + "/Columns"][()].ravel()
+        np.testing.assert_array_equal(rows["track_id"], table["track_id"])
+        np.testing.assert_array_equal(rows["frame"], table["frame"])
+        np.testing.assert_allclose(h[group + "/Drift"][()], result.tracks.drift)

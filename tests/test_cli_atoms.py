@@ -116,11 +116,19 @@ def test_stack_track_and_frame(stack_npy, tmp_path, capsys):
     drift = re.search(r"drift         \(([-0-9.]+), ([-0-9.]+)\) px \(dy, dx\) from frame 0 to frame 2", out)
     assert drift and np.allclose([float(drift[1]), float(drift[2])], [2.0, 4.0], atol=0.1), out
     tracks = np.genfromtxt(csv, names=True, comments="#", delimiter=",")
-    assert tracks.dtype.names == ("frame", "track_id", "y", "x")
+    assert tracks.dtype.names[:4] == ("frame", "track_id", "column", "amplitude")
     assert set(tracks["frame"].astype(int)) == {0, 1, 2}
     assert png.stat().st_size > 10_000
-    assert not (tmp_path / "stack.npy.h5").exists()  # tracks are not written to HDF5
+    # every frame's columns with their track ids, written as one results group of the stack
+    assert usidgpu.validate(tmp_path / "stack.npy.h5") == []
+    with h5py.File(tmp_path / "stack.npy.h5", "r") as f:
+        rows = f[GROUP + "/Columns"][()].ravel()
+        drift = f[GROUP + "/Drift"][()]
+    np.testing.assert_array_equal(rows["track_id"], tracks["track_id"].astype(int))
+    np.testing.assert_allclose(rows["y"], tracks["y"], rtol=1e-5)
+    np.testing.assert_allclose(drift[-1], [2.0, 4.0], atol=0.1)
     # one frame of the stack, written as a results group of the whole stack
+    (tmp_path / "stack.npy.h5").unlink()
     assert cli(["atoms", str(stack_npy), "--frame", "1", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "(128 × 128 px, frame 1)" in out and "sublattices   1: " in out

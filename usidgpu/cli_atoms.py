@@ -4,7 +4,6 @@ or track them through a stack of frames."""
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +32,9 @@ def add_parser(sub: Any, common: Callable) -> None:
     )
     p.add_argument("--frame", type=int, default=None, metavar="I", help="which frame of a stack to analyze")
     p.add_argument("--track", action="store_true", help="find the columns in every frame of a stack and link them")
-    p.add_argument("--csv", metavar="OUT.csv", help="write the column table (with --track: the tracks table)")
+    p.add_argument(
+        "--csv", metavar="OUT.csv", help="write the column table (with --track: every frame's, with track ids)"
+    )
     p.add_argument(
         "--plot", metavar="FIGURE", help="save the overlay (with --track: the trajectories) as .png/.pdf/.svg"
     )
@@ -42,7 +43,7 @@ def add_parser(sub: Any, common: Callable) -> None:
         metavar="OUT.h5",
         help="results file (default: next to a USID source; for plain images IMAGE.h5, holding the image too)",
     )
-    p.add_argument("--no-write", action="store_true", help="compute and report only (--track never writes)")
+    p.add_argument("--no-write", action="store_true", help="compute and report only")
     common(p)
 
 
@@ -86,17 +87,17 @@ def cmd_atoms(args: argparse.Namespace) -> int:
         _fail(f"{args.file}: --spacing {args.spacing:g}: the column spacing must be more than 1 px")
     if not 0 <= args.threshold < 1:
         _fail(f"{args.file}: --threshold {args.threshold:g}: a fraction in [0, 1)")
-    write = not (args.no_write or args.track)
+    write = not args.no_write
     if is_image_file(args.file):
         image = read_image(args.file)
         _check_frames(args.file, _n_frames(image), args)
-        if args.track:
-            return _track(args.file, image, image, args)
         out = Path(args.output or f"{args.file}.h5")
         if write and out.exists():
             raise FileProblem(f"{out}: exists already; choose another file with --output")
-        result = _analyze(args.file, image, device, args)  # before writing anything: a failure leaves no file
-        _report(args.file, result, device, args)
+        # computed before anything is written: a failure leaves no file
+        result = _track(args.file, image, device, args) if args.track else _analyze(args.file, image, device, args)
+        if not args.track:
+            _report(args.file, result, device, args)
         if write:
             t0 = time.perf_counter()
             main = image_to_usid(image, out)
@@ -118,9 +119,10 @@ def cmd_atoms(args: argparse.Namespace) -> int:
             )
         _check_frames(what, _n_frames(ds), args)
         if args.track:
-            return _track(what, ds, ds, args)
-        result = _analyze(what, ds, device, args)
-        _report(what, result, device, args)
+            result = _track(what, ds, device, args)
+        else:
+            result = _analyze(what, ds, device, args)
+            _report(what, result, device, args)
         if write:
             t0 = time.perf_counter()
             group = result.write(ds, output=args.output)
@@ -208,52 +210,43 @@ def _report(what: str, r: Any, device: Any, args: argparse.Namespace) -> None:
 def _exports(result: Any, image: Any, args: argparse.Namespace) -> None:
     if args.csv:
         result.to_csv(args.csv)
-        print(f"csv           {args.csv} ({result.n_columns} rows)")
+        print(f"csv           {args.csv} ({len(result.table()['column'])} rows)")
     if args.plot:
-        from .viz import plot_columns, save_figure
+        from .viz import plot_columns, plot_tracks, save_figure
 
-        save_figure(plot_columns(result, image), args.plot)
+        figure = plot_tracks(result.tracks, image) if args.track else plot_columns(result, image)
+        save_figure(figure, args.plot)
         print(f"figure        {args.plot}")
 
 
-def _track(what: str, frames: Any, image: Any, args: argparse.Namespace) -> int:
-    """``--track``: columns of every frame, linked into trajectories; a report, CSV and figure."""
-    from .atoms.track import track
+def _track(what: str, frames: Any, device: Any, args: argparse.Namespace) -> Any:
+    """``--track``: the columns of every frame, analysed and linked into trajectories; a report."""
+    from .atoms.analysis import analyze_stack
 
-    locate_kw = {"threshold": args.threshold}
-    if args.spacing is not None:
-        locate_kw["spacing"] = args.spacing
+    n_sub = args.sublattices if args.sublattices == "auto" else int(args.sublattices)
     start = time.perf_counter()
     n = _n_frames(frames)
     print(f"tracking columns of {what} ({n} frames)")
     try:
-        tracks = track(frames, **locate_kw)
+        result = analyze_stack(
+            frames, device=device, spacing=args.spacing, threshold=args.threshold, n_sublattices=n_sub
+        )
     except ValueError as exc:
         _fail(f"{what}: {str(exc).strip().splitlines()[0]}")
     seconds = time.perf_counter() - start
+    tracks = result.tracks
     per_frame = [len(p) for p in tracks.positions]
     lengths = np.bincount(tracks.table[:, 1].astype(np.int64), minlength=tracks.n_tracks)
     full = int((lengths == tracks.n_frames).sum())
     drift = np.asarray(tracks.drift, dtype=np.float64)
     steps = np.diff(drift, axis=0)
+    converged = np.concatenate([f.fit.converged for f in result.frames])
     print(f"columns       {min(per_frame)} … {max(per_frame)} per frame ({sum(per_frame)} in all)")
+    print(f"fits          {converged.mean():.1%} converged; device {device}, engine {result.frames[0].fit.engine}")
     print(f"tracks        {tracks.n_tracks}, {full} through every frame; gate {tracks.max_displacement:.2f} px")
     print(f"drift         ({drift[-1, 0]:.3f}, {drift[-1, 1]:.3f}) px (dy, dx) from frame 0 to frame {n - 1}")
     if len(steps):
         mean = steps.mean(axis=0)
         print(f"              ({mean[0]:.3f}, {mean[1]:.3f}) px per frame on average")
     print(f"time          {seconds:.2f} s")
-    print("results       not written to HDF5 (tracks go to --csv)")
-    if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["frame", "track_id", "y", "x"])
-            for frame, tid, y, x in tracks.table:
-                writer.writerow([int(frame), int(tid), f"{y:.6g}", f"{x:.6g}"])
-        print(f"csv           {args.csv} ({len(tracks.table)} rows)")
-    if args.plot:
-        from .viz import plot_tracks, save_figure
-
-        save_figure(plot_tracks(tracks, image), args.plot)
-        print(f"figure        {args.plot}")
-    return 0
+    return result

@@ -16,6 +16,7 @@ from .find import FoundColumns, find_columns
 from .fit import ColumnFit, refine
 from .gaussian import PARAMETERS
 from .lattice import Lattice, Vacancies, assign_sublattices, base_vectors, displacements, find_vacancies, lattice_fit
+from .track import Tracks, link
 
 #: Ashman's D above which the fitted amplitudes count as two populations (``n_sublattices="auto"``).
 #: Two halves of one normal distribution give D ≈ 2.7; well separated A/B columns give D ≫ 4.
@@ -81,21 +82,23 @@ class ColumnAnalysis:
     def to_csv(self, path: str | os.PathLike) -> str:
         """Write :meth:`table` as CSV: a header row of names, then one row per column; positions
         and widths in pixels of the image (multiply by :attr:`pixel_size` for physical units)."""
-        table = self.table()
-        names = list(table)
-        with open(path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(names)
-            columns = [table[k] for k in names]
-            for row in zip(*columns):
-                writer.writerow([_csv_value(v) for v in row])
-        return str(path)
+        return _write_csv(self.table(), path)
 
     def write(self, main: Any = None, output: str | os.PathLike | None = None) -> str:
         """Write as ``<Source>-Atomic_Columns_NNN`` next to ``main`` (default: the source dataset)."""
         from .write import write_columns
 
         return write_columns(self, main, output)
+
+
+def _write_csv(table: dict[str, np.ndarray], path: str | os.PathLike) -> str:
+    names = list(table)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(names)
+        for row in zip(*(table[k] for k in names)):
+            writer.writerow([_csv_value(v) for v in row])
+    return str(path)
 
 
 def _csv_value(v: Any) -> Any:
@@ -144,7 +147,13 @@ def _image_of(data: Any, frame: int | None) -> tuple[np.ndarray, dict[str, Any]]
         frame = 0
     if not -n <= frame < n:
         raise ValueError(f"frame {frame} does not exist ({n} frame(s))")
-    meta: dict[str, Any] = {"frame": frame % n, "source": info.get("source")}
+    meta = dict(_pixel_meta(info), frame=frame % n)
+    return np.asarray(frames[frame], dtype=np.float64), meta
+
+
+def _pixel_meta(info: dict[str, Any]) -> dict[str, Any]:
+    """Pixel size, units and source of images described by ``frames_of``'s info (1 px without dims)."""
+    meta: dict[str, Any] = {"source": info.get("source"), "pixel_size": (1.0, 1.0), "units": "px"}
     dims = info.get("pos_dims")
     if dims:
         steps = []
@@ -154,7 +163,7 @@ def _image_of(data: Any, frame: int | None) -> tuple[np.ndarray, dict[str, Any]]
         units = {d.units for d in dims}
         meta["pixel_size"] = (abs(steps[0]) or 1.0, abs(steps[1]) or 1.0)
         meta["units"] = units.pop() if len(units) == 1 else "px"
-    return np.asarray(frames[frame], dtype=np.float64), meta
+    return meta
 
 
 def analyze(
@@ -240,9 +249,9 @@ def analyze(
         displacement=shift,
         image_shape=tuple(img.shape),
         device=dev.kind,
-        pixel_size=meta.get("pixel_size", (1.0, 1.0)),
-        units=meta.get("units", "px"),
-        source=meta.get("source"),
+        pixel_size=meta["pixel_size"],
+        units=meta["units"],
+        source=meta["source"],
         frame=meta["frame"],
         timings=timings,
         parameters=dict(
@@ -255,4 +264,90 @@ def analyze(
             engine=fit.engine,
             frame=meta["frame"],
         ),
+    )
+
+
+@dataclass
+class StackAnalysis:
+    """Columns of every frame of an image stack, linked into trajectories."""
+
+    frames: list[ColumnAnalysis]  #: per frame, as :func:`analyze` gives it
+    tracks: Tracks  #: links of the refined positions (``tracks.ids[f]`` aligns with frame f's columns)
+    source: Any = None
+    device: str = "cpu"
+    parameters: dict = field(default_factory=dict)
+    tool: str = "Atomic_Columns"
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return self.frames[0].image_shape
+
+    def table(self) -> dict[str, np.ndarray]:
+        """One row per column per frame: ``frame`` and ``track_id``, then :meth:`ColumnAnalysis.table`."""
+        parts = [f.table() for f in self.frames]
+        out: dict[str, np.ndarray] = {
+            "frame": np.concatenate([np.full(len(f), i, dtype=np.int64) for i, f in enumerate(self.frames)]),
+            "track_id": np.concatenate([np.asarray(ids, dtype=np.int64) for ids in self.tracks.ids]),
+        }
+        for name in parts[0]:
+            out[name] = np.concatenate([p[name] for p in parts])
+        return out
+
+    def to_csv(self, path: str | os.PathLike) -> str:
+        """Write :meth:`table` as CSV (a header row of names, one row per column per frame)."""
+        return _write_csv(self.table(), path)
+
+    def write(self, main: Any = None, output: str | os.PathLike | None = None) -> str:
+        """Write as ``<Source>-Atomic_Columns_NNN`` with a ``frame`` and a ``track_id`` field."""
+        from .write import write_columns
+
+        return write_columns(self, main, output)
+
+
+def analyze_stack(
+    frames: Any,
+    max_displacement: float | None = None,
+    device: str | Device | None = None,
+    **analyze_kw: Any,
+) -> StackAnalysis:
+    """Analyze every frame of a stack with :func:`analyze` and link the refined columns.
+
+    Parameters
+    ----------
+    frames : (n_frames, H, W) array or a MainDataset whose spectroscopic points are frames
+    max_displacement : float, optional
+        Gate of :func:`~usidgpu.atoms.track.link` after drift correction (default 0.4 × the
+        first frame's column spacing).
+    device : {"auto", "cpu", "gpu"}, optional
+    **analyze_kw
+        Passed to :func:`analyze` for every frame (spacing, threshold, radius, n_sublattices, engine).
+
+    Returns
+    -------
+    StackAnalysis
+    """
+    from ..denoise.windowed import frames_of
+
+    dev = select_device(device)
+    stack, info = frames_of(frames)
+    meta = _pixel_meta(info)
+    results = []
+    for i in range(stack.shape[0]):
+        one = analyze(stack[i], device=dev, **analyze_kw)
+        # the frame came in as a bare array: give it back its place, pixel size and units
+        one.frame, one.pixel_size, one.units, one.source = i, meta["pixel_size"], meta["units"], meta["source"]
+        one.parameters["frame"] = i
+        results.append(one)
+    gate = 0.4 * results[0].found.spacing if max_displacement is None else float(max_displacement)
+    tracks = link([r.positions for r in results], gate)
+    return StackAnalysis(
+        frames=results,
+        tracks=tracks,
+        source=info.get("source"),
+        device=dev.kind,
+        parameters=dict(results[0].parameters, max_displacement=gate, n_frames=len(results)),
     )

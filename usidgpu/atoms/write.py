@@ -5,9 +5,11 @@ Layout (pycroscopy 0.60 kept atom fits as compound datasets, one row per atom; s
 - ``Columns``: Main dataset, one row per column (position dimension ``Column``), one
   spectroscopic point, compound dtype with every field of :meth:`ColumnAnalysis.table`
   (positions in pixels of the source image);
-- ``Vacancies``: (V, 3) float64 rows (y, x, sublattice);
-- ``Lattice_Vectors`` (2, 2), ``Lattice_Origin`` (2,), ``Lattice_Motif`` (M, 2) when a lattice
-  was fitted;
+- ``Vacancies``: (V, 4) float64 rows (frame, y, x, sublattice);
+- ``Lattice_Vectors`` (frames, 2, 2), ``Lattice_Origin`` (frames, 2), ``Lattice_Motif`` (M, 2)
+  when a lattice was fitted;
+- for a stack (:class:`~usidgpu.atoms.analysis.StackAnalysis`): every frame's columns in
+  ``Columns`` with ``frame`` and ``track_id`` fields, and ``Drift`` (frames, 2);
 - attributes: the parameters, pixel size and units, the sublattice rule, the frame.
 """
 
@@ -44,12 +46,17 @@ def write_columns(result: Any, main: Any = None, output: str | os.PathLike | Non
         HDF5 path of the results group.
     """
     main = _target(result, main)
-    if main.n_positions != result.image_shape[0] * result.image_shape[1]:
+    h, w = result.image_shape
+    n_frames = getattr(result, "n_frames", None)
+    if main.n_positions != h * w or (n_frames is not None and main.n_spectral != n_frames):
+        what = f"{n_frames} frames of " if n_frames is not None else ""
         raise ValueError(
-            f"this analysis is of a {result.image_shape[0]}×{result.image_shape[1]} image but {main.name} "
-            f"has {main.n_positions} positions"
+            f"this analysis is of {what}a {h}×{w} image but {main.name} has {main.n_positions} positions "
+            f"and {main.n_spectral} spectroscopic point(s)"
         )
     rows = table_array(result.table())
+    stack = n_frames is not None
+    last = result.frames[-1] if stack else result
 
     def fill(writer: Any) -> None:
         writer.write_main(
@@ -60,19 +67,26 @@ def write_columns(result: Any, main: Any = None, output: str | os.PathLike | Non
             [Dimension("Column", "a. u.", len(rows))],
             [Dimension("Fit", "a. u.", 1)],
         )
-        vac = result.vacancies
-        vac_rows = (
-            np.column_stack([vac.positions, vac.sublattice]).astype(np.float64) if vac is not None else np.zeros((0, 3))
-        )
+        analyses = result.frames if stack else [result]
+        vac_rows = [
+            np.column_stack([np.full(len(a.vacancies), a.frame), a.vacancies.positions, a.vacancies.sublattice])
+            for a in analyses
+            if a.vacancies is not None and len(a.vacancies)
+        ]
+        vac_rows = np.concatenate(vac_rows).astype(np.float64) if vac_rows else np.zeros((0, 4))
         ds = writer.group.create_dataset("Vacancies", data=vac_rows)
-        ds.attrs["columns"] = ["y", "x", "sublattice"]
-        if result.lattice is not None:
-            writer.group.create_dataset("Lattice_Vectors", data=result.lattice.vectors)
-            writer.group.create_dataset("Lattice_Origin", data=result.lattice.origin)
-            writer.group.create_dataset("Lattice_Motif", data=result.lattice.motif)
-        writer.group.attrs["pixel_size"] = np.asarray(result.pixel_size, dtype=np.float64)
-        writer.group.attrs["pixel_units"] = result.units
-        writer.group.attrs["sublattice_rule"] = result.sublattice_rule
+        ds.attrs["columns"] = ["frame", "y", "x", "sublattice"]
+        lattices = [a.lattice for a in analyses if a.lattice is not None]
+        if lattices:  # per frame: (frames, 2, 2), (frames, 2); the motif of the first frame
+            writer.group.create_dataset("Lattice_Vectors", data=np.stack([lat.vectors for lat in lattices]))
+            writer.group.create_dataset("Lattice_Origin", data=np.stack([lat.origin for lat in lattices]))
+            writer.group.create_dataset("Lattice_Motif", data=lattices[0].motif)
+        if stack:
+            writer.group.create_dataset("Drift", data=result.tracks.drift).attrs["columns"] = ["dy", "dx"]
+            writer.group.attrs["n_tracks"] = result.tracks.n_tracks
+        writer.group.attrs["pixel_size"] = np.asarray(last.pixel_size, dtype=np.float64)
+        writer.group.attrs["pixel_units"] = last.units
+        writer.group.attrs["sublattice_rule"] = last.sublattice_rule
         writer.group.attrs["n_columns"] = len(rows)
         writer.group.attrs["position_order"] = "y, x (row, column) in pixels of the source image"
 
