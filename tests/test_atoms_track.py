@@ -245,7 +245,7 @@ def test_link_bad_input(args, kwargs, message):
 def test_track_bad_input():
     with pytest.raises(ValueError, match="expected an image"):
         track(np.zeros((2, 3, 4, 5)), locate=peaks)
-    with pytest.raises(TypeError, match="tracking"):
+    with pytest.raises(TypeError, match="real data"):
         track(np.zeros((2, 8, 8), complex), locate=peaks)
     bad = np.zeros((2, 8, 8))
     bad[1, 0, 0] = 1  # frame 1 differs, so a locate can fail on it alone

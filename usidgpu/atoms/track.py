@@ -308,11 +308,7 @@ def track(
     """
     from ..denoise.windowed import frames_of
 
-    try:
-        stack, _ = frames_of(frames)
-    except (TypeError, ValueError) as exc:
-        # frames_of is shared with the denoiser: name what it was asked for here.
-        raise type(exc)(str(exc).replace("windowed SVD", "tracking")) from None
+    stack, _ = frames_of(frames)
     finder = _default_locate if locate is None else locate
     positions = []
     for t, image in enumerate(stack):
