@@ -275,7 +275,7 @@ def compact_pixels(xp: Any, values: Any, mask: Any, grid: Any) -> tuple[Any, Any
     n, s = values.shape[0], values.shape[1]
     flat = mask.reshape(n, -1)
     m = max(int(flat.sum(axis=1).max()), 1)
-    order = xp.argsort(~flat, axis=1, kind="stable")[:, :m]  # masked pixels first
+    order = xp.argsort((~flat).astype(np.int8), axis=1, kind="stable")[:, :m]  # masked pixels first
     yy = xp.broadcast_to(grid[:, 0, :, None], (n, s, s)).reshape(n, -1)
     xx = xp.broadcast_to(grid[:, 1, None, :], (n, s, s)).reshape(n, -1)
     take = xp.take_along_axis
