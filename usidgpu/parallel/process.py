@@ -1,0 +1,323 @@
+"""``Process``: write the per-block science, get blocks, workers, progress, results and resume.
+
+pyUSID's Process gives a scientist memory management, parallel cores, MPI and resuming for
+writing only the per-position computation. Here the same contract runs on dask: a subclass says
+what it outputs per position (:meth:`Process.outputs`) and how to compute a block of positions
+(:meth:`Process.compute`); :meth:`Process.run` plans blocks within the memory budget, sends
+them to the executor (in-process, threads, a dask ``LocalCluster``, dask-cuda, or any running
+scheduler), writes each block into a zarr store as it finishes, and finally consolidates the
+store into a USID results group ``<Source>-<Tool>_NNN`` next to the source.
+
+Workers open the source HDF5 file read-only, each on its own, and never write to it. A run that
+is interrupted — Ctrl-C, a crash, kill -9 at any moment — leaves its store marked ``partial``;
+running the same process again (or ``usidgpu resume FILE``) computes only the blocks without a
+done marker and gives exactly the uninterrupted result. Global steps (reductions over all
+positions, such as the Gram matrix of an SVD) go through :meth:`Process.reduce`, combined in a
+fixed tree on the workers; they are cheap to redo and are recomputed on resume.
+
+A Process must pickle: it travels to the workers without its ``source`` (an open HDF5
+dataset); copy what :meth:`compute` needs from the source (e.g. the bias values) into plain
+attributes in ``__init__``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backend import asnumpy, memory_budget, select_device
+from ..stream import plan_blocks
+from ..usid.dimension import Dimension
+from ..usid.results import ResultsWriter, _sidecar_prefix, check_target, sidecar_dir
+from .executors import Executor, get_executor
+from .store import BlockStore
+
+
+@dataclass
+class Output:
+    """One per-position output of a Process: ``columns`` values for every position.
+
+    ``dims``: its spectroscopic dimensions — ``None`` for one dimension named after the output
+    with ``columns`` steps, ``"source"`` for the source's own (same length), or a list of
+    :class:`~usidgpu.Dimension`.
+    """
+
+    columns: int
+    quantity: str = "a. u."
+    units: str = "a. u."
+    dtype: Any = np.float32
+    dims: Any = None
+
+
+class Process:
+    """Base class of block-wise computations on a USID Main dataset.
+
+    Parameters
+    ----------
+    source : MainDataset
+    scheduler : str, Executor or distributed.Client, optional
+        Where blocks run (see :func:`~usidgpu.parallel.get_executor`); default in this process.
+    workers : int, optional
+        Threads or worker processes.
+    device : {"cpu", "gpu"}
+        Array module the blocks reach :meth:`compute` as (each worker uses its own GPU).
+    budget : int or str, optional
+        Memory per worker for one block (default: the usual fraction of free memory).
+    output : path, optional
+        Attach the results group to this file instead of the source's.
+    rows_per_block : int, optional
+        Force the block size (positions per block).
+    progress : bool
+        Show a progress bar over the blocks.
+
+    Subclasses implement :meth:`outputs`, :meth:`compute` and :meth:`parameters`, and may
+    override :meth:`prepare` (global steps before the blocks, e.g. with :meth:`reduce`) and
+    :meth:`finalize` (extra datasets in the results group).
+    """
+
+    tool = "Process"
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        scheduler: Any = None,
+        workers: int | None = None,
+        device: str = "cpu",
+        budget: int | str | None = None,
+        output: str | os.PathLike | None = None,
+        rows_per_block: int | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.source = source
+        self.source_file = str(Path(source.filename).resolve())
+        self.source_name = source.name
+        self.source_shape = tuple(source.shape)
+        self.scheduler, self.workers = scheduler, workers
+        self.device = select_device(device).kind
+        self.budget, self.output, self.progress = budget, output, progress
+        self._rows_per_block = rows_per_block
+        self._executor: Executor | None = None
+
+    # ------------------------------------------------------------------ what subclasses write
+    def outputs(self) -> dict[str, Output]:
+        """The per-position outputs, by name."""
+        raise NotImplementedError
+
+    def compute(self, block: Any, xp: Any) -> dict[str, Any]:
+        """Outputs of one block of positions: ``block`` is (rows, spectroscopic points), NumPy or
+        CuPy (``xp``); return name → (rows, columns) array for every output."""
+        raise NotImplementedError
+
+    def parameters(self) -> dict[str, Any]:
+        """JSON-able keyword arguments that rebuild this process with the same results (they name
+        the results group's parameters and identify a run to resume)."""
+        return {}
+
+    def prepare(self) -> None:
+        """Global steps before the blocks run (default: none); :meth:`reduce` runs on the workers."""
+
+    def finalize(self, writer: ResultsWriter) -> None:
+        """Write extra datasets or attributes into the results group (default: none)."""
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def reduce(self, partial: Any, combine: Any) -> Any:
+        """``combine`` over all blocks of ``partial(block, xp)``, in a fixed tree on the executor.
+
+        ``partial`` and ``combine`` must pickle (module-level functions, or bound methods of
+        this process).
+        """
+        tasks = [(self, a, b, partial) for a, b in self.blocks()]
+        return self.executor.tree_reduce(_reduce_block, combine, tasks)
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = get_executor(self.scheduler, self.workers)
+        return self._executor
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """Row ranges of the blocks, within the memory budget per worker."""
+        n_rows, n_cols = self.source_shape
+        if self._rows_per_block:
+            rows = int(self._rows_per_block)
+        else:
+            row_bytes = n_cols * np.dtype(self.source.dtype).itemsize * 4  # the block, its float copy, outputs
+            rows = plan_blocks(n_rows, row_bytes, memory_budget(self.budget, self.device), n_buffers=1).rows_per_block
+        return [(a, min(a + rows, n_rows)) for a in range(0, n_rows, rows)]
+
+    # ------------------------------------------------------------------ running
+    def fingerprint(self) -> str:
+        """What identifies this computation: class, parameters, source and block plan."""
+        ident = dict(
+            process=_class_path(type(self)),
+            parameters=self.parameters(),
+            source_file=self.source_file,
+            source_name=self.source_name,
+            shape=list(self.source_shape),
+            blocks=self.blocks(),
+        )
+        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+    def store_path(self) -> Path:
+        target = Path(self.output or self.source_file)
+        parent = self.source_name.rsplit("/", 1)[0] or "/"
+        base = self.source_name.rsplit("/", 1)[1]
+        return sidecar_dir(target) / f"{_sidecar_prefix(parent)}{base}-{self.tool}-{self.fingerprint()[:12]}.zarr"
+
+    def run(self) -> str:
+        """Compute every block not yet done, then write the results group; returns its path."""
+        check_target(self.output or self.source_file)
+        specs = self.outputs()
+        blocks = self.blocks()
+        meta = dict(
+            process=_class_path(type(self)),
+            tool=self.tool,
+            parameters=self.parameters(),
+            source_file=self.source_file,
+            source_name=self.source_name,
+            output=str(Path(self.output).resolve()) if self.output else None,
+            device=self.device,
+        )
+        path = self.store_path()
+        path.parent.mkdir(exist_ok=True)
+        columns = {name: (spec.columns, np.dtype(spec.dtype)) for name, spec in specs.items()}
+        store, resumed = BlockStore.open_or_create(path, self.fingerprint(), blocks, columns, meta)
+        try:
+            self.prepare()
+            pending = [i for i, done in enumerate(store.done()) if not done]
+            tasks = [(self, store, i) for i in pending]
+            bar = _progress(self.progress, len(blocks), len(blocks) - len(pending), self.tool)
+            for _i, _ in self.executor.map_unordered(_run_block, tasks):
+                bar.update(1)
+            bar.close()
+        finally:
+            if self._executor is not None:
+                self._executor.close()
+                self._executor = None
+        return self._consolidate(store, specs)
+
+    def _consolidate(self, store: BlockStore, specs: dict[str, Output]) -> str:
+        if not store.done().all():
+            raise RuntimeError(f"{store.path}: {int((~store.done()).sum())} block(s) are not done")
+        writer = ResultsWriter.begin(
+            self.source, self.tool, self.parameters(), output=self.output, device=self.device, n_units=1
+        )
+        if writer.resumed:  # an earlier consolidation was interrupted: write it again
+            for name in [n for n in writer.group if n != "completed_positions"]:
+                del writer.group[name]
+        import dask
+
+        try:
+            # here, in this process: the store is local, the HDF5 target open in this process only
+            with dask.config.set(scheduler="synchronous"):
+                self._write_outputs(writer, store, specs)
+            self.finalize(writer)
+        except BaseException:
+            writer.close()  # the sidecar stays: the next run resumes the consolidation
+            raise
+        writer.mark_done(0, 1)
+        group = writer.finish()
+        store.mark_consolidated()
+        store.remove()
+        try:
+            store.path.parent.rmdir()  # the sidecar folder, when nothing else is left in it
+        except OSError:
+            pass
+        return group
+
+    def _write_outputs(self, writer: ResultsWriter, store: BlockStore, specs: dict[str, Output]) -> None:
+        for name, spec in specs.items():
+            dims, prefix = spec.dims, f"{name}_Spectroscopic_"  # outputs' own dims don't collide
+            if dims is None:
+                dims = [Dimension(name, "a. u.", spec.columns)]
+            elif isinstance(dims, str) and dims == "source":
+                dims, prefix = self.source, None
+            writer.write_main(
+                name, store.array(name), spec.quantity, spec.units, self.source, dims, aux_spec_prefix=prefix
+            )
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["source"] = None  # an open HDF5 dataset does not travel; workers read by path
+        state["_executor"] = None
+        return state
+
+    @classmethod
+    def from_parameters(cls, source: Any, parameters: dict[str, Any], **run_options: Any) -> Process:
+        """Rebuild a process from its :meth:`parameters` (used by ``usidgpu resume``)."""
+        return cls(source, **parameters, **run_options)
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def load_class(path: str) -> type:
+    """The class named ``module:QualName``."""
+    module, _, name = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def read_rows(process: Process, a: int, b: int) -> Any:
+    """Rows [a, b) of the source, read on the worker through its own read-only handle."""
+    import h5py
+
+    with h5py.File(process.source_file, "r") as f:
+        data = f[process.source_name][a:b]
+    xp = select_device(process.device).xp
+    return xp.asarray(data), xp
+
+
+def _run_block(task: tuple[Process, BlockStore, int]) -> int:
+    process, store, index = task
+    a, b = store.blocks[index]
+    block, xp = read_rows(process, a, b)
+    values = process.compute(block, xp)
+    missing = set(process.outputs()) - set(values)
+    if missing:
+        raise ValueError(f"{type(process).__name__}.compute returned no {sorted(missing)}")
+    store.write_block(index, {name: asnumpy(v) for name, v in values.items()})
+    return index
+
+
+def _reduce_block(task: tuple[Process, int, int, Any]) -> Any:
+    process, a, b, partial = task
+    block, xp = read_rows(process, a, b)
+    return _to_host(partial(block, xp))
+
+
+def _to_host(value: Any) -> Any:
+    """Partial results travel as NumPy (tuples, lists and dicts of arrays too)."""
+    if isinstance(value, tuple | list):
+        return type(value)(_to_host(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_host(v) for k, v in value.items()}
+    return asnumpy(value) if hasattr(value, "shape") else value
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(show: bool, total: int, done: int, tool: str) -> Any:
+    if not show or total <= 1:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc=tool, unit="block", leave=False)

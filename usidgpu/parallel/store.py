@@ -1,0 +1,130 @@
+"""The zarr store a :class:`~usidgpu.parallel.Process` writes into while it runs.
+
+Workers write their blocks concurrently: every output array is chunked by the block plan's rows,
+so each block owns its chunks and no two writers touch the same file. A block counts as done
+only when its marker file ``done/<index>`` exists, created after its data are written, so a
+worker killed mid-write leaves a block that is simply computed again. The store's attributes
+say ``status: partial`` until the results are consolidated into the USID results group; the
+HDF5 file of the source is never written while workers run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PARTIAL = "partial"
+CONSOLIDATED = "consolidated"
+
+
+class BlockStore:
+    """A zarr group of per-position outputs, filled block by block, with done markers.
+
+    Attributes
+    ----------
+    path : Path
+    blocks : list of (start, stop)
+        Row ranges of the blocks, in order.
+    meta : dict
+        What is needed to resume: process class, parameters, source file and dataset, output file.
+    """
+
+    def __init__(self, path: Path, blocks: list[tuple[int, int]], meta: dict[str, Any]) -> None:
+        self.path, self.blocks, self.meta = Path(path), blocks, meta
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def open_or_create(
+        cls,
+        path: str | os.PathLike,
+        fingerprint: str,
+        blocks: list[tuple[int, int]],
+        outputs: dict[str, tuple[int, np.dtype]],
+        meta: dict[str, Any],
+    ) -> tuple[BlockStore, bool]:
+        """Open the store of an interrupted run with the same fingerprint, or start a new one.
+
+        Parameters
+        ----------
+        outputs : dict
+            name → (columns, dtype) of each per-position output (rows: the source's positions).
+
+        Returns
+        -------
+        (BlockStore, resumed)
+        """
+        import zarr
+
+        path = Path(path)
+        if path.exists():
+            old = read_meta(path)
+            same = old.get("fingerprint") == fingerprint and [tuple(b) for b in old.get("blocks", [])] == blocks
+            if same and old.get("status") == PARTIAL:
+                return cls(path, blocks, old), True
+            shutil.rmtree(path)  # another run's leftovers under this name: start over
+        n_rows = blocks[-1][1] if blocks else 0
+        chunk = max(b - a for a, b in blocks) if blocks else 1
+        root = zarr.open_group(str(path), mode="w")
+        for name, (cols, dtype) in outputs.items():
+            root.create_array(name, shape=(n_rows, cols), chunks=(chunk, max(cols, 1)), dtype=np.dtype(dtype))
+        (path / "done").mkdir()
+        meta = dict(meta, fingerprint=fingerprint, blocks=[list(b) for b in blocks], status=PARTIAL)
+        root.attrs.update(_jsonable(meta))
+        return cls(path, blocks, meta), False
+
+    # ------------------------------------------------------------------ workers
+    def write_block(self, index: int, values: dict[str, Any]) -> None:
+        """Write one block's outputs, then its done marker (called on the worker)."""
+        import zarr
+
+        a, b = self.blocks[index]
+        for name, data in values.items():
+            arr = zarr.open_array(str(self.path / name), mode="r+")
+            arr[a:b] = np.asarray(data, dtype=arr.dtype).reshape(b - a, -1)
+        marker = self.path / "done" / str(index)
+        with open(marker, "w") as fh:
+            fh.write(f"{a} {b}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    # ------------------------------------------------------------------ book-keeping
+    def done(self) -> np.ndarray:
+        """Which blocks are finished (bool per block)."""
+        out = np.zeros(len(self.blocks), dtype=bool)
+        for marker in (self.path / "done").iterdir():
+            if marker.name.isdigit() and int(marker.name) < len(out):
+                out[int(marker.name)] = True
+        return out
+
+    def array(self, name: str) -> Any:
+        """A dask array over one output (lazy, chunked like the store)."""
+        import dask.array as da
+
+        return da.from_zarr(str(self.path / name))
+
+    def mark_consolidated(self) -> None:
+        import zarr
+
+        zarr.open_group(str(self.path), mode="r+").attrs["status"] = CONSOLIDATED
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The attributes of a store (empty when it is not a readable zarr group)."""
+    import zarr
+
+    try:
+        return dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception:  # a half-created or foreign folder: not ours to resume
+        return {}
+
+
+def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(meta, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
