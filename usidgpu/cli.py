@@ -63,12 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common(val)
 
     from .cli_atoms import add_parser as add_atoms
+    from .cli_convert import add_parser as add_convert
     from .cli_decompose import add_parsers
     from .cli_denoise import add_parser as add_denoise
+    from .cli_resume import add_parser as add_resume
 
     add_parsers(sub, _common)
     add_denoise(sub, _common)
+    add_resume(sub, _common)
     add_atoms(sub, _common)
+    add_convert(sub, _common)
 
     samples = sub.add_parser("samples", help="list the sample USID files shipped with usidgpu")
     samples.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -145,8 +149,23 @@ def cmd_info(args: argparse.Namespace) -> int:
         if not mains:
             raise NotUSIDError(f"{args.file}: not a USID file: no Main dataset found")
         entries = [_describe(f, m) for m in mains]
+    from .parallel.resume import partial_runs
+
     partial = find_partial(args.file)
-    size = Path(args.file).stat().st_size
+    for r in partial_runs(args.file):  # block-wise runs (usidgpu.parallel) stopped midway
+        partial.append(
+            dict(
+                sidecar=r["store"],
+                group=f"{r['source_name']}-{r['tool']}",
+                tool=r["tool"],
+                status="partial (usidgpu resume)",
+                done=r["done"],
+                total=r["total"],
+            )
+        )
+    root = Path(args.file)
+    # a zarr store is a folder: its size is that of its files
+    size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.is_dir() else root.stat().st_size
     if args.json:
         for e in entries:
             e.pop("_text")
@@ -168,10 +187,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ validate
 def cmd_validate(args: argparse.Namespace) -> int:
-    import h5py
-
     from .usid.file import USIDFile
-    from .usid.rules import ERROR
+    from .usid.rules import ERROR, is_dataset
     from .usid.validate import dataset_problems, validate
 
     with USIDFile(args.file) as f:
@@ -179,7 +196,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             if args.dataset not in f.h5:
                 raise DatasetNotFoundError(f"{args.file}: no dataset {args.dataset!r} in the file")
             obj = f.h5[args.dataset]
-            if not isinstance(obj, h5py.Dataset):
+            if not is_dataset(obj):
                 raise NotUSIDError(f"{args.file}: {obj.name} is a group, not a dataset")
             problems = dataset_problems(obj)
         else:
@@ -224,6 +241,18 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .cli_resume import cmd_resume as run
+
+    return run(args)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .cli_convert import cmd_convert as run
+
+    return run(args)
+
+
 def cmd_atoms(args: argparse.Namespace) -> int:
     from .cli_atoms import cmd_atoms as run
 
@@ -231,7 +260,9 @@ def cmd_atoms(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "resume": cmd_resume,
     "atoms": cmd_atoms,
+    "convert": cmd_convert,
     "denoise": cmd_denoise,
     "info": cmd_info,
     "validate": cmd_validate,

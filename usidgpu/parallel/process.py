@@ -8,7 +8,9 @@ them to the executor (in-process, threads, a dask ``LocalCluster``, dask-cuda, o
 scheduler), writes each block into a zarr store as it finishes, and finally consolidates the
 store into a USID results group ``<Source>-<Tool>_NNN`` next to the source.
 
-Workers open the source HDF5 file read-only, each on its own, and never write to it. A run that
+Workers open the source HDF5 file read-only, each on its own, and never write to it. Running a
+computation that is already attached (same process, parameters, source and blocks) returns the
+existing results group, as pyUSID's ``check_for_old`` does. A run that
 is interrupted — Ctrl-C, a crash, kill -9 at any moment — leaves its store marked ``partial``;
 running the same process again (or ``usidgpu resume FILE``) computes only the blocks without a
 done marker and gives exactly the uninterrupted result. Global steps (reductions over all
@@ -26,6 +28,7 @@ import hashlib
 import importlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,6 +190,13 @@ class Process:
             device=self.device,
         )
         path = self.store_path()
+        attached = self._attached_group()
+        if attached is not None:
+            # this very computation is attached already (a run killed after attaching, or a repeat
+            # of a finished run): reuse it, as pyUSID's check_for_old does, and drop any leftovers
+            shutil.rmtree(path, ignore_errors=True)
+            _remove_empty(path.parent)
+            return attached
         path.parent.mkdir(exist_ok=True)
         columns = {name: (spec.columns, np.dtype(spec.dtype)) for name, spec in specs.items()}
         store, resumed = BlockStore.open_or_create(path, self.fingerprint(), blocks, columns, meta)
@@ -204,12 +214,27 @@ class Process:
                 self._executor = None
         return self._consolidate(store, specs)
 
+    def _attached_group(self) -> str | None:
+        """A complete results group this very run (same fingerprint) attached already, if any."""
+        from ..usid.file import open_h5, results_groups_of
+
+        with open_h5(self.output or self.source_file, "r") as f:
+            if self.source_name not in f:
+                return None
+            for _match, group in results_groups_of(f[self.source_name], self.tool):
+                attrs = group.attrs
+                if attrs.get("usidgpu_run") == self.fingerprint() and attrs.get("usidgpu_status") == "complete":
+                    return group.name
+        return None
+
     def _consolidate(self, store: BlockStore, specs: dict[str, Output]) -> str:
         if not store.done().all():
             raise RuntimeError(f"{store.path}: {int((~store.done()).sum())} block(s) are not done")
+        _remove_if_broken(store.meta.get("sidecar"))
         writer = ResultsWriter.begin(
             self.source, self.tool, self.parameters(), output=self.output, device=self.device, n_units=1
         )
+        store.set_meta(sidecar=str(writer.sidecar_path))
         if writer.resumed:  # an earlier consolidation was interrupted: write it again
             for name in [n for n in writer.group if n != "completed_positions"]:
                 del writer.group[name]
@@ -220,17 +245,14 @@ class Process:
             with dask.config.set(scheduler="synchronous"):
                 self._write_outputs(writer, store, specs)
             self.finalize(writer)
+            writer.group.attrs["usidgpu_run"] = self.fingerprint()  # how a rerun knows it is attached
         except BaseException:
             writer.close()  # the sidecar stays: the next run resumes the consolidation
             raise
         writer.mark_done(0, 1)
         group = writer.finish()
-        store.mark_consolidated()
         store.remove()
-        try:
-            store.path.parent.rmdir()  # the sidecar folder, when nothing else is left in it
-        except OSError:
-            pass
+        _remove_empty(store.path.parent)
         return group
 
     def _write_outputs(self, writer: ResultsWriter, store: BlockStore, specs: dict[str, Output]) -> None:
@@ -255,6 +277,29 @@ class Process:
     def from_parameters(cls, source: Any, parameters: dict[str, Any], **run_options: Any) -> Process:
         """Rebuild a process from its :meth:`parameters` (used by ``usidgpu resume``)."""
         return cls(source, **parameters, **run_options)
+
+
+def _remove_empty(folder: Path) -> None:
+    """Remove the sidecar folder when nothing else is left in it."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _remove_if_broken(sidecar: str | None) -> None:
+    """Delete the sidecar of a consolidation killed while writing it, when HDF5 cannot read it
+    any more: the store still holds every block, so nothing is lost, and the results group keeps
+    its name instead of moving on to the next number."""
+    if not sidecar or not Path(sidecar).exists():
+        return
+    import h5py
+
+    try:
+        with h5py.File(sidecar, "r") as f:
+            f.visit(lambda _name: None)
+    except Exception:  # truncated or half-written HDF5: garbage
+        Path(sidecar).unlink()
 
 
 def _class_path(cls: type) -> str:

@@ -5,7 +5,8 @@ so each block owns its chunks and no two writers touch the same file. A block co
 only when its marker file ``done/<index>`` exists, created after its data are written, so a
 worker killed mid-write leaves a block that is simply computed again. The store's attributes
 say ``status: partial`` until the results are consolidated into the USID results group; the
-HDF5 file of the source is never written while workers run.
+HDF5 file of the source is never written while workers run. The store is deleted once its
+results group is attached.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any
 import numpy as np
 
 PARTIAL = "partial"
-CONSOLIDATED = "consolidated"
 
 
 class BlockStore:
@@ -107,10 +107,12 @@ class BlockStore:
 
         return da.from_zarr(str(self.path / name))
 
-    def mark_consolidated(self) -> None:
+    def set_meta(self, **values: Any) -> None:
+        """Record more book-keeping in the store's attributes."""
         import zarr
 
-        zarr.open_group(str(self.path), mode="r+").attrs["status"] = CONSOLIDATED
+        self.meta.update(values)
+        zarr.open_group(str(self.path), mode="r+").attrs.update(_jsonable(values))
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

@@ -17,6 +17,7 @@ from .dimension import Dimension
 from .reduce import reduce_main
 from .rules import ANCILLARY_REFS, ERROR, main_problems
 from .selection import read_rows_cols, selection_plan
+from .zarr_store import is_dataset
 
 
 class MainDataset:
@@ -45,7 +46,7 @@ class MainDataset:
     """
 
     def __init__(self, dataset: h5py.Dataset):
-        if not isinstance(dataset, h5py.Dataset):
+        if not is_dataset(dataset):
             raise NotMainError(f"{getattr(dataset, 'name', dataset)} is not an HDF5 dataset")
         errors = [p for p in main_problems(dataset) if p.severity == ERROR]
         if errors:

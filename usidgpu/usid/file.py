@@ -14,6 +14,7 @@ from ..errors import DatasetNotFoundError, FileProblem, NotMainError, NotUSIDErr
 from .attrs import read_attrs
 from .dataset import MainDataset
 from .rules import ERROR, is_candidate, main_problems
+from .zarr_store import READ_ONLY, is_dataset, is_group, is_zarr_path, open_zarr
 
 _MODES = {"r": "r", "r+": "r+", "a": "a", "w": "w", "w-": "w-", "x": "x"}
 #: <Source>-<Tool>_NNN, as pyUSID's create_results_group names results groups.
@@ -64,7 +65,7 @@ def results_groups_of(dataset: h5py.Dataset, tool: str | None = None) -> list[tu
         if not match or match.group("source") != base or (tool is not None and match.group("tool") != tool):
             continue
         group = parent.get(key)
-        if isinstance(group, h5py.Group):
+        if is_group(group):
             found.append((match, group))
     return found
 
@@ -119,7 +120,12 @@ class USIDFile:
 
         self.path = resolve(path) if mode == "r" else Path(path)
         self.mode = mode
-        self._h5 = open_h5(self.path, mode)
+        if is_zarr_path(self.path):  # a zarr store (see usidgpu.usid.zarr_store): read-only
+            if mode != "r":
+                raise FileProblem(f"{self.path}: {READ_ONLY}")
+            self._h5 = open_zarr(self.path)
+        else:
+            self._h5 = open_h5(self.path, mode)
         self._closed_by_user = False
 
     @property
@@ -161,7 +167,7 @@ class USIDFile:
         found: list[MainDataset] = []
 
         def visit(_name: str, obj: Any) -> None:
-            if isinstance(obj, h5py.Dataset) and is_candidate(obj):
+            if is_dataset(obj) and is_candidate(obj):
                 if not [p for p in main_problems(obj) if p.severity == ERROR]:
                     try:
                         found.append(MainDataset(obj))
@@ -198,7 +204,7 @@ class USIDFile:
         if path not in self.h5:
             raise DatasetNotFoundError(f"{self.path}: no dataset {path!r} in the file")
         obj = self.h5[path]
-        if not isinstance(obj, h5py.Dataset):
+        if not is_dataset(obj):
             raise NotMainError(f"{self.path}: {obj.name} is a group, not a dataset")
         return MainDataset(obj)
 

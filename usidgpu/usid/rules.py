@@ -16,6 +16,7 @@ import numpy as np
 
 from .ancillary import GRID, SPARSE, infer_layout
 from .attrs import decode_str_list, is_str_value
+from .zarr_store import is_dataset, is_reference
 
 ANCILLARY_REFS = ("Position_Indices", "Position_Values", "Spectroscopic_Indices", "Spectroscopic_Values")
 
@@ -53,7 +54,7 @@ class Problem:
 def is_candidate(obj: object) -> bool:
     """True for datasets that carry at least one of the four ancillary reference attributes,
     i.e. that were meant to be Main datasets."""
-    return isinstance(obj, h5py.Dataset) and any(name in obj.attrs for name in ANCILLARY_REFS)
+    return is_dataset(obj) and any(name in obj.attrs for name in ANCILLARY_REFS)
 
 
 def dereference(dset: h5py.Dataset, name: str) -> tuple[h5py.Dataset | None, Problem | None]:
@@ -65,7 +66,7 @@ def dereference(dset: h5py.Dataset, name: str) -> tuple[h5py.Dataset | None, Pro
         ref = dset.attrs[name]
     except (OSError, TypeError, ValueError) as exc:
         return None, Problem(path, "not-a-reference", f"attribute {name!r} cannot be read ({exc})")
-    if not isinstance(ref, h5py.Reference):
+    if not is_reference(ref):
         return None, Problem(
             path, "not-a-reference", f"attribute {name!r} must be an object reference, is {type(ref).__name__}"
         )
@@ -80,7 +81,7 @@ def dereference(dset: h5py.Dataset, name: str) -> tuple[h5py.Dataset | None, Pro
     if target.name is None:
         # the link was deleted but the object header survives: an unreachable, anonymous object
         return None, Problem(path, "dangling-reference", f"attribute {name!r} points to a deleted (unlinked) object")
-    if not isinstance(target, h5py.Dataset):
+    if not is_dataset(target):
         return None, Problem(
             path, "reference-not-dataset", f"attribute {name!r} points to {target.name}, which is not a dataset"
         )

@@ -9,6 +9,7 @@ import h5py
 
 from .file import USIDFile, results_groups_of
 from .rules import ERROR, WARNING, Problem, content_problems, is_candidate, main_problems
+from .zarr_store import is_reference
 
 
 def _results_problems(main: h5py.Dataset) -> list[Problem]:
@@ -17,7 +18,7 @@ def _results_problems(main: h5py.Dataset) -> list[Problem]:
         if "source_000" not in group.attrs:
             continue
         ref = group.attrs["source_000"]
-        if not isinstance(ref, h5py.Reference):
+        if not is_reference(ref):
             continue  # a path string, as usidgpu writes for results in another file
         try:
             target = main.file[ref]

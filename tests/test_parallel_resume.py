@@ -1,0 +1,157 @@
+"""Resume after kill -9 at random moments: every rerun finishes only what is missing, the result
+equals an uninterrupted run exactly, and the source data never change."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from helpers import make_file
+
+import usidgpu
+from usidgpu import Dimension
+from usidgpu.cli import main as cli
+from usidgpu.parallel.fits import PolynomialFit
+from usidgpu.parallel.resume import partial_runs
+from usidgpu.usid.results import sidecar_dir
+
+SOURCE = "/Measurement_000/Channel_000/Raw_Data"
+RUN = """
+import sys
+import usidgpu
+from usidgpu.parallel.fits import PolynomialFit
+with usidgpu.open(sys.argv[1]) as f:
+    print(PolynomialFit(f[sys.argv[2]], degree=3, rows_per_block=8, progress=False).run(), flush=True)
+"""
+
+
+def source_digest(path: Path) -> str:
+    """Hash of the source dataset, its ancillary datasets and all their attributes."""
+    h = hashlib.sha256()
+    with h5py.File(path, "r") as f:
+        main = f[SOURCE]
+        objs = [main] + [f[main.attrs[k]] for k in ("Position_Indices", "Position_Values")]
+        objs += [f[main.attrs[k]] for k in ("Spectroscopic_Indices", "Spectroscopic_Values")]
+        for obj in objs:
+            h.update(obj.name.encode())
+            h.update(np.ascontiguousarray(obj[()]).tobytes())
+            for key in sorted(obj.attrs):
+                value = obj.attrs[key]
+                h.update(
+                    key.encode()
+                    + (value.__class__.__name__ if isinstance(value, h5py.Reference) else repr(value)).encode()
+                )
+    return h.hexdigest()
+
+
+@pytest.fixture
+def spectra(tmp_path):
+    rng = np.random.default_rng(1)
+    x = np.linspace(-2, 2, 48)
+    coef = rng.normal(size=(40 * 30, 4))
+    data = (np.polynomial.polynomial.polyvander(x, 3) @ coef[:, ::-1].T).T + 0.05 * rng.normal(size=(1200, 48))
+    path = tmp_path / "iv.h5"
+    make_file(
+        path,
+        data.reshape(40, 30, 48).astype(np.float32),
+        pos=[Dimension("Y", "nm", 40), Dimension("X", "nm", 30)],
+        spec=[Dimension("Bias", "V", x)],
+    )
+    return path, x, data
+
+
+def reference_result(path: Path, tmp_path: Path) -> np.ndarray:
+    clean = tmp_path / "reference.h5"
+    shutil.copy(path, clean)
+    with usidgpu.open(clean) as f:
+        group = PolynomialFit(f[SOURCE], degree=3, rows_per_block=8, progress=False).run()
+    with h5py.File(clean, "r") as f:
+        return f[group + "/Coefficients"][()], f[group + "/Residual"][()]
+
+
+def test_kill_9_at_random_points_then_rerun(spectra, tmp_path):
+    path, x, data = spectra
+    before = source_digest(path)
+    expected, expected_res = reference_result(path, tmp_path)
+    np.testing.assert_allclose(expected, np.polyfit(x, data.T, 3).T, rtol=1e-4, atol=1e-4)
+    rng = np.random.default_rng(7)
+    kills, finished = 0, None
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", RUN, str(path), SOURCE], stdout=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(0.6, 2.0))  # start-up (imports) is ~0.5 s; 150 blocks take ~1 s more
+        if proc.poll() is None:
+            proc.kill()  # SIGKILL: no cleanup of any kind
+            kills += 1
+        out, _ = proc.communicate()
+        if proc.returncode == 0:
+            finished = out
+            break
+        runs = partial_runs(path)
+        with usidgpu.open(path) as f:  # a group that looks complete is complete (killed after attaching)
+            complete = [g.path for g in f.results_groups(SOURCE) if g.tool == "Polynomial_Fit" and g.complete]
+        with h5py.File(path, "r") as f:
+            for name in complete:
+                np.testing.assert_array_equal(f[name + "/Coefficients"][()], expected)
+        if complete and not runs:  # killed after its last step: the run is over
+            finished = complete[0]
+            break
+        assert len(runs) <= 1  # one store (killed while consolidating, all its blocks may be done)
+    if finished is None:
+        final = subprocess.run([sys.executable, "-c", RUN, str(path), SOURCE], capture_output=True, text=True)
+        assert final.returncode == 0, final.stderr
+        finished = final.stdout
+    assert kills >= 1
+    group = finished.strip().splitlines()[-1]
+    with h5py.File(path, "r") as f:
+        groups = [g for g in f["/Measurement_000/Channel_000"] if "Polynomial_Fit" in g]
+        assert len(groups) == 1, groups  # one results group, whatever the number of interruptions
+        name = f"/Measurement_000/Channel_000/{groups[0]}"
+        assert group == name
+        np.testing.assert_array_equal(f[name + "/Coefficients"][()], expected)
+        np.testing.assert_array_equal(f[name + "/Residual"][()], expected_res)
+    assert partial_runs(path) == []
+    leftovers = sidecar_dir(path)
+    assert not leftovers.exists() or not any(leftovers.iterdir()), list(leftovers.iterdir())
+    assert source_digest(path) == before
+    assert usidgpu.validate(path) == []
+
+
+def test_cli_resume_finishes_a_killed_run(spectra, tmp_path, capsys):
+    path, x, data = spectra
+    expected, _ = reference_result(path, tmp_path)
+    proc = subprocess.Popen([sys.executable, "-c", RUN, str(path), SOURCE])
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(r["done"] > 5 for r in partial_runs(path)):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    runs = partial_runs(path)
+    if not runs:
+        pytest.skip("the run finished before it could be killed")
+    assert cli(["info", str(path)]) == 0
+    assert "partial (usidgpu resume)" in capsys.readouterr().out
+    assert cli(["resume", str(path), "--list"]) == 0
+    assert "Polynomial_Fit" in capsys.readouterr().out and partial_runs(path)
+    assert cli(["resume", str(path), "--scheduler", "threads", "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "results       /Measurement_000/Channel_000/Raw_Data-Polynomial_Fit_000" in out
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f[SOURCE + "-Polynomial_Fit_000/Coefficients"][()], expected)
+    assert cli(["resume", str(path)]) == 0
+    assert "no interrupted runs" in capsys.readouterr().out
+
+
+def test_a_changed_process_does_not_resume_another_runs_store(spectra):
+    path, _x, _data = spectra
+    with usidgpu.open(path) as f:
+        a = PolynomialFit(f[SOURCE], degree=2, rows_per_block=8, progress=False)
+        b = PolynomialFit(f[SOURCE], degree=3, rows_per_block=8, progress=False)
+        c = PolynomialFit(f[SOURCE], degree=3, rows_per_block=16, progress=False)
+        assert len({a.store_path(), b.store_path(), c.store_path()}) == 3

@@ -1,0 +1,93 @@
+"""``usidgpu convert IN OUT``: copy a USID file between HDF5 and zarr (direction from the suffixes)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .errors import FileProblem, UsidgpuError
+
+
+def add_parser(sub: Any, common: Any) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="copy a file between HDF5 (.h5/.hdf5/.hf5) and zarr (.zarr), every dataset and attribute",
+        description=(
+            "Copy every group, dataset and attribute of an HDF5 file into a new zarr store, or back. "
+            "Object references become 'h5ref:/path' strings in zarr and references again in HDF5; "
+            "region references are dropped. OUT must not exist."
+        ),
+    )
+    p.add_argument("input", metavar="IN", help="HDF5 file or zarr store (read-only), or sample:NAME")
+    p.add_argument("output", metavar="OUT", help="new .zarr store or .h5/.hdf5/.hf5 file (never overwritten)")
+    p.add_argument(
+        "--chunks",
+        default=None,
+        help="zarr chunk shape for every dataset of that rank, e.g. 256,512 (default: keep the HDF5 chunks)",
+    )
+    common(p)
+
+
+def _chunks(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        chunks = tuple(int(c) for c in text.replace("x", ",").split(",") if c.strip())
+    except ValueError:
+        raise FileProblem(f"--chunks {text!r}: expected integers separated by commas, e.g. 256,512") from None
+    if not chunks or min(chunks) < 1:
+        raise FileProblem(f"--chunks {text!r}: expected positive integers, e.g. 256,512")
+    return chunks
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .samples import resolve
+    from .usid.zarr_store import h5_to_zarr, is_h5_path, is_zarr_path, zarr_to_h5
+
+    src = resolve(args.input)
+    dst = Path(args.output)
+    if not src.exists():
+        raise FileProblem(f"{src}: no such file")
+    if dst.exists() or dst.is_symlink():
+        raise FileProblem(f"{dst}: already exists; refusing to overwrite it")
+    src_zarr, dst_zarr = is_zarr_path(src), is_zarr_path(dst)
+    if not src_zarr and dst_zarr:
+        run = lambda: h5_to_zarr(src, dst, chunks=_chunks(args.chunks))  # noqa: E731
+    elif src_zarr and is_h5_path(dst):
+        run = lambda: zarr_to_h5(src, dst)  # noqa: E731
+    else:
+        raise FileProblem(
+            f"{src} -> {dst}: cannot tell the direction; convert an HDF5 file to OUT.zarr, "
+            f"or a .zarr store to OUT.h5 (or .hdf5/.hf5)"
+        )
+    try:
+        report = run()
+    except UsidgpuError:
+        _remove(dst)
+        raise
+    except Exception as exc:  # anything else: say which file, leave nothing behind
+        _remove(dst)
+        if getattr(args, "debug", False):
+            raise
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FileProblem(f"{src}: conversion to {dst} failed ({text})") from None
+    except BaseException:  # KeyboardInterrupt: no partial output either
+        _remove(dst)
+        raise
+    print(report.summary())
+    regions = [d for d in report.dropped if "region reference" in d]
+    if regions:
+        print(f"  dropped {len(regions)} region reference attribute(s)/dataset(s) (region references are not carried)")
+    for d in report.dropped:
+        if d not in regions:
+            print(f"  dropped {d}")
+    return 0

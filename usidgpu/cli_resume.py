@@ -1,0 +1,50 @@
+"""``usidgpu resume FILE [WHICH]``: finish interrupted block-wise runs (only the missing blocks)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+
+def add_scheduler_options(p: argparse.ArgumentParser) -> None:
+    """``--scheduler`` and ``--workers``, shared by the commands that run block-wise."""
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        help="where blocks run: threads, local (dask LocalCluster), cuda (one worker per GPU) "
+        "or a dask scheduler address tcp://host:port (default: this process)",
+    )
+    p.add_argument("--workers", type=int, default=None, help="threads or worker processes (default: CPU count)")
+
+
+def add_parser(sub: Any, common: Callable) -> None:
+    p = sub.add_parser("resume", help="finish interrupted runs: compute only their missing blocks, then write results")
+    p.add_argument("file", help="the file the results go to (the source file, or the run's --output)")
+    p.add_argument("which", nargs="?", help="only runs whose tool or source dataset path contains this")
+    p.add_argument("--list", action="store_true", help="list the interrupted runs, do not resume")
+    add_scheduler_options(p)
+    common(p)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Run ``usidgpu resume``; returns the exit status."""
+    from pathlib import Path
+
+    from .errors import FileProblem
+    from .parallel.resume import matches, partial_runs, resume
+
+    if not Path(args.file).exists():
+        raise FileProblem(f"{args.file}: no such file")
+    runs = [r for r in partial_runs(args.file) if matches(r, args.which)]
+    if not runs:
+        print(f"{args.file}: no interrupted runs" + (f" matching {args.which!r}" if args.which else ""))
+        return 0
+    for r in runs:
+        done = f"{r['done']}/{r['total']} blocks done"
+        print(f"interrupted   {r['source_name']} → {r['tool']} ({done}) {r['parameters']}")
+    if args.list:
+        return 0
+    for group in resume(args.file, args.which, scheduler=args.scheduler, workers=args.workers):
+        print(f"results       {group}")
+    return 0

@@ -1,0 +1,98 @@
+"""Finding and finishing interrupted :class:`~usidgpu.parallel.Process` runs (``usidgpu resume``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..usid.results import sidecar_dir
+from .store import PARTIAL, read_meta
+
+
+def partial_runs(target: str | os.PathLike) -> list[dict[str, Any]]:
+    """Interrupted runs whose results go to ``target``: one dict per store (tool, source dataset,
+    process class, parameters, blocks done / total, store path)."""
+    folder = sidecar_dir(target)
+    runs = []
+    if not folder.is_dir():
+        return runs
+    for path in sorted(folder.glob("*.zarr")):
+        meta = read_meta(path)
+        if meta.get("status") != PARTIAL:
+            continue
+        done_dir = path / "done"
+        done = sum(1 for m in done_dir.iterdir() if m.name.isdigit()) if done_dir.is_dir() else 0
+        runs.append(
+            dict(
+                store=str(path),
+                tool=meta.get("tool"),
+                process=meta.get("process"),
+                parameters=meta.get("parameters", {}),
+                source_file=meta.get("source_file"),
+                source_name=meta.get("source_name"),
+                output=meta.get("output"),
+                device=meta.get("device", "cpu"),
+                blocks=meta.get("blocks", []),
+                done=done,
+                total=len(meta.get("blocks", [])),
+            )
+        )
+    return runs
+
+
+def matches(run: dict[str, Any], which: str | None) -> bool:
+    """Whether a run's tool or source dataset path contains ``which`` (every run for None)."""
+    return which is None or which in (run["tool"] or "") or which in (run["source_name"] or "")
+
+
+def resume(
+    target: str | os.PathLike,
+    which: str | None = None,
+    scheduler: Any = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[str]:
+    """Finish the interrupted runs of ``target``: only their missing blocks are computed.
+
+    Parameters
+    ----------
+    target : path
+        The file the results go to (the source file, or the ``output`` of the run).
+    which : str, optional
+        Only runs whose tool or source dataset path contains this.
+    scheduler, workers : optional
+        Where to run the missing blocks (need not be where the run started).
+    progress : bool
+
+    Returns
+    -------
+    list of str
+        The results groups written.
+    """
+    from ..usid.file import USIDFile
+    from .process import load_class
+
+    runs = [r for r in partial_runs(target) if matches(r, which)]
+    written = []
+    for run in runs:
+        cls = load_class(run["process"])
+        first = run["blocks"][0] if run["blocks"] else [0, 1]
+        with USIDFile(run["source_file"]) as f:
+            source = f[run["source_name"]]
+            process = cls.from_parameters(
+                source,
+                run["parameters"],
+                scheduler=scheduler,
+                workers=workers,
+                device=run["device"],
+                output=run["output"],
+                rows_per_block=first[1] - first[0],  # the same blocks: the same store
+                progress=progress,
+            )
+            if Path(process.store_path()) != Path(run["store"]):
+                raise RuntimeError(
+                    f"{run['store']}: the source or the process changed since the run began; it cannot be resumed"
+                )
+            written.append(process.run())
+    return written
