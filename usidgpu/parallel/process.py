@@ -131,14 +131,25 @@ class Process:
         """Write extra datasets or attributes into the results group (default: none)."""
 
     # ------------------------------------------------------------------ helpers for subclasses
-    def reduce(self, partial: Any, combine: Any) -> Any:
+    def reduce(self, partial: Any, combine: Any, with_rows: bool = False) -> Any:
         """``combine`` over all blocks of ``partial(block, xp)``, in a fixed tree on the executor.
 
         ``partial`` and ``combine`` must pickle (module-level functions, or bound methods of
-        this process).
+        this process). With ``with_rows`` the call is ``partial(block, xp, rows, span)``:
+        the block's own rows and the rows read (see :meth:`read_span`).
         """
-        tasks = [(self, a, b, partial) for a, b in self.blocks()]
+        tasks = [(self, a, b, partial, with_rows) for a, b in self.blocks()]
         return self.executor.tree_reduce(_reduce_block, combine, tasks)
+
+    def read_span(self, start: int, stop: int) -> tuple[int, int]:
+        """Rows to read for the block ``[start, stop)`` — more than its own for computations with
+        a halo (windows that reach into the neighbouring blocks). Default: its own rows."""
+        return start, stop
+
+    def compute_block(self, block: Any, xp: Any, rows: tuple[int, int], span: tuple[int, int]) -> dict[str, Any]:
+        """:meth:`compute` with the block's place: ``rows`` its own rows, ``span`` the rows read
+        (``block`` holds ``span``). Override this instead of :meth:`compute` for halos."""
+        return self.compute(block, xp)
 
     @property
     def executor(self) -> Executor:
@@ -328,8 +339,9 @@ def read_rows(process: Process, a: int, b: int) -> Any:
 def _run_block(task: tuple[Process, BlockStore, int]) -> int:
     process, store, index = task
     a, b = store.blocks[index]
-    block, xp = read_rows(process, a, b)
-    values = process.compute(block, xp)
+    ra, rb = process.read_span(a, b)
+    block, xp = read_rows(process, ra, rb)
+    values = process.compute_block(block, xp, (a, b), (ra, rb))
     missing = set(process.outputs()) - set(values)
     if missing:
         raise ValueError(f"{type(process).__name__}.compute returned no {sorted(missing)}")
@@ -337,10 +349,14 @@ def _run_block(task: tuple[Process, BlockStore, int]) -> int:
     return index
 
 
-def _reduce_block(task: tuple[Process, int, int, Any]) -> Any:
-    process, a, b, partial = task
-    block, xp = read_rows(process, a, b)
-    return _to_host(partial(block, xp))
+def _reduce_block(task: tuple[Process, int, int, Any, bool]) -> Any:
+    process, a, b, partial, with_rows = task
+    if not with_rows:
+        block, xp = read_rows(process, a, b)
+        return _to_host(partial(block, xp))
+    ra, rb = process.read_span(a, b)
+    block, xp = read_rows(process, ra, rb)
+    return _to_host(partial(block, xp, (a, b), (ra, rb)))
 
 
 def _to_host(value: Any) -> Any:
