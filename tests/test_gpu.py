@@ -193,3 +193,28 @@ def test_column_fits_on_gpu_equal_the_cpu_array_engine(lattice_columns, engine):
     keep = [0, 1, 2, 3, 4, 6]  # θ of a round column is undefined: rounding may turn it anywhere
     np.testing.assert_allclose(gpu.params[:, keep], cpu.params[:, keep], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(gpu.errors[:, 1:3], cpu.errors[:, 1:3], rtol=1e-5)
+
+
+# ------------------------------------------------------------------------- dask-cuda
+def test_local_cuda_cluster_equals_the_in_process_run(tmp_path):
+    pytest.importorskip("dask_cuda", reason="dask-cuda is not installed")
+    from helpers import make_file
+
+    from usidgpu.parallel.fits import PolynomialFit
+
+    x = np.linspace(-1, 1, 32)
+    data = np.random.default_rng(2).standard_normal((20, 30, 32)).astype(np.float32)
+    path = tmp_path / "iv.h5"
+    make_file(path, data, pos=[Dimension("Y", "nm", 20), Dimension("X", "nm", 30)], spec=[Dimension("Bias", "V", x)])
+    copy = tmp_path / "copy.h5"
+    copy.write_bytes(path.read_bytes())
+    import h5py
+
+    with usidgpu.open(path) as f:
+        ref = PolynomialFit(f.main_datasets()[0], degree=2, rows_per_block=64, progress=False).run()
+    with usidgpu.open(copy) as f:
+        got = PolynomialFit(
+            f.main_datasets()[0], degree=2, rows_per_block=64, scheduler="cuda", device="gpu", progress=False
+        ).run()
+    with h5py.File(path, "r") as a, h5py.File(copy, "r") as b:
+        np.testing.assert_allclose(b[got + "/Coefficients"][()], a[ref + "/Coefficients"][()], rtol=1e-9, atol=1e-12)
