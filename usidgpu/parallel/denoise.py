@@ -65,7 +65,7 @@ class WindowedSVD(Process):
     def parameters(self) -> dict[str, Any]:
         return {"window": self.window, "k": self.k_given}
 
-    def blocks(self) -> list[tuple[int, int]]:
+    def plan_blocks(self) -> list[tuple[int, int]]:
         """Bands of whole image rows; their height from the memory budget (the FFT work of a band
         with its halo, about BYTES_PER_TILE_PIXEL per pixel), or from ``rows_per_block``."""
         if self._rows_per_block:

@@ -138,7 +138,7 @@ def _local_cluster(workers: int | None) -> DaskExecutor:
         ) from None
     n = int(workers or os.cpu_count() or 1)
     # one thread per worker process: the blocks' NumPy/BLAS work is the parallelism
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
     return DaskExecutor(Client(cluster), cluster, name="local")
 
 
@@ -153,7 +153,7 @@ def _cuda_cluster(workers: int | None) -> DaskExecutor:
         from distributed import Client
     except ImportError:
         raise ImportError("scheduler 'cuda' needs dask-cuda: pip install 'usidgpu[dask-cuda]'") from None
-    kwargs: dict[str, Any] = {"dashboard_address": None}
+    kwargs: dict[str, Any] = {"dashboard_address": ":0"}
     if workers:
         kwargs["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(int(workers)))
     cluster = LocalCUDACluster(**kwargs)  # one worker per GPU, each sees its GPU as device 0

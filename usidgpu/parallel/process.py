@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 
 from ..backend import asnumpy, memory_budget, select_device
-from ..stream import plan_blocks
+from ..stream import plan_blocks as plan_rows
 from ..usid.dimension import Dimension
 from ..usid.results import ResultsWriter, _sidecar_prefix, check_target, sidecar_dir
 from .executors import Executor, get_executor
-from .store import BlockStore
+from .store import PARTIAL, BlockStore, read_meta
 
 
 @dataclass
@@ -158,25 +158,32 @@ class Process:
         return self._executor
 
     def blocks(self) -> list[tuple[int, int]]:
-        """Row ranges of the blocks, within the memory budget per worker."""
+        """Row ranges of the blocks, within the memory budget per worker (those of the run being
+        resumed, when there is one)."""
+        if getattr(self, "_blocks", None):
+            return list(self._blocks)
+        return self.plan_blocks()
+
+    def plan_blocks(self) -> list[tuple[int, int]]:
+        """A fresh block plan from ``rows_per_block`` or the memory budget."""
         n_rows, n_cols = self.source_shape
         if self._rows_per_block:
             rows = int(self._rows_per_block)
         else:
             row_bytes = n_cols * np.dtype(self.source.dtype).itemsize * 4  # the block, its float copy, outputs
-            rows = plan_blocks(n_rows, row_bytes, memory_budget(self.budget, self.device), n_buffers=1).rows_per_block
+            rows = plan_rows(n_rows, row_bytes, memory_budget(self.budget, self.device), n_buffers=1).rows_per_block
         return [(a, min(a + rows, n_rows)) for a in range(0, n_rows, rows)]
 
     # ------------------------------------------------------------------ running
     def fingerprint(self) -> str:
-        """What identifies this computation: class, parameters, source and block plan."""
+        """What identifies this computation: class, parameters and source (not the block plan,
+        which follows the free memory: an interrupted run resumes with its own plan)."""
         ident = dict(
             process=_class_path(type(self)),
             parameters=self.parameters(),
             source_file=self.source_file,
             source_name=self.source_name,
             shape=list(self.source_shape),
-            blocks=self.blocks(),
         )
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -189,6 +196,9 @@ class Process:
     def run(self) -> str:
         """Compute every block not yet done, then write the results group; returns its path."""
         check_target(self.output or self.source_file)
+        old = read_meta(self.store_path())
+        if old.get("status") == PARTIAL and old.get("fingerprint") == self.fingerprint():
+            self._blocks = [tuple(b) for b in old["blocks"]]  # resume with the interrupted run's blocks
         specs = self.outputs()
         blocks = self.blocks()
         meta = dict(
@@ -282,6 +292,7 @@ class Process:
         state = dict(self.__dict__)
         state["source"] = None  # an open HDF5 dataset does not travel; workers read by path
         state["_executor"] = None
+        state["scheduler"] = None  # a Client or an Executor does not pickle, and workers need neither
         return state
 
     @classmethod
