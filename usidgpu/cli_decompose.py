@@ -32,11 +32,15 @@ def _analysis_parser(sub: Any, name: str, help_text: str, common: Callable) -> a
 
 def add_parsers(sub: Any, common: Callable) -> None:
     """Register the decomposition commands on the CLI's subparsers."""
+    from .cli_resume import add_scheduler_options
+
     for name, help_text in (("svd", "truncated SVD of a Main dataset"), ("pca", "PCA (SVD of the centred data)")):
         p = _analysis_parser(sub, name, help_text, common)
         p.add_argument("--method", choices=("auto", "gram", "randomized", "exact"), default="auto")
         p.add_argument("--iterations", type=int, default=None, help="power iterations (randomized method)")
         p.add_argument("--engine", choices=("usidgpu", "cuml"), default="usidgpu")
+        if name == "svd":
+            add_scheduler_options(p)
     p = _analysis_parser(sub, "nmf", "non-negative matrix factorization of a Main dataset", common)
     p.add_argument("--solver", choices=("hals", "mu"), default="hals")
     p.add_argument("--init", choices=("nndsvda", "nndsvd", "random"), default="nndsvda")
@@ -47,6 +51,7 @@ def add_parsers(sub: Any, common: Callable) -> None:
     p.add_argument("--components", type=int, default=None, help="SVD scores used with --features svd")
     p.add_argument("--iterations", type=int, default=300, help="maximum Lloyd iterations")
     p.add_argument("--engine", choices=("usidgpu", "cuml"), default="usidgpu")
+    add_scheduler_options(p)
 
 
 def _fmt(values: np.ndarray, n: int = 8) -> str:
@@ -116,6 +121,8 @@ def cmd_decompose(args: argparse.Namespace) -> int:
         from .usid.results import check_target
 
         check_target(args.output or args.file)  # before the work, not after it
+    if getattr(args, "scheduler", None) is not None:
+        return _block_wise(args, device)
     with USIDFile(args.file) as f:
         ds = f.dataset(args.dataset)
         label = {"svd": "SVD", "pca": "PCA", "nmf": "NMF", "cluster": "k-means"}[args.command]
@@ -133,4 +140,45 @@ def cmd_decompose(args: argparse.Namespace) -> int:
         if not args.no_write:
             path = result.write(ds, output=args.output)
             print(f"results       {path} in {args.output or args.file}")
+    return 0
+
+
+def _block_wise(args: argparse.Namespace, device: Any) -> int:
+    """``--scheduler``: the block-wise Process (Gram tree reduction / k-means partial sums) on the
+    chosen executor; written as the same results group, resumable with ``usidgpu resume``."""
+    from .parallel import kmeans, svd
+    from .usid.file import USIDFile
+
+    problems = []
+    if args.no_write:
+        problems.append("--no-write (block-wise runs write their results group as they finish)")
+    if args.plot:
+        problems.append("--plot (plot the results group afterwards)")
+    if args.command == "svd" and (args.method not in ("auto", "gram") or args.engine != "usidgpu"):
+        problems.append("--method/--engine other than gram/usidgpu (the block-wise SVD is the Gram method)")
+    if args.command == "cluster" and (args.features != "raw" or args.engine != "usidgpu"):
+        problems.append("--features svd or --engine cuml (block-wise k-means clusters raw spectra)")
+    if problems:
+        raise ValueError(f"{args.file}: --scheduler {args.scheduler} does not go with " + "; ".join(problems))
+    options = dict(
+        scheduler=args.scheduler,
+        workers=args.workers,
+        device=device.kind,
+        budget=args.memory,
+        output=args.output,
+        progress=not args.no_progress,
+    )
+    with USIDFile(args.file) as f:
+        ds = f.dataset(args.dataset)
+        label = "SVD" if args.command == "svd" else "k-means"
+        print(f"{label} of {ds.name} in {args.file} ({ds.shape[0]} × {ds.shape[1]} {ds.dtype}), k = {args.k}")
+        workers = f" ({args.workers} workers)" if args.workers else ""
+        print(f"device        {device}; blocks on {args.scheduler}{workers}")
+        start = time.perf_counter()
+        if args.command == "svd":
+            group = svd(ds, args.k, **options)
+        else:
+            group = kmeans(ds, args.k, max_iter=args.iterations, **options)
+        print(f"time          {time.perf_counter() - start:.2f} s")
+        print(f"results       {group} in {args.output or args.file}")
     return 0

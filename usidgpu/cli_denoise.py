@@ -26,6 +26,9 @@ def add_parser(sub: Any, common: Callable) -> None:
     )
     p.add_argument("--no-write", action="store_true", help="compute and report only")
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
+    from .cli_resume import add_scheduler_options
+
+    add_scheduler_options(p)
     common(p)
 
 
@@ -48,6 +51,11 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 
     device = select_device(args.device)
     _check_plot_name(args.plot)
+    if args.scheduler is not None and (args.step != 1 or args.no_write or args.plot):
+        raise ValueError(
+            f"{args.file}: --scheduler runs the step-1 windowed SVD and writes its results group; "
+            "drop --step, --no-write and --plot (plot the results group afterwards)"
+        )
     source_path = args.file
     if is_image_file(args.file):
         image = read_image(args.file)
@@ -67,6 +75,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         return 0
     with USIDFile(source_path) as f:
         ds = f.dataset(args.dataset)
+        if args.scheduler is not None:
+            return _block_wise(args, ds, source_path, device)
         result = windowed_svd(ds, window=args.window, step=args.step, k=args.k, device=device, budget=args.memory)
         _report(f"{ds.name} in {source_path}", (ds.shape[0],), device, result, time.perf_counter() - start, args)
         if not args.no_write:
@@ -90,3 +100,32 @@ def _report(what: str, shape: Any, device: Any, result: Any, seconds: float, arg
 
         save_figure(plot_denoise(result), args.plot)
         print(f"figure        {args.plot}")
+
+
+def _block_wise(args: argparse.Namespace, ds: Any, source_path: str, device: Any) -> int:
+    """``--scheduler``: bands of image rows with halos on the chosen executor (step 1 only)."""
+    from .denoise.window_size import window_from_fft
+    from .denoise.windowed import frames_of
+    from .parallel import windowed_svd
+
+    window = args.window
+    if window is None:
+        frames, _ = frames_of(ds)
+        window = window_from_fft(frames[0])
+    workers = f" ({args.workers} workers)" if args.workers else ""
+    print(f"windowed SVD of {ds.name} in {source_path}, window {window} px, bands on {args.scheduler}{workers}")
+    start = time.perf_counter()
+    group = windowed_svd(
+        ds,
+        window,
+        args.k,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        device=device.kind,
+        budget=args.memory,
+        output=args.output,
+        progress=not args.no_progress,
+    )
+    print(f"time          {time.perf_counter() - start:.2f} s")
+    print(f"results       {group} in {args.output or source_path}")
+    return 0

@@ -28,7 +28,6 @@ import hashlib
 import importlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from ..stream import plan_blocks as plan_rows
 from ..usid.dimension import Dimension
 from ..usid.results import ResultsWriter, _sidecar_prefix, check_target, sidecar_dir
 from .executors import Executor, get_executor
-from .store import PARTIAL, BlockStore, read_meta
+from .store import PARTIAL, BlockStore, clear_removed, read_meta, remove_store
 
 
 @dataclass
@@ -211,11 +210,12 @@ class Process:
             device=self.device,
         )
         path = self.store_path()
+        clear_removed(path.parent)
         attached = self._attached_group()
         if attached is not None:
             # this very computation is attached already (a run killed after attaching, or a repeat
             # of a finished run): reuse it, as pyUSID's check_for_old does, and drop any leftovers
-            shutil.rmtree(path, ignore_errors=True)
+            remove_store(path)
             _remove_empty(path.parent)
             return attached
         path.parent.mkdir(exist_ok=True)

@@ -115,7 +115,30 @@ class BlockStore:
         zarr.open_group(str(self.path), mode="r+").attrs.update(_jsonable(values))
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        remove_store(self.path)
+
+
+REMOVING = ".removing"
+
+
+def remove_store(path: str | os.PathLike) -> None:
+    """Delete a store: first renamed (atomic, so it never looks like a store to resume), then
+    removed; a deletion cut short leaves ``*.removing``, cleared by :func:`clear_removed`."""
+    path = Path(path)
+    if not path.exists():
+        return
+    doomed = path.with_name(path.name + REMOVING)
+    shutil.rmtree(doomed, ignore_errors=True)
+    path.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def clear_removed(folder: str | os.PathLike) -> None:
+    """Finish deletions that an interruption cut short."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for doomed in folder.glob(f"*{REMOVING}"):
+            shutil.rmtree(doomed, ignore_errors=True)
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
