@@ -122,16 +122,9 @@ def _cost_and_normal(p, yy, xx, data, weight, jtj, grad, with_normal):
 
 
 @njit(cache=True, fastmath=False)
-def _damped_step(jtj, grad, lam, step):
-    """Solve (JᵀJ + λ·diag(scale))·step = −Jᵀr by Cholesky; False if not positive definite."""
-    dmax = 0.0
-    for i in range(7):
-        dmax = max(dmax, jtj[i, i])
-    low = np.empty((7, 7))
-    for i in range(7):
-        for j in range(i + 1):
-            low[i, j] = jtj[i, j]
-        low[i, i] += lam * (jtj[i, i] + 1e-9 * dmax + 1e-30)
+def _cholesky(low):
+    """Cholesky factor of the 7 × 7 matrix in the lower triangle of ``low``, in place; False if
+    it is not positive definite."""
     for j in range(7):
         d = low[j, j]
         for k in range(j):
@@ -145,16 +138,38 @@ def _damped_step(jtj, grad, lam, step):
             for k in range(j):
                 t -= low[i, k] * low[j, k]
             low[i, j] = t / d
-    for i in range(7):  # forward: L·z = −g
-        t = -grad[i]
+    return True
+
+
+@njit(cache=True, fastmath=False)
+def _cholesky_solve(low, rhs, x):
+    """x = (L·Lᵀ)⁻¹·rhs for the factor from :func:`_cholesky`."""
+    for i in range(7):  # forward: L·z = rhs
+        t = rhs[i]
         for k in range(i):
-            t -= low[i, k] * step[k]
-        step[i] = t / low[i, i]
-    for i in range(6, -1, -1):  # backward: Lᵀ·step = z
-        t = step[i]
+            t -= low[i, k] * x[k]
+        x[i] = t / low[i, i]
+    for i in range(6, -1, -1):  # backward: Lᵀ·x = z
+        t = x[i]
         for k in range(i + 1, 7):
-            t -= low[k, i] * step[k]
-        step[i] = t / low[i, i]
+            t -= low[k, i] * x[k]
+        x[i] = t / low[i, i]
+
+
+@njit(cache=True, fastmath=False)
+def _damped_step(jtj, grad, lam, step):
+    """Solve (JᵀJ + λ·diag(scale))·step = −Jᵀr by Cholesky; False if not positive definite."""
+    dmax = 0.0
+    for i in range(7):
+        dmax = max(dmax, jtj[i, i])
+    low = np.empty((7, 7))
+    for i in range(7):
+        for j in range(i + 1):
+            low[i, j] = jtj[i, j]
+        low[i, i] += lam * (jtj[i, i] + 1e-9 * dmax + 1e-30)
+    if not _cholesky(low):
+        return False
+    _cholesky_solve(low, -grad, step)
     return True
 
 
@@ -235,32 +250,18 @@ def _covariance(jtj, cost, npx, ridge, out):
         for j in range(i + 1):
             low[i, j] = jtj[i, j]
         low[i, i] += ridge * dmax + 1e-300
-    for j in range(7):
-        d = low[j, j]
-        for k in range(j):
-            d -= low[j, k] * low[j, k]
-        d = math.sqrt(max(d, 1e-300))
-        low[j, j] = d
-        for i in range(j + 1, 7):
-            t = low[i, j]
-            for k in range(j):
-                t -= low[i, k] * low[j, k]
-            low[i, j] = t / d
+    if not _cholesky(low):  # degenerate even with the ridge: nothing is determined
+        out[:, :] = np.inf
+        return
     s2 = cost / max(npx - 7.0, 1.0)
-    z = np.empty(7)
+    unit = np.zeros(7)
+    column = np.empty(7)
     for c in range(7):
-        for i in range(7):  # L·z = e_c
-            t = 1.0 if i == c else 0.0
-            for k in range(i):
-                t -= low[i, k] * z[k]
-            z[i] = t / low[i, i]
-        for i in range(6, -1, -1):  # Lᵀ·x = z
-            t = z[i]
-            for k in range(i + 1, 7):
-                t -= low[k, i] * z[k]
-            z[i] = t / low[i, i]
+        unit[:] = 0.0
+        unit[c] = 1.0
+        _cholesky_solve(low, unit, column)
         for i in range(7):
-            out[i, c] = z[i] * s2
+            out[i, c] = column[i] * s2
 
 
 @njit(cache=True, fastmath=False)
