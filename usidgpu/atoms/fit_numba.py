@@ -169,7 +169,9 @@ def _damped_step(jtj, grad, lam, step):
         low[i, i] += lam * (jtj[i, i] + 1e-9 * dmax + 1e-30)
     if not _cholesky(low):
         return False
-    _cholesky_solve(low, -grad, step)
+    _cholesky_solve(low, grad, step)
+    for i in range(7):  # the step solves for −Jᵀr (negated here: no temporary array per iteration)
+        step[i] = -step[i]
     return True
 
 
