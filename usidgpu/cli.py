@@ -65,12 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_atoms import add_parser as add_atoms
     from .cli_convert import add_parser as add_convert
     from .cli_decompose import add_parsers
+    from .cli_demo import add_parser as add_demo
     from .cli_denoise import add_parser as add_denoise
     from .cli_resume import add_parser as add_resume
 
     add_parsers(sub, _common)
     add_denoise(sub, _common)
     add_resume(sub, _common)
+    add_demo(sub, _common)
     add_atoms(sub, _common)
     add_convert(sub, _common)
 
@@ -241,6 +243,12 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .cli_demo import cmd_demo as run
+
+    return run(args)
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     from .cli_resume import cmd_resume as run
 
@@ -260,6 +268,7 @@ def cmd_atoms(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "demo": cmd_demo,
     "resume": cmd_resume,
     "atoms": cmd_atoms,
     "convert": cmd_convert,
