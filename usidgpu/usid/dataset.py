@@ -346,6 +346,34 @@ class MainDataset:
         """
         return reduce_main(self, dims, func, budget=budget, device=device, progress=progress)
 
+    # ---------------------------------------------------------------- interop and viewing
+    def to_dask(self, ndim: bool = False, chunks: Any = "auto") -> Any:
+        """Lazy dask array, chunked like the file: 2-D as stored, or ``ndim=True`` like :meth:`to_ndim`.
+
+        See :func:`usidgpu.usid.interop.to_dask`.
+        """
+        from .interop import to_dask
+
+        return to_dask(self, ndim=ndim, chunks=chunks)
+
+    def to_xarray(self, lazy: bool = True, chunks: Any = "auto") -> Any:
+        """``xarray.DataArray`` with named dims, coordinates with units, dask-backed when ``lazy``.
+
+        See :func:`usidgpu.usid.interop.to_xarray`.
+        """
+        from .interop import to_xarray
+
+        return to_xarray(self, lazy=lazy, chunks=chunks)
+
+    def visualize(self, **kwargs: Any) -> Any:
+        """Interactive viewer (ipywidgets): sliders over every dimension, map beside spectrum.
+
+        See :class:`usidgpu.viz.viewer.MainViewer` for the keyword arguments.
+        """
+        from ..viz.viewer import MainViewer
+
+        return MainViewer(self, **kwargs)
+
     # ---------------------------------------------------------------- streaming
     def block_plan(
         self, budget: int | str | None = None, device: str | Device | None = "cpu", prefetch: bool = True
