@@ -8,7 +8,7 @@
 Positions are (y, x) = (row, column) in pixels everywhere.
 """
 
-from .analysis import ColumnAnalysis, analyze, choose_sublattices
+from .analysis import ColumnAnalysis, StackAnalysis, analyze, analyze_stack, choose_sublattices
 from .find import FoundColumns, column_spacing, find_columns
 from .fit import ColumnFit, refine
 from .lattice import (
@@ -28,6 +28,7 @@ from .track import Tracks, link, track
 __all__ = [
     "ColumnAnalysis",
     "ColumnFit",
+    "StackAnalysis",
     "FoundColumns",
     "Lattice",
     "StrainMap",
@@ -35,6 +36,7 @@ __all__ = [
     "Tracks",
     "Vacancies",
     "analyze",
+    "analyze_stack",
     "assign_sublattices",
     "base_vectors",
     "choose_sublattices",
