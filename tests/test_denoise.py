@@ -180,3 +180,27 @@ def test_real_stem_image_noise_has_no_lattice(tmp_path):
     assert np.max(spec_noise.ravel()[peaks] / spec_raw.ravel()[peaks]) < 0.02
     path = save_figure(plot_denoise(r), tmp_path / "fig1.png")
     assert path.stat().st_size > 50_000
+
+
+@pytest.mark.parametrize("shape,window", [((40, 37), (7, 5)), ((20, 30), (9, 25)), ((10, 12), (10, 12))])
+def test_gram_corner_tables_numpy_and_compiled_agree(shape, window, monkeypatch):
+    from usidgpu.denoise import gram
+
+    image = np.random.default_rng(5).random(shape)
+    windows = np.lib.stride_tricks.sliding_window_view(image, window).reshape(-1, window[0] * window[1])
+    explicit = windows.T @ windows
+    monkeypatch.setenv("USIDGPU_NO_NUMBA", "1")
+    numpy_path = gram.gram_step1(np, image, window)
+    monkeypatch.delenv("USIDGPU_NO_NUMBA")
+    default_path = gram.gram_step1(np, image, window)  # compiled where numba is installed
+    np.testing.assert_allclose(numpy_path, explicit, rtol=1e-12, atol=1e-12 * explicit.max())
+    np.testing.assert_allclose(default_path, explicit, rtol=1e-12, atol=1e-12 * explicit.max())
+
+
+def test_singular_values_with_k_given_are_computed_on_use():
+    image = lattice(n=48, seed=3)[1]
+    auto = windowed_svd(image, window=8)
+    given = windowed_svd(image, window=8, k=auto.k)
+    assert callable(given.spectrum)
+    np.testing.assert_allclose(given.singular_values, auto.singular_values, rtol=1e-12)
+    np.testing.assert_allclose(given.cleaned, auto.cleaned)

@@ -75,6 +75,15 @@ def _pad_last(xp: Any, a: Any, size: int) -> Any:
     return xp.concatenate([a, reps], axis=-1)
 
 
+def compiled_corners() -> bool:
+    """Whether the compiled corner tables (numba) are used on the CPU; ``USIDGPU_NO_NUMBA=1``
+    turns them off (the tests compare both)."""
+    import importlib.util
+    import os
+
+    return importlib.util.find_spec("numba") is not None and not os.environ.get("USIDGPU_NO_NUMBA")
+
+
 def _corner_slices(xp: Any, image: Any, wy: int, wx: int):
     """For each ``dyi = dy + wy − 1``: sums of ``J_d`` over the four image corners, all dx at once.
 
@@ -94,6 +103,13 @@ def _corner_slices(xp: Any, image: Any, wy: int, wx: int):
         t = xp.arange(n_out)[:, None]
         i = xp.arange(n_in)[None, :]
         return ((i >= n_in - t) if from_end else (i < t)).astype(np.float64)
+
+    if xp is np and compiled_corners():
+        from .gram_numba import corner_tables
+
+        for dyi in range(2 * wy - 1):
+            yield dyi, corner_tables(image, pad, dyi, wy, wx)
+        return
 
     sums = {flip: (summing(wy, hy, flip), summing(wx, hx, flip)) for flip in (False, True)}
     corners = {

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -58,7 +58,9 @@ class WindowedSVDResult(Described):
     components : ndarray, (k, wy, wx)
         The eigen-windows used (rows of V), largest first.
     singular_values : ndarray
-        All singular values of the windows matrix, descending (for the scree plot).
+        All singular values of the windows matrix, descending (for the scree plot). With ``k``
+        given they are computed on first use (an eigendecomposition of the Gram matrix the
+        denoising itself does not need).
     k : int
     k_rule : str
         How ``k`` was chosen (the user's value, or the stated rule and its numbers).
@@ -75,7 +77,7 @@ class WindowedSVDResult(Described):
     cleaned: np.ndarray = None
     noise: np.ndarray = None
     components: np.ndarray = None
-    singular_values: np.ndarray = None
+    spectrum: Any = field(default=None, repr=False)  # singular values, or a callable giving them
     k: int = 0
     k_rule: str = ""
     window: tuple = (0, 0)
@@ -85,6 +87,12 @@ class WindowedSVDResult(Described):
     n_windows: int = 0
 
     tool = "Windowed_SVD"
+
+    @property
+    def singular_values(self) -> np.ndarray:
+        if callable(self.spectrum):
+            self.spectrum = self.spectrum()
+        return self.spectrum
 
     def write(self, main: Any = None, output: str | os.PathLike | None = None) -> str:
         """Write as ``<Source>-Windowed_SVD_NNN`` next to ``main`` (default: the source dataset)."""
@@ -240,15 +248,20 @@ def windowed_svd(
                 sub = xp.asarray(sub)
                 g += gram_step1(xp, sub, win) if step_ == (1, 1) else gram_by_patches(xp, sub, win, step_)
 
-    # 2. singular values (all: the k rule and the scree plot need them), then the top-k
-    # eigen-windows alone — for 64 × 64 windows a third of the time of a full eigendecomposition
+    # 2. all singular values when the k rule needs them (else on first use: the scree plot, the
+    # results group), then the top-k eigen-windows alone — for 64 × 64 windows a third of the
+    # time of a full eigendecomposition
     if k is not None and (not isinstance(k, (int, np.integer)) or not 1 <= k <= n_pix):
         raise ValueError(f"k must be an integer in [1, {n_pix}] (pixels per window), got {k!r}")
-    vals = asnumpy(xp.linalg.eigvalsh(g))[::-1]
-    singular = np.sqrt(np.maximum(vals, 0))
+
+    def spectrum(gram: Any = g) -> np.ndarray:
+        return np.sqrt(np.maximum(asnumpy(xp.linalg.eigvalsh(gram))[::-1], 0))
+
     if k is None:
+        singular = spectrum()
         k, k_rule = choose_rank(singular, n_frames * ny * nx, n_pix)
-    else:
+    else:  # all singular values only when someone looks at them (scree plot, results group)
+        singular = spectrum
         k, k_rule = int(k), "given"
     _top, vecs = top_eigh(xp, g, k)
     comps = vecs.T  # (k, P), orthonormal rows
@@ -289,7 +302,7 @@ def windowed_svd(
         cleaned=clean_out,
         noise=raw_out - clean_out,
         components=asnumpy(comps).reshape(k, wy, wx),
-        singular_values=singular,
+        spectrum=singular,
         k=k,
         k_rule=k_rule,
         window=win,
