@@ -363,6 +363,7 @@ def usidgpu_breakdown(noisy: np.ndarray, w: int) -> dict[str, Any]:
         from usidgpu.denoise import gram as _gram
 
         img = noisy.astype(np.float64)
+        _gram.gram_step1(np, img[: 2 * w, : 2 * w], (w, w))  # warm-up: numba compiles (or loads) once
         t0 = time.perf_counter()
         g = _gram.gram_step1(np, img, (w, w))
         t1 = time.perf_counter()

@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_demo import add_parser as add_demo
     from .cli_denoise import add_parser as add_denoise
     from .cli_resume import add_parser as add_resume
+    from .cli_translate import add_parser as add_translate
 
     add_parsers(sub, _common)
     add_denoise(sub, _common)
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo(sub, _common)
     add_atoms(sub, _common)
     add_convert(sub, _common)
+    add_translate(sub, _common)
 
     samples = sub.add_parser("samples", help="list the sample USID files shipped with usidgpu")
     samples.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -261,6 +263,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_translate(args: argparse.Namespace) -> int:
+    from .cli_translate import cmd_translate as run
+
+    return run(args)
+
+
 def cmd_atoms(args: argparse.Namespace) -> int:
     from .cli_atoms import cmd_atoms as run
 
@@ -272,6 +280,7 @@ COMMANDS = {
     "resume": cmd_resume,
     "atoms": cmd_atoms,
     "convert": cmd_convert,
+    "translate": cmd_translate,
     "denoise": cmd_denoise,
     "info": cmd_info,
     "validate": cmd_validate,
