@@ -24,6 +24,9 @@ BIMODAL_D = 4.0
 #: ... and the two populations' means must differ by this fraction of the brighter one: D is
 #: scale-free, so identical noise-free columns that differ by rounding alone would pass it.
 MIN_CONTRAST = 0.1
+#: ... and the groups must interpenetrate (see :func:`choose_sublattices`): a perovskite's A/B
+#: columns have ~50–100 % neighbours of the other kind, two regions of a gradient a few percent.
+MIN_MIXING = 0.25
 
 
 @dataclass
@@ -109,10 +112,16 @@ def _csv_value(v: Any) -> Any:
     return v
 
 
-def choose_sublattices(amplitudes: np.ndarray) -> tuple[int, str]:
+def choose_sublattices(amplitudes: np.ndarray, positions: np.ndarray | None = None) -> tuple[int, str]:
     """Two sublattices when the fitted amplitudes are bimodal — Ashman's D of a 1-D 2-means split
     above :data:`BIMODAL_D` and a contrast between the two means of at least :data:`MIN_CONTRAST`
-    of the brighter — else one; with the reason."""
+    of the brighter — and, given the positions, the two groups interpenetrate: on average at
+    least :data:`MIN_MIXING` of a column's 4 nearest neighbours are of the other group. Else one.
+    Returns the number and the reason.
+
+    The mixing test tells sublattices (A/B sites alternate) from a brightness gradient across
+    the field of view (thickness, a scan artefact), which splits the columns into a bright
+    region and a dim one."""
     a = np.asarray(amplitudes, dtype=np.float64)
     if len(a) < 8:
         return 1, "1: fewer than 8 columns"
@@ -129,10 +138,27 @@ def choose_sublattices(amplitudes: np.ndarray) -> tuple[int, str]:
     d = np.sqrt(2) * abs(high.mean() - low.mean()) / spread if spread > 0 else np.inf
     contrast = abs(high.mean() - low.mean()) / max(abs(high.mean()), 1e-300)
     if d > BIMODAL_D and contrast >= MIN_CONTRAST:
-        return 2, f"2: fitted amplitudes are bimodal (Ashman's D = {d:.1f} > {BIMODAL_D:g}, contrast {contrast:.0%})"
+        mixing = _mixing(a >= threshold, positions) if positions is not None and len(a) > 4 else None
+        if mixing is not None and mixing < MIN_MIXING:
+            return 1, (
+                f"1: amplitudes are bimodal (Ashman's D = {d:.1f}) but the groups lie apart (neighbours of the other "
+                f"group {mixing:.0%} < {MIN_MIXING:.0%}): a brightness gradient, not sublattices"
+            )
+        mixed = f", neighbours of the other group {mixing:.0%}" if mixing is not None else ""
+        return 2, (
+            f"2: fitted amplitudes are bimodal (Ashman's D = {d:.1f} > {BIMODAL_D:g}, contrast {contrast:.0%}{mixed})"
+        )
     if d > BIMODAL_D:
         return 1, f"1: amplitude groups differ by {contrast:.1%} only (< {MIN_CONTRAST:.0%}, Ashman's D = {d:.1f})"
     return 1, f"1: fitted amplitudes are unimodal (Ashman's D = {d:.1f} ≤ {BIMODAL_D:g})"
+
+
+def _mixing(group: np.ndarray, positions: np.ndarray) -> float:
+    """Mean fraction of each column's 4 nearest neighbours that belong to the other group."""
+    from scipy.spatial import cKDTree
+
+    _, idx = cKDTree(positions).query(positions, k=5)
+    return float(np.mean(group[idx[:, 1:]] != group[:, None]))
 
 
 def _image_of(data: Any, frame: int | None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -219,7 +245,7 @@ def analyze(
     t0 = time.perf_counter()
     amplitudes = fit.params[:, PARAMETERS.index("amplitude")]
     if n_sublattices == "auto":
-        n_sub, rule = choose_sublattices(amplitudes)
+        n_sub, rule = choose_sublattices(amplitudes, fit.positions)
     else:
         n_sub, rule = int(n_sublattices), f"{int(n_sublattices)}: given"
     labels = np.zeros(len(fit), dtype=np.int64)
