@@ -315,3 +315,12 @@ def test_stack_analysis_links_the_same_column_through_every_frame(tmp_path, pyus
         np.testing.assert_array_equal(rows["track_id"], table["track_id"])
         np.testing.assert_array_equal(rows["frame"], table["frame"])
         np.testing.assert_allclose(h[group + "/Drift"][()], result.tracks.drift)
+
+
+def test_a_brightness_gradient_is_not_two_sublattices():
+    base = lattice_image((160, 160), spacing=14.0, motif="square", margin=3.0, seed=6)
+    ramp = np.where(base.positions[:, 0] < 80, 0.5, 1.0)  # a dim half and a bright half
+    image = render((160, 160), base.positions, ramp, base.sigma, base.background)
+    a = analyze(np.random.default_rng(0).poisson(image * 200) / 200, device="cpu")
+    assert a.parameters["n_sublattices"] == 1, a.sublattice_rule
+    assert "brightness gradient" in a.sublattice_rule
