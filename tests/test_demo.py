@@ -12,20 +12,22 @@ from usidgpu.samples import sample_path
 
 
 def test_demo_quick(tmp_path, capsys):
-    before = sample_path("stem-image").read_bytes()
+    before = sample_path("survey-dm3").read_bytes()
     assert cli(["demo", "--out", str(tmp_path / "demo"), "--quick", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    for step in ("denoise", "atoms", "svd", "cluster", "files", "total"):
+    for step in ("translate", "denoise", "atoms", "svd", "cluster", "files", "total"):
         assert any(line.startswith(step) for line in out.splitlines()), step
     assert "valid USID" in out and "adjusted Rand index vs the true phases 1.000" in out
     folder = tmp_path / "demo"
     for name in ("01_denoise.png", "02_atoms.png", "03_svd.png", "04_clusters.png"):
         assert (folder / name).stat().st_size > 20_000
-    with h5py.File(folder / "stem_image.h5", "r") as f:
+    assert usidgpu.validate(folder / "stem_survey.h5") == []
+    with h5py.File(folder / "stem_survey.h5", "r") as f:
+        assert f["Measurement_000"].attrs["format"]  # translated from the vendor file, provenance kept
         groups = list(f["Measurement_000/Channel_000"])
     assert any("Windowed_SVD_000" in g for g in groups) and any("Atomic_Columns_000" in g for g in groups)
     assert usidgpu.validate(folder / "spectrum_image.h5") == []
-    assert sample_path("stem-image").read_bytes() == before  # the shipped sample is never written
+    assert sample_path("survey-dm3").read_bytes() == before  # the shipped sample is never written
     # a second run goes into a new folder, the first stays as it is
     assert cli(["demo", "--out", str(folder), "--quick", "--device", "cpu"]) == 0
     assert (tmp_path / "demo-2" / "01_denoise.png").exists()

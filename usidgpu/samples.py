@@ -1,4 +1,5 @@
-"""Sample USID files shipped inside the package, addressable as ``sample:<name>``."""
+"""Sample files shipped inside the package, addressable as ``sample:<name>``: real public USID
+files, and one vendor file (Gatan DM3) to translate."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ _DIR = Path(__file__).resolve().parent / "data"
 SAMPLES = {
     "stem-image": ("simulated_STEM_Image.h5", "simulated HAADF-STEM image of atomic columns, 256 × 256 (pycroscopy)"),
     "force-curve": ("AFM_Force_Curve.h5", "one AFM force curve, deflection vs Z, 2045 points (pyUSID)"),
+    "survey-dm3": (
+        "DMReader_Image_SI-Survey.dm3",
+        "atomic-resolution STEM survey image, Gatan DM3 (a vendor file: usidgpu translate), 512 × 512",
+    ),
 }
 PREFIX = "sample:"
 
