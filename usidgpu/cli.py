@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(val)
 
     from .cli_atoms import add_parser as add_atoms
+    from .cli_bayes import add_parser as add_bayes
     from .cli_convert import add_parser as add_convert
     from .cli_decompose import add_parsers
     from .cli_demo import add_parser as add_demo
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_resume(sub, _common)
     add_demo(sub, _common)
     add_atoms(sub, _common)
+    add_bayes(sub, _common)
     add_convert(sub, _common)
     add_translate(sub, _common)
 
@@ -275,10 +277,17 @@ def cmd_atoms(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_bayes(args: argparse.Namespace) -> int:
+    from .cli_bayes import cmd_bayes as run
+
+    return run(args)
+
+
 COMMANDS = {
     "demo": cmd_demo,
     "resume": cmd_resume,
     "atoms": cmd_atoms,
+    "bayes": cmd_bayes,
     "convert": cmd_convert,
     "translate": cmd_translate,
     "denoise": cmd_denoise,

@@ -239,7 +239,10 @@ class Process:
         """A complete results group this very run (same fingerprint) attached already, if any."""
         from ..usid.file import open_h5, results_groups_of
 
-        with open_h5(self.output or self.source_file, "r") as f:
+        target = Path(self.output or self.source_file)
+        if not target.exists():  # a new output file: nothing attached yet (it is created on attach)
+            return None
+        with open_h5(target, "r") as f:
             if self.source_name not in f:
                 return None
             for _match, group in results_groups_of(f[self.source_name], self.tool):

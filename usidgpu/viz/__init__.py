@@ -10,6 +10,7 @@ Matplotlib only, drawn on :class:`matplotlib.figure.Figure` objects (no GUI back
 """
 
 from .atoms import plot_columns, plot_tracks
+from .bayes import plot_giv_maps
 from .clusters import plot_clusters
 from .components import plot_components
 from .denoise import plot_denoise
@@ -24,6 +25,7 @@ __all__ = [
     "plot_components",
     "plot_decomposition",
     "plot_denoise",
+    "plot_giv_maps",
     "plot_maps",
     "plot_scree",
     "plot_tracks",
