@@ -93,6 +93,16 @@ class ColumnAnalysis:
 
         return write_columns(self, main, output)
 
+    def visualize(self, image: Any = None, **kw: Any) -> Any:
+        """Interactive viewer (ipywidgets): the column overlay, a column picker with its fit.
+
+        ``image`` is the analyzed image (default: the source dataset). See
+        :class:`usidgpu.viz.results_viewer.ColumnsViewer` for the keyword arguments.
+        """
+        from ..viz.results_viewer import ColumnsViewer
+
+        return ColumnsViewer(self, image, **kw)
+
 
 def _write_csv(table: dict[str, np.ndarray], path: str | os.PathLike) -> str:
     names = list(table)

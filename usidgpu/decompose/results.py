@@ -97,6 +97,15 @@ class SVDResult(Described):
 
         return write_svd(self, main, output)
 
+    def visualize(self, **kw: Any) -> Any:
+        """Interactive viewer (ipywidgets): component slider, map, loading, scree.
+
+        See :class:`usidgpu.viz.results_viewer.SVDViewer` for the keyword arguments.
+        """
+        from ..viz.results_viewer import SVDViewer
+
+        return SVDViewer(self, **kw)
+
 
 @dataclass
 class PCAResult(SVDResult):
@@ -158,6 +167,15 @@ class NMFResult(Described):
 
         return write_nmf(self, main, output)
 
+    def visualize(self, **kw: Any) -> Any:
+        """Interactive viewer (ipywidgets): component slider, abundance map and component.
+
+        See :class:`usidgpu.viz.results_viewer.SVDViewer` for the keyword arguments.
+        """
+        from ..viz.results_viewer import SVDViewer
+
+        return SVDViewer(self, **kw)
+
 
 @dataclass
 class KMeansResult(Described):
@@ -198,3 +216,12 @@ class KMeansResult(Described):
         from .write import write_kmeans
 
         return write_kmeans(self, main, output)
+
+    def visualize(self, **kw: Any) -> Any:
+        """Interactive viewer (ipywidgets): label map, a cluster picker, mean responses.
+
+        See :class:`usidgpu.viz.results_viewer.ClusterViewer` for the keyword arguments.
+        """
+        from ..viz.results_viewer import ClusterViewer
+
+        return ClusterViewer(self, **kw)
