@@ -44,7 +44,7 @@ from ._draw import (
     phase_scale,
 )
 from ._views import Axis, View, position_view, spectral_view
-from .viewer import COMPLEX_PARTS, _has_ipympl, _in_kernel, _nearest
+from .viewer import COMPLEX_PARTS, _nearest, attach_canvas
 
 _PART_FUNCS = {"abs": np.abs, "phase": np.angle, "real": np.real, "imag": np.imag}
 _PART_NAMES = {"abs": "amplitude", "phase": "phase", "real": "real part", "imag": "imaginary part"}
@@ -79,25 +79,9 @@ class _FigureViewer:
     interactive: bool
 
     def _make_figure(self, figsize, interactive) -> None:
-        import ipywidgets as w
 
         self.figure = Figure(figsize=figsize, layout="constrained")
-        if interactive is None:
-            interactive = _in_kernel() and _has_ipympl()
-        self.interactive = bool(interactive)
-        if self.interactive:
-            from ipympl.backend_nbagg import Canvas, FigureManager
-
-            canvas = Canvas(self.figure)
-            self._manager = FigureManager(canvas, 0)
-            canvas.header_visible = False
-            self._output = canvas
-        else:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-            FigureCanvasAgg(self.figure)
-            self._output = w.Image(format="png")
-        self.figure.canvas.mpl_connect("button_press_event", self._on_click)
+        self.interactive, self._manager, self._output = attach_canvas(self.figure, interactive, self._on_click)
 
     def _refresh(self) -> None:
         if self.interactive:

@@ -48,6 +48,31 @@ def _fmt(value: float, units: str) -> str:
     return f"{value:.4g}" + (f" {units}" if units else "")
 
 
+def attach_canvas(figure: Any, interactive: bool | None, on_click: Any) -> tuple[bool, Any, Any]:
+    """Give ``figure`` a canvas: ipympl's clickable one in a notebook kernel that has ipympl
+    (``interactive=None``) or when asked, else Agg with a PNG image widget redrawn on change.
+    Returns (interactive, the ipympl figure manager or None, the widget to show)."""
+    import ipywidgets as w
+
+    if interactive is None:
+        interactive = _in_kernel() and _has_ipympl()
+    manager = None
+    if interactive:
+        from ipympl.backend_nbagg import Canvas, FigureManager
+
+        canvas = Canvas(figure)
+        manager = FigureManager(canvas, 0)
+        canvas.header_visible = False
+        output = canvas
+    else:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(figure)
+        output = w.Image(format="png")
+    figure.canvas.mpl_connect("button_press_event", on_click)
+    return bool(interactive), manager, output
+
+
 class MainViewer:
     """Sliders over every dimension, the map at the chosen spectroscopic point beside the spectrum.
 
@@ -170,22 +195,7 @@ class MainViewer:
 
         # ---- figure and canvas
         self.figure = Figure(figsize=figsize, layout="constrained")
-        if interactive is None:
-            interactive = _in_kernel() and _has_ipympl()
-        self.interactive = bool(interactive)
-        if self.interactive:
-            from ipympl.backend_nbagg import Canvas, FigureManager
-
-            canvas = Canvas(self.figure)
-            self._manager = FigureManager(canvas, 0)
-            canvas.header_visible = False
-            self._output = canvas
-        else:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-            FigureCanvasAgg(self.figure)
-            self._output = w.Image(format="png")
-        self.figure.canvas.mpl_connect("button_press_event", self._on_click)
+        self.interactive, self._manager, self._output = attach_canvas(self.figure, interactive, self._on_click)
         self.ax_map, self.ax_spectrum = self.figure.subplots(1, 2, width_ratios=(1.1, 1))
         self._draw_first()
         self.widget = w.VBox([w.VBox(controls), self._output])
