@@ -422,7 +422,8 @@ def bench_series_size(
         b = entry["usidgpu_cpu_breakdown"]
         log(
             f"    usidgpu {n}² w{w}: median {timings[name]['median_s']} s; gram_step1 {b.get('gram_step1_s')} s "
-            f"(corner tables {b.get('corner_terms_s')} s), eigh {b.get('eigh_s')} s, peak "
+            f"(corner tables {b.get('corner_tables_s')} s), eigvalsh {b.get('eigvalsh_s')} s, "
+            f"top-16 {b.get('top16_eigh_s')} s, peak "
             f"+{entry.get('usidgpu_peak_memory', {}).get('peak_over_baseline_MB')} MB"
         )
         ex = explicit_run(args, n, w, log)
