@@ -45,7 +45,6 @@ Results go to ``benchmarks/results/atoms_<device>.json``. No other files are wri
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import importlib.metadata
 import json
@@ -59,8 +58,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import Case, _json_default, _r, run_interleaved
-from machine import gpu_check, gpu_name, machine_info, threadpools, versions
+from harness import Case, _json_default, _r, run_header, run_interleaved, start_run
+from machine import gpu_name, threadpools, versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -763,34 +762,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     gpu = args.device == "gpu"
-    if gpu:
-        why = gpu_check()
-        if why is not None:
-            print(f"bench_atoms.py: error: --device gpu needs a usable CUDA GPU: {why}", file=sys.stderr)
-            return 2
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
-
-    if gpu:
-        import cupy
-
-        def sync() -> None:
-            cupy.cuda.Device().synchronize()
-    else:
-
-        def sync() -> None:
-            pass
+    run = start_run("bench_atoms.py", args.device)
+    if run is None:
+        return 2
+    log, sync = run
 
     out_path = args.output or RESULTS / f"atoms_{args.device}.json"
     started = time.time()
     result: dict[str, Any] = {
         "benchmark": "bench_atoms (atomic-column refinement: usidgpu.atoms.refine vs per-column curve_fit loops "
         "and atomap)",
-        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "device": args.device,
-        "machine": machine_info(),
+        **run_header(args.device),
         "versions": {
             **versions(gpu, extra=("scipy",)),
             "numba": dist_version("numba"),

@@ -37,7 +37,6 @@ numbers (the files were just written).
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import json
 import math
@@ -51,8 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import Case, _json_default, _peak, _r, _reset_peak, run_child, run_interleaved
-from machine import gpu_check, gpu_name, machine_info, status_bytes, threadpools, versions
+from harness import Case, _json_default, _peak, _r, _reset_peak, run_child, run_header, run_interleaved, start_run
+from machine import gpu_name, status_bytes, threadpools, versions
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TMP = REPO / "bench_tmp"
@@ -943,34 +942,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     gpu = args.device == "gpu"
-    if gpu:
-        why = gpu_check()
-        if why is not None:
-            print(f"bench_decompose.py: error: --device gpu needs a usable CUDA GPU: {why}", file=sys.stderr)
-            return 2
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
-
-    if gpu:
-        import cupy
-
-        def sync() -> None:
-            cupy.cuda.Device().synchronize()
-    else:
-
-        def sync() -> None:
-            pass
+    run = start_run("bench_decompose.py", args.device)
+    if run is None:
+        return 2
+    log, sync = run
 
     out_path = args.output or RESULTS / f"decompose_{args.device}.json"
     args.tmp_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     result: dict[str, Any] = {
         "benchmark": "bench_decompose (streamed SVD/PCA, k-means, NMF: usidgpu vs scikit-learn)",
-        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "device": args.device,
-        "machine": machine_info(),
+        **run_header(args.device),
         "versions": versions(gpu, extra=("scipy", "sklearn", "threadpoolctl")),
         "threadpools": threadpools(),
         "page_cache": "warm: every file was just written and is read from the page cache",

@@ -34,7 +34,6 @@ Results go to ``benchmarks/results/denoise_<device>.json``. No files are written
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import json
 import math
@@ -47,8 +46,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import Case, _json_default, _peak, _r, _reset_peak, run_child, run_interleaved, summarize
-from machine import gpu_check, gpu_name, machine_info, status_bytes, threadpools, versions
+from harness import (
+    Case,
+    _json_default,
+    _peak,
+    _r,
+    _reset_peak,
+    run_child,
+    run_header,
+    run_interleaved,
+    start_run,
+    summarize,
+)
+from machine import gpu_name, machine_info, status_bytes, threadpools, versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MB = 1000**2
@@ -733,35 +743,18 @@ def targets(result: dict, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     gpu = args.device == "gpu"
-    if gpu:
-        why = gpu_check()
-        if why is not None:
-            print(f"bench_denoise.py: error: --device gpu needs a usable CUDA GPU: {why}", file=sys.stderr)
-            return 2
+    run = start_run("bench_denoise.py", args.device)
+    if run is None:
+        return 2
+    log, sync = run
     avail = status_bytes_meminfo("MemAvailable:")
     args.explicit_max_bytes = int(args.explicit_max_gb * GB) if args.explicit_max_gb else int(0.75 * avail)
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
-
-    if gpu:
-        import cupy
-
-        def sync() -> None:
-            cupy.cuda.Device().synchronize()
-    else:
-
-        def sync() -> None:
-            pass
 
     out_path = args.output or RESULTS / f"denoise_{args.device}.json"
     started = time.time()
     result: dict[str, Any] = {
         "benchmark": "bench_denoise (windowed-SVD image denoising: usidgpu.windowed_svd vs the explicit patch matrix)",
-        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "device": args.device,
-        "machine": machine_info(),
+        **run_header(args.device),
         "mem_available_bytes_at_start": avail,
         "versions": versions(gpu, extra=("scipy", "sklearn", "threadpoolctl")),
         "threadpools": threadpools(),

@@ -32,7 +32,6 @@ may still cache the file).
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import json
 import math
@@ -46,7 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import gpu_check, gpu_name, machine_info, status_bytes, threadpools, versions
+from harness import run_header, start_run
+from machine import gpu_name, status_bytes, threadpools, versions
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TMP = REPO / "bench_tmp"
@@ -633,14 +633,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.device == "gpu":
-        why = gpu_check()
-        if why is not None:
-            print(f"bench_io.py: error: --device gpu needs a usable CUDA GPU: {why}", file=sys.stderr)
-            return 2
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
+    run = start_run("bench_io.py", args.device)
+    if run is None:
+        return 2
+    log, _sync = run
 
     out_path = args.output or RESULTS / f"io_{args.device}.json"
     args.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -648,10 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     result: dict[str, Any] = {
         "benchmark": "bench_io (HDF5 streaming read throughput)",
-        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "device": args.device,
-        "machine": machine_info(),
+        **run_header(args.device),
         "versions": {**versions(args.device == "gpu", extra=("dask",)), "pyUSID": import_pyusid().__version__},
         "threadpools": threadpools(),
         "page_cache": "dropped before every timed pass (posix_fadvise DONTNEED; the VM host may still cache)"

@@ -121,3 +121,42 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def start_run(script: str, device: str) -> tuple[Callable[[str], None], Callable[[], None]] | None:
+    """``(log, sync)`` for a benchmark on ``device``; ``None`` after a one-line error when
+    ``--device gpu`` finds no usable GPU (the caller exits with status 2)."""
+    from machine import gpu_check
+
+    sync: Callable[[], None] = lambda: None  # noqa: E731
+    if device == "gpu":
+        why = gpu_check()
+        if why is not None:
+            import sys
+
+            print(f"{script}: error: --device gpu needs a usable CUDA GPU: {why}", file=sys.stderr)
+            return None
+        import cupy
+
+        sync = cupy.cuda.Device().synchronize
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    return log, sync
+
+
+def run_header(device: str) -> dict[str, Any]:
+    """Keys every results JSON starts with (after its "benchmark"): when, how, where."""
+    import datetime as _dt
+    import sys
+    from pathlib import Path
+
+    from machine import machine_info
+
+    return {
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "device": device,
+        "machine": machine_info(),
+    }
