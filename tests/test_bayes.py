@@ -279,3 +279,19 @@ def test_cli_bayes_bad_input(giv_file, tmp_path, capsys):
     assert main(["bayes", str(other), "--frequency", "100"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bias" in err and "Traceback" not in err
+
+
+def test_bias_of_any_phase_gives_the_same_sweeps_and_a_mixed_waveform_is_refused():
+    from usidgpu.bayes.giv import GIVModel
+
+    n = 256
+    t = np.arange(n) / n
+    sine = 3 * np.sin(2 * np.pi * t)
+    for shift in (0, n // 4, n // 2, 3 * n // 4):
+        model = GIVModel(np.roll(sine, -shift), 1e3, num_samples=10)
+        sweeps = {name: np.roll(sine, -shift)[sw.cols] for name, sw in model.sweeps.items()}
+        assert np.all(np.diff(sweeps["forward"]) >= 0) and np.all(np.diff(sweeps["reverse"]) <= 0)
+    with pytest.raises(ValueError, match="one period"):
+        GIVModel(3 * np.sin(4 * np.pi * t), 1e3, num_samples=10)  # two periods
+    with pytest.raises(ValueError, match="complex"):
+        GIVModel(sine, 1e3, num_samples=10).infer(np.ones((2, n), complex))

@@ -5,7 +5,8 @@ The model of pycroscopy 0.60's ``GIVBayesian`` (``analysis/giv_bayesian.py`` and
 pixels at once.
 
 Model (one period of the bias waveform V(t), N points, excitation frequency f)
-    The period is rolled by ``int(-N/4)`` points so that it starts at the top of the sine; its
+    The period is rolled by ``int(-N/4)`` points so that it starts at the top of the sine (a
+    waveform of another phase: so that it starts at its maximum); its
     first N//2 points are the **reverse** sweep (fitted with V and I negated, so that the bias
     rises), the rest the **forward** sweep. Each sweep is fitted on its own:
 
@@ -250,9 +251,19 @@ class GIVModel:
         self.current_units = current_units
         self.k = half_grid_points(num_x_steps)
         n = bias.size
-        self.roll = int(n * -0.25)  # pycroscopy: the period starts at the top of the sine
+        # pycroscopy rolls by int(-N/4): for its sine, starting at 0 V and rising, the period then
+        # starts at the maximum. Any other phase is rolled to start at the maximum too; the halves
+        # must then fall (reverse sweep) and rise (forward sweep), or the sweeps would be mixed.
+        top = int(np.argmax(bias))
+        self.roll = int(n * -0.25) if abs(top - n / 4) <= 1 else -top
         order = np.roll(np.arange(n), self.roll)  # order[j] = source column of rolled point j
         half = n // 2
+        falling, rising = np.diff(bias[order[:half]]), np.diff(bias[order[half:]])
+        if not (np.mean(falling <= 0) > 0.9 and np.mean(rising >= 0) > 0.9):
+            raise ValueError(
+                "the bias waveform must be one period of a triangle- or sine-like sweep: from its maximum down "
+                "to its minimum in one half and back up in the other"
+            )
         rng = np.random.default_rng(seed)
         self.sweeps = {}
         for name, cols, sign in (("forward", order[half:], 1.0), ("reverse", order[:half], -1.0)):
@@ -287,6 +298,8 @@ class GIVModel:
     def infer(self, current: Any, xp: Any = None, chunk_bytes: int | None = None) -> GIVResult:
         """Posterior of every pixel of ``current`` (B, N) — NumPy or CuPy, computed on its device."""
         xp = xp or get_array_module(current)
+        if xp.iscomplexobj(current):
+            raise ValueError("G-mode currents are real; got complex data (take the real part explicitly if meant)")
         y = xp.asarray(current, dtype=xp.float64)
         y = y[None] if y.ndim == 1 else y
         if y.shape[1] != self.n_points:

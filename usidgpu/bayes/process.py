@@ -93,8 +93,8 @@ def find_frequency(source: Any, frequency: float | None = None) -> float:
             if key in attrs:
                 return float(np.asarray(attrs[key]).ravel()[0])
     raise ValueError(
-        f"{source.name}: the excitation frequency is unknown: pass frequency= (none of the attributes "
-        f"{', '.join(FREQUENCY_ATTRS)} is set on the dataset or its groups)"
+        f"{source.name}: the excitation frequency is unknown: give it (frequency=, or --frequency on the command "
+        f"line; none of the attributes {', '.join(FREQUENCY_ATTRS)} is set on the dataset or its groups)"
     )
 
 
