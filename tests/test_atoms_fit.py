@@ -202,3 +202,24 @@ def test_positions_agree_with_atomap_where_it_installs(perovskite):
         sub.refine_atom_positions_using_2d_gaussian(mask_radius=radius, show_progressbar=False)
     theirs = np.stack([np.asarray(sub.y_position), np.asarray(sub.x_position)], axis=1)
     assert np.abs(theirs - ours).max() < 0.1  # px, the agreement target
+
+
+def test_spacing_beyond_the_search_range_is_an_error_not_the_range_edge():
+    s = lattice_image((150, 150), spacing=60.0, motif="square", sigma=5, seed=0)
+    with pytest.raises(ValueError, match="give the column spacing"):
+        column_spacing(s.image)
+    wide = lattice_image((120, 300), spacing=45.0, motif="square", sigma=5, seed=0)
+    assert column_spacing(wide.image) == pytest.approx(45.0, rel=0.02)
+
+
+@pytest.mark.parametrize("engine", ["array", pytest.param("numba", marks=needs_numba)])
+def test_fits_with_too_few_pixels_or_bad_input_are_not_reported_as_converged(engine):
+    image = render((24, 24), np.array([[10.4, 10.4]]), np.ones(1), 0.6, 0.1)
+    few = refine(image, [[10.4, 10.4], [10.4, 13.4]], radius=1.0, device="cpu", engine=engine)
+    assert (few.n_pixels <= 7).all() and not few.converged.any() and np.isinf(few.position_errors).all()
+    bad = image.copy()
+    bad[10, 10] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        refine(bad, [[10.0, 10.0], [20.0, 20.0]], device="cpu", engine=engine)
+    with pytest.raises(ValueError, match="duplicate"):
+        refine(image, [[10.0, 10.0], [10.0, 10.0], [20.0, 20.0]], device="cpu", engine=engine)

@@ -70,6 +70,9 @@ def column_spacing(image: np.ndarray, min_distance: float = 2.0) -> float:
         raise ValueError("no periodic structure found in the image (it is flat): give the column spacing explicitly")
     ac = ac / ac[ry, rx]
     is_max = (ac == ndimage.maximum_filter(ac, size=3)) & (ac > 0)
+    # the crop's border is no maximum: there the autocorrelation may still be rising
+    is_max[[0, -1], :] = False
+    is_max[:, [0, -1]] = False
     ys, xs = np.nonzero(is_max)
     dist = np.hypot(ys - ry, xs - rx)
     keep = dist >= min_distance

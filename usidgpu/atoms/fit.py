@@ -210,6 +210,10 @@ def refine(
     h, w = np.shape(img)
     if not ((start[:, 0] >= -0.5) & (start[:, 0] < h - 0.5) & (start[:, 1] >= -0.5) & (start[:, 1] < w - 0.5)).all():
         raise ValueError("every start position must lie inside the image")
+    if not bool(xp.isfinite(xp.asarray(img)).all()):
+        raise ValueError("the image contains NaN or infinite values")
+    if len(np.unique(np.round(start, 6), axis=0)) < len(start):
+        raise ValueError("duplicate start positions: each column must be given once")
     if radius is None:
         radius = 0.5 * (spacing if spacing is not None else nearest_neighbour_distance(start))
     radius = float(radius)
@@ -400,4 +404,9 @@ def _fit_batch(xp, image, start_np, neighbours_np, radius, engine, max_iter, tol
         p, conv, iters = lm_kernel(yy, xx, data, weight, p0, start, radius, max_iter, tol)
         cov, rms, npx = covariance(xp, p, yy, xx, data, weight)
     params, errors = to_physical(xp, p, cov)
+    # 7 parameters need more than 7 pixels: with fewer the fit interpolates and its errors are
+    # meaningless (a perfect fit has no residual), so such columns do not count as converged
+    few = npx <= 7
+    conv = conv & ~few
+    errors = xp.where(few[:, None], xp.inf, errors)
     return tuple(asnumpy(a) for a in (params, errors, conv, rms, iters, npx))

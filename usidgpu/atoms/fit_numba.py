@@ -201,20 +201,21 @@ def _lm_columns(
         cost = _cost_and_normal(pn, yy[n], xx[n], data[n], weight[n], jtj, grad, True)
         lam = LAMBDA_START
         for _ in range(max_iter):
-            ok = _damped_step(jtj, grad, lam, step)
-            if ok:
-                for i in range(7):
-                    trial[i] = pn[i] + step[i]
-            else:  # not solvable: keep the point, the step counts as rejected
-                for i in range(7):
-                    trial[i] = pn[i]
+            if not _damped_step(jtj, grad, lam, step):  # not solvable: a rejected step, more damping
+                n_iter[n] += 1
+                lam = lam * LAMBDA_UP
+                if lam > LAMBDA_MAX:
+                    break
+                continue
+            for i in range(7):
+                trial[i] = pn[i] + step[i]
             _project(trial, start[n, 0], start[n, 1], radius, q_lo, q_hi)
             c_t = _cost_and_normal(trial, yy[n], xx[n], data[n], weight[n], jtj_t, grad_t, True)
             better = c_t < cost
             small_step = True
             for i in range(7):
                 scale = 1.0 if i == 1 or i == 2 else 1.0 + abs(pn[i])  # centre: absolute px
-                if abs(trial[i] - pn[i]) > STEP_TOL * scale:
+                if not abs(trial[i] - pn[i]) <= STEP_TOL * scale:  # NaN is not small
                     small_step = False
             small_gain = better and (cost - c_t) <= tol * cost
             n_iter[n] += 1
