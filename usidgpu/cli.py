@@ -326,7 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"usidgpu: error: {getattr(args, 'file', '')}: {msg}", file=sys.stderr)
+        where = getattr(args, "file", None) or getattr(args, "out", None)
+        print(f"usidgpu: error: {where}: {msg}" if where else f"usidgpu: error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("usidgpu: interrupted", file=sys.stderr)

@@ -190,15 +190,19 @@ def _image_of(data: Any, frame: int | None) -> tuple[np.ndarray, dict[str, Any]]
 def _pixel_meta(info: dict[str, Any]) -> dict[str, Any]:
     """Pixel size, units and source of images described by ``frames_of``'s info (1 px without dims)."""
     meta: dict[str, Any] = {"source": info.get("source"), "pixel_size": (1.0, 1.0), "units": "px"}
+    meta["row_dim"], meta["col_dim"] = "y", "x"
     dims = info.get("pos_dims")
     if dims:
+        # positions are (row, column) of the image as stored: rows = the slower position dimension,
+        # which a file may call X; say which is which rather than guess from the names
+        meta["row_dim"], meta["col_dim"] = dims[0].name, dims[1].name
         steps = []
         for d in dims:
             values = np.asarray(d.values, dtype=np.float64)
             steps.append(float(values[1] - values[0]) if len(values) > 1 else 1.0)
         units = {d.units for d in dims}
         meta["pixel_size"] = (abs(steps[0]) or 1.0, abs(steps[1]) or 1.0)
-        meta["units"] = units.pop() if len(units) == 1 else "px"
+        meta["units"] = (units.pop() or "px") if len(units) == 1 else "px"
     return meta
 
 
@@ -299,6 +303,8 @@ def analyze(
             vacancy_tolerance=vacancy_tolerance,
             engine=fit.engine,
             frame=meta["frame"],
+            row_dim=meta["row_dim"],
+            col_dim=meta["col_dim"],
         ),
     )
 

@@ -88,6 +88,10 @@ def write_columns(result: Any, main: Any = None, output: str | os.PathLike | Non
         writer.group.attrs["pixel_units"] = last.units
         writer.group.attrs["sublattice_rule"] = last.sublattice_rule
         writer.group.attrs["n_columns"] = len(rows)
-        writer.group.attrs["position_order"] = "y, x (row, column) in pixels of the source image"
+        row_dim, col_dim = last.parameters.get("row_dim", "y"), last.parameters.get("col_dim", "x")
+        writer.group.attrs["position_order"] = (
+            f"y = row = position dimension {row_dim!r}, x = column = position dimension {col_dim!r}, "
+            "in pixels of the source image"
+        )
 
     return _write(result, main, output, fill)
