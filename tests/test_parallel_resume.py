@@ -160,3 +160,69 @@ def test_a_changed_process_does_not_resume_another_runs_store(spectra):
         c = PolynomialFit(f[SOURCE], degree=3, rows_per_block=16, progress=False)
         # other parameters: another computation; another block plan: the same one (resumed with its plan)
         assert a.store_path() != b.store_path() and b.store_path() == c.store_path()
+
+
+def _partial_run(path, degree=1):
+    """A run stopped after its first block (the worker raises on the second)."""
+    import usidgpu.parallel.process as proc
+
+    original = proc._run_block
+    calls = []
+
+    def failing(task):
+        calls.append(task[2])
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return original(task)
+
+    proc._run_block = failing
+    try:
+        with usidgpu.open(path) as f, pytest.raises(KeyboardInterrupt):
+            PolynomialFit(f[SOURCE], degree=degree, rows_per_block=300, progress=False).run()
+    finally:
+        proc._run_block = original
+    assert partial_runs(path)
+
+
+def test_a_changed_source_is_computed_again_not_mixed(spectra, tmp_path):
+    path, x, data = spectra
+    _partial_run(path)
+    with h5py.File(path, "r+") as f:  # the data change between the interruption and the rerun
+        f[SOURCE][...] = np.float32(7.0)
+    with usidgpu.open(path) as f:
+        group = PolynomialFit(f[SOURCE], degree=1, rows_per_block=300, progress=False).run()
+    with h5py.File(path, "r") as f:
+        np.testing.assert_allclose(f[group + "/Coefficients"][()], [[0.0, 7.0]] * 1200, atol=1e-5)
+
+
+def test_repeats_into_another_file_reuse_the_group_and_given_executors_stay_open(spectra, tmp_path):
+    from usidgpu.parallel import ThreadExecutor
+
+    path, _x, _data = spectra
+    out = tmp_path / "results.h5"
+    with ThreadExecutor(2) as pool, usidgpu.open(path) as f:
+        first = PolynomialFit(f[SOURCE], degree=1, output=out, scheduler=pool, progress=False).run()
+        again = PolynomialFit(f[SOURCE], degree=1, output=out, scheduler=pool, progress=False).run()
+        other = PolynomialFit(f[SOURCE], degree=2, output=out, scheduler=pool, progress=False).run()
+    assert first == again and other != first
+    with h5py.File(out, "r") as f:
+        assert sorted(k for k in f["Measurement_000/Channel_000"] if "Polynomial_Fit" in k) == [
+            "Raw_Data-Polynomial_Fit_000",
+            "Raw_Data-Polynomial_Fit_001",
+        ]
+
+
+def test_outputs_that_cannot_be_written_fail_before_the_work(spectra):
+    from usidgpu.parallel import Output
+
+    class Wrong(PolynomialFit):
+        def outputs(self):
+            return {"Fit": Output(3, dims="source")}
+
+    path, _x, _data = spectra
+    with usidgpu.open(path) as f:
+        with pytest.raises(ValueError, match="needs 48 columns"):
+            Wrong(f[SOURCE], degree=1, progress=False).run()
+        with pytest.raises(ValueError, match="at least 1"):
+            PolynomialFit(f[SOURCE], degree=1, rows_per_block=-5, progress=False).run()
+    assert partial_runs(path) == []

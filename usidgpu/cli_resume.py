@@ -33,9 +33,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     from .errors import FileProblem
     from .parallel.resume import matches, partial_runs, resume
+    from .usid.results import sidecar_dir
 
-    if not Path(args.file).exists():
-        raise FileProblem(f"{args.file}: no such file")
+    if not Path(args.file).exists() and not sidecar_dir(args.file).is_dir():
+        raise FileProblem(f"{args.file}: no such file, and no interrupted runs for it")
     runs = [r for r in partial_runs(args.file) if matches(r, args.which)]
     if not runs:
         print(f"{args.file}: no interrupted runs" + (f" matching {args.which!r}" if args.which else ""))

@@ -31,6 +31,8 @@ class PolynomialFit(Process):
 
     def __init__(self, source: Any, degree: int = 1, **run_options: Any) -> None:
         super().__init__(source, **run_options)
+        if np.dtype(source.dtype).kind not in "biuf":
+            raise ValueError(f"{source.name}: a polynomial fit needs real data, got {source.dtype}")
         if len(source.spec_dims) != 1:
             raise ValueError(f"{source.name}: a polynomial fit needs one spectroscopic dimension")
         self.degree = int(degree)

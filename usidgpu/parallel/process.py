@@ -156,6 +156,12 @@ class Process:
             self._executor = get_executor(self.scheduler, self.workers)
         return self._executor
 
+    def _close_executor(self) -> None:
+        """Close the executor this process started (one passed in as ``scheduler`` stays open)."""
+        if self._executor is not None and self._executor is not self.scheduler:
+            self._executor.close()
+        self._executor = None
+
     def blocks(self) -> list[tuple[int, int]]:
         """Row ranges of the blocks, within the memory budget per worker (those of the run being
         resumed, when there is one)."""
@@ -166,8 +172,10 @@ class Process:
     def plan_blocks(self) -> list[tuple[int, int]]:
         """A fresh block plan from ``rows_per_block`` or the memory budget."""
         n_rows, n_cols = self.source_shape
-        if self._rows_per_block:
+        if self._rows_per_block is not None:
             rows = int(self._rows_per_block)
+            if rows < 1:
+                raise ValueError(f"rows_per_block must be at least 1, got {self._rows_per_block}")
         else:
             row_bytes = n_cols * np.dtype(self.source.dtype).itemsize * 4  # the block, its float copy, outputs
             rows = plan_rows(n_rows, row_bytes, memory_budget(self.budget, self.device), n_buffers=1).rows_per_block
@@ -195,10 +203,22 @@ class Process:
     def run(self) -> str:
         """Compute every block not yet done, then write the results group; returns its path."""
         check_target(self.output or self.source_file)
+        if Path(self.source_file).is_dir():
+            raise ValueError(
+                f"{self.source_file}: block-wise runs read HDF5 sources; convert the zarr store first "
+                "(usidgpu convert STORE.zarr FILE.h5)"
+            )
         old = read_meta(self.store_path())
+        stamp = self.source_stamp()
         if old.get("status") == PARTIAL and old.get("fingerprint") == self.fingerprint():
-            self._blocks = [tuple(b) for b in old["blocks"]]  # resume with the interrupted run's blocks
+            if old.get("source_stamp") != stamp:
+                # the source changed since the run began: its blocks would mix old and new data
+                remove_store(self.store_path())
+            else:
+                self._blocks = [tuple(b) for b in old["blocks"]]  # resume with the interrupted run's blocks
+        self._blocks = self.blocks()  # one plan for the whole run (the free memory may change)
         specs = self.outputs()
+        self._check_outputs(specs)
         blocks = self.blocks()
         meta = dict(
             process=_class_path(type(self)),
@@ -208,6 +228,7 @@ class Process:
             source_name=self.source_name,
             output=str(Path(self.output).resolve()) if self.output else None,
             device=self.device,
+            source_stamp=stamp,
         )
         path = self.store_path()
         clear_removed(path.parent)
@@ -215,6 +236,9 @@ class Process:
         if attached is not None:
             # this very computation is attached already (a run killed after attaching, or a repeat
             # of a finished run): reuse it, as pyUSID's check_for_old does, and drop any leftovers
+            sidecar = old.get("sidecar") if old.get("fingerprint") == self.fingerprint() else None
+            if sidecar and Path(sidecar).exists():
+                Path(sidecar).unlink()  # its group is attached: the copy is garbage
             remove_store(path)
             _remove_empty(path.parent)
             return attached
@@ -230,25 +254,52 @@ class Process:
                 bar.update(1)
             bar.close()
         finally:
-            if self._executor is not None:
-                self._executor.close()
-                self._executor = None
+            self._close_executor()
         return self._consolidate(store, specs)
+
+    def source_stamp(self) -> str:
+        """Size and modification time of the source file: a run whose source changed is not resumed
+        (its blocks would mix old and new data). Conservative: attaching other results to the
+        same file also changes it, and the interrupted run then starts over."""
+        st = Path(self.source_file).stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
+    def _check_outputs(self, specs: dict[str, Output]) -> None:
+        """Catch output specifications that could only fail after all the work."""
+        for name, spec in specs.items():
+            if not (isinstance(spec.columns, (int, np.integer)) and spec.columns >= 1):
+                raise ValueError(f"{type(self).__name__}: output {name!r} needs at least one column: {spec.columns}")
+            if isinstance(spec.dims, str) and spec.dims == "source" and spec.columns != self.source_shape[1]:
+                raise ValueError(
+                    f"{type(self).__name__}: output {name!r} uses the source's spectroscopic dimensions, so it needs "
+                    f"{self.source_shape[1]} columns, not {spec.columns}"
+                )
+            if isinstance(spec.dims, (list, tuple)):
+                size = int(np.prod([d.size for d in spec.dims]))
+                if size != spec.columns:
+                    raise ValueError(
+                        f"{type(self).__name__}: output {name!r} has {spec.columns} columns but its dims hold {size}"
+                    )
 
     def _attached_group(self) -> str | None:
         """A complete results group this very run (same fingerprint) attached already, if any."""
-        from ..usid.file import open_h5, results_groups_of
+        from ..usid.file import RESULTS_NAME, open_h5
 
         target = Path(self.output or self.source_file)
         if not target.exists():  # a new output file: nothing attached yet (it is created on attach)
             return None
+        parent, base = self.source_name.rsplit("/", 1)
         with open_h5(target, "r") as f:
-            if self.source_name not in f:
+            group_of = f.get(parent or "/")
+            if group_of is None:
                 return None
-            for _match, group in results_groups_of(f[self.source_name], self.tool):
-                attrs = group.attrs
+            for key in group_of:
+                match = RESULTS_NAME.match(key)
+                if not match or match.group("source") != base or match.group("tool") != self.tool:
+                    continue
+                attrs = group_of[key].attrs
                 if attrs.get("usidgpu_run") == self.fingerprint() and attrs.get("usidgpu_status") == "complete":
-                    return group.name
+                    return group_of[key].name
         return None
 
     def _consolidate(self, store: BlockStore, specs: dict[str, Output]) -> str:

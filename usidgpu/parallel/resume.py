@@ -70,29 +70,43 @@ def resume(
     list of str
         The results groups written.
     """
+    runs = [r for r in partial_runs(target) if matches(r, which)]
+    written = []
+    failures = []
+    for run in runs:
+        try:
+            written.append(_resume_one(run, scheduler, workers, progress))
+        except (ImportError, AttributeError) as exc:
+            failures.append(
+                f"{run['store']}: cannot rebuild {run['process']} ({exc}); the process class must be importable "
+                "(a class defined in a script: rerun that script)"
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            failures.append(f"{run['store']}: {exc}")
+    if failures:
+        raise RuntimeError("; ".join(failures) + (f" (resumed: {', '.join(written)})" if written else ""))
+    return written
+
+
+def _resume_one(run: dict[str, Any], scheduler: Any, workers: int | None, progress: bool) -> str:
+    """Rebuild one interrupted run's process from its store and finish it."""
     from ..usid.file import USIDFile
     from .process import load_class
 
-    runs = [r for r in partial_runs(target) if matches(r, which)]
-    written = []
-    for run in runs:
-        cls = load_class(run["process"])
-        first = run["blocks"][0] if run["blocks"] else [0, 1]
-        with USIDFile(run["source_file"]) as f:
-            source = f[run["source_name"]]
-            process = cls.from_parameters(
-                source,
-                run["parameters"],
-                scheduler=scheduler,
-                workers=workers,
-                device=run["device"],
-                output=run["output"],
-                rows_per_block=first[1] - first[0],  # the same blocks: the same store
-                progress=progress,
-            )
-            if Path(process.store_path()) != Path(run["store"]):
-                raise RuntimeError(
-                    f"{run['store']}: the source or the process changed since the run began; it cannot be resumed"
-                )
-            written.append(process.run())
-    return written
+    cls = load_class(run["process"])
+    first = run["blocks"][0] if run["blocks"] else [0, 1]
+    with USIDFile(run["source_file"]) as f:
+        source = f[run["source_name"]]
+        process = cls.from_parameters(
+            source,
+            run["parameters"],
+            scheduler=scheduler,
+            workers=workers,
+            device=run["device"],
+            output=run["output"],
+            rows_per_block=first[1] - first[0],  # the same blocks: the same store
+            progress=progress,
+        )
+        if Path(process.store_path()) != Path(run["store"]):
+            raise RuntimeError("the source or the process changed since the run began; it cannot be resumed")
+        return process.run()
