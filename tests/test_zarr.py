@@ -487,3 +487,21 @@ def test_cli_convert_refuses_and_reports_bad_input(tmp_path, capsys, monkeypatch
     assert cli(["convert", str(good), str(tmp_path / "partial.h5")]) == 2
     _one_line_error(capsys, "good.zarr", "disk on fire")
     assert not (tmp_path / "partial.h5").exists()
+
+
+def test_results_cannot_go_into_a_zarr_store(tmp_path):
+    from helpers import make_file
+
+    from usidgpu.usid.zarr_store import h5_to_zarr
+
+    src, store = tmp_path / "a.h5", tmp_path / "a.zarr"
+    make_file(src)
+    h5_to_zarr(src, store)
+    with usidgpu.open(store) as f:
+        ds = f.main_datasets()[0]
+        result = usidgpu.svd(ds, 2, progress=False)
+        with pytest.raises(usidgpu.ResultsError, match="zarr store"):
+            result.write(ds)
+        path = result.write(ds, output=tmp_path / "out.h5")  # another file is fine
+    assert usidgpu.validate(tmp_path / "out.h5") == []
+    assert path.endswith("-SVD_000")

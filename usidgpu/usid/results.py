@@ -61,6 +61,11 @@ def check_target(target: str | os.PathLike) -> None:
             f"{target} is a sample shipped with usidgpu and stays unchanged; write the results "
             "to another file (output=..., or --output on the command line)"
         )
+    if target.is_dir():
+        raise ResultsError(
+            f"{target} is a zarr store, opened read-only; write the results into an HDF5 file (output=..., or "
+            "--output OUT.h5), or convert the store first (usidgpu convert)"
+        )
     if not os.access(target.parent, os.W_OK):
         raise ResultsError(
             f"cannot write results next to {target} (folder not writable); choose an output file in a writable folder"

@@ -180,12 +180,26 @@ def _copy_into(group: h5py.Group, obj: h5py.Dataset) -> h5py.Dataset:
             if same_dataset(group[name], obj):
                 return group[name]
             name += "_"
-        obj.file.copy(obj, group, name=name)
+        _copy_dataset(obj, group, name)
         return group[name]
     parent = path.rsplit("/", 1)[0] or "/"
     target_file.require_group(parent)
-    obj.file.copy(obj, target_file[parent], name=path.rsplit("/", 1)[1])
+    _copy_dataset(obj, target_file[parent], path.rsplit("/", 1)[1])
     return target_file[path]
+
+
+def _copy_dataset(obj: Any, group: h5py.Group, name: str) -> None:
+    """HDF5's own copy between HDF5 files; values and attributes from a zarr store (read-only
+    adapter, no ``copy``). Ancillary tables are small."""
+    if isinstance(obj, h5py.Dataset):
+        obj.file.copy(obj, group, name=name)
+        return
+    new = group.create_dataset(name, data=obj[()])
+    for key, value in obj.attrs.items():
+        # references (and arrays of them) point into the store: not needed by an ancillary table
+        if hasattr(value, "path") or getattr(getattr(value, "dtype", None), "kind", "") == "O":
+            continue
+        new.attrs[key] = value
 
 
 def _resolve_ancillary(
