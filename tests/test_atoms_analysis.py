@@ -324,3 +324,17 @@ def test_a_brightness_gradient_is_not_two_sublattices():
     a = analyze(np.random.default_rng(0).poisson(image * 200) / 200, device="cpu")
     assert a.parameters["n_sublattices"] == 1, a.sublattice_rule
     assert "brightness gradient" in a.sublattice_rule
+
+
+def test_a_blank_frame_has_no_columns_and_the_stack_tracks_around_it():
+    from usidgpu.atoms.find import find_columns
+
+    rng = np.random.default_rng(1)
+    assert len(find_columns(rng.poisson(50, (160, 160)).astype(float), spacing=12)) == 0
+    frames, truth, _mover = drifting_stack(n_frames=4)
+    frames[2] = rng.poisson(frames[2].mean() * 300, frames[2].shape) / 300  # beam blanked
+    result = analyze_stack(frames, device="cpu")
+    assert len(result.frames[2]) == 0
+    # frames 0, 1 and 3 keep their drift (1.5, −2.5) px per frame despite the gap
+    np.testing.assert_allclose(result.tracks.drift[1], [1.5, -2.5], atol=0.1)
+    np.testing.assert_allclose(result.tracks.drift[3], [4.5, -7.5], atol=0.2)

@@ -122,6 +122,28 @@ def _csv_value(v: Any) -> Any:
     return v
 
 
+class NoColumnsError(ValueError):
+    """An image without (enough) atomic columns to analyze."""
+
+
+def _empty_analysis(image: np.ndarray, dev: Any, spacing: float | None) -> ColumnAnalysis:
+    """The analysis of a frame with no columns: empty tables, no lattice."""
+    found = FoundColumns(np.zeros((0, 2)), np.zeros((0, 2), int), np.zeros(0), float(spacing or 0.0))
+    fit = refine(image, np.zeros((0, 2)), device=dev)
+    return ColumnAnalysis(
+        found=found,
+        fit=fit,
+        sublattice=np.zeros(0, dtype=np.int64),
+        sublattice_rule="no columns in this frame",
+        lattice=None,
+        vacancies=None,
+        displacement=np.zeros((0, 2)),
+        image_shape=tuple(image.shape),
+        device=dev.kind,
+        parameters=dict(n_sublattices=0, no_columns=True),
+    )
+
+
 def choose_sublattices(amplitudes: np.ndarray, positions: np.ndarray | None = None) -> tuple[int, str]:
     """Two sublattices when the fitted amplitudes are bimodal — Ashman's D of a 1-D 2-means split
     above :data:`BIMODAL_D` and a contrast between the two means of at least :data:`MIN_CONTRAST`
@@ -252,7 +274,9 @@ def analyze(
     found = find_columns(img, spacing=spacing, threshold=threshold)
     timings["find_s"] = time.perf_counter() - t0
     if len(found) < 2:
-        raise ValueError(f"found {len(found)} column(s): not an atomic-resolution image, or give spacing/threshold")
+        raise NoColumnsError(
+            f"found {len(found)} column(s): not an atomic-resolution image, or give spacing/threshold"
+        )
     t0 = time.perf_counter()
     fit = refine(img, found, radius=radius, device=dev, engine=engine)
     timings["refine_s"] = time.perf_counter() - t0
@@ -379,12 +403,18 @@ def analyze_stack(
     meta = _pixel_meta(info)
     results = []
     for i in range(stack.shape[0]):
-        one = analyze(stack[i], device=dev, **analyze_kw)
+        try:
+            one = analyze(stack[i], device=dev, **analyze_kw)
+        except NoColumnsError:  # a blanked or empty frame: no columns, the tracks go on around it
+            one = _empty_analysis(stack[i], dev, analyze_kw.get("spacing"))
         # the frame came in as a bare array: give it back its place, pixel size and units
         one.frame, one.pixel_size, one.units, one.source = i, meta["pixel_size"], meta["units"], meta["source"]
         one.parameters["frame"] = i
         results.append(one)
-    gate = 0.4 * results[0].found.spacing if max_displacement is None else float(max_displacement)
+    spacings = [r.found.spacing for r in results if len(r)]
+    if not spacings:
+        raise NoColumnsError("no frame of the stack holds atomic columns")
+    gate = 0.4 * spacings[0] if max_displacement is None else float(max_displacement)
     tracks = link([r.positions for r in results], gate)
     return StackAnalysis(
         frames=results,
