@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import io
 from typing import Any
 
 import numpy as np
@@ -44,7 +43,7 @@ from ._draw import (
     phase_scale,
 )
 from ._views import Axis, View, position_view, spectral_view
-from .viewer import COMPLEX_PARTS, _nearest, attach_canvas
+from .viewer import COMPLEX_PARTS, _nearest, attach_canvas, refresh_canvas
 
 _PART_FUNCS = {"abs": np.abs, "phase": np.angle, "real": np.real, "imag": np.imag}
 _PART_NAMES = {"abs": "amplitude", "phase": "phase", "real": "real part", "imag": "imaginary part"}
@@ -84,12 +83,7 @@ class _FigureViewer:
         self.interactive, self._manager, self._output = attach_canvas(self.figure, interactive, self._on_click)
 
     def _refresh(self) -> None:
-        if self.interactive:
-            self.figure.canvas.draw_idle()
-            return
-        buf = io.BytesIO()
-        self.figure.canvas.print_png(buf)
-        self._output.value = buf.getvalue()
+        refresh_canvas(self.figure, self.interactive, self._output)
 
     def _on_click(self, event) -> None:  # pragma: no cover - overridden
         pass

@@ -73,6 +73,16 @@ def attach_canvas(figure: Any, interactive: bool | None, on_click: Any) -> tuple
     return bool(interactive), manager, output
 
 
+def refresh_canvas(figure: Any, interactive: bool, output: Any) -> None:
+    """Redraw: the ipympl canvas draws itself; the PNG widget gets the figure rendered anew."""
+    if interactive:
+        figure.canvas.draw_idle()
+        return
+    buf = io.BytesIO()
+    figure.canvas.print_png(buf)
+    output.value = buf.getvalue()
+
+
 class MainViewer:
     """Sliders over every dimension, the map at the chosen spectroscopic point beside the spectrum.
 
@@ -463,12 +473,7 @@ class MainViewer:
         self.ax_spectrum.set_title(wrap_label(self._where(fixed), 48) if fixed else "", fontsize=9)
 
     def _refresh(self) -> None:
-        if self.interactive:
-            self.figure.canvas.draw_idle()
-            return
-        buf = io.BytesIO()
-        self.figure.canvas.print_png(buf)
-        self._output.value = buf.getvalue()
+        refresh_canvas(self.figure, self.interactive, self._output)
 
     # ------------------------------------------------------------ clicks
     def _on_click(self, event) -> None:
