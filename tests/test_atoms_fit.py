@@ -158,6 +158,91 @@ def test_numba_engine_equals_the_array_engine(perovskite):
     assert np.allclose(a.errors, b.errors, rtol=1e-6)
 
 
+@needs_numba
+@pytest.mark.parametrize("radius", [3.0, 9.5])
+def test_numba_engine_equals_the_array_engine_at_other_radii(perovskite, radius):
+    """Small disks (fewer pixels than a SIMD width) and large ones (more than six clipping
+    neighbours, pixel counts on and off multiples of 8)."""
+    start = perovskite.positions[::3] + 0.2
+    a = refine(perovskite.image, start, radius=radius, engine="array", device="cpu")
+    b = refine(perovskite.image, start, radius=radius, engine="numba", device="cpu")
+    assert np.array_equal(a.n_pixels, b.n_pixels) and len(np.unique(b.n_pixels % 8)) > 3
+    assert np.array_equal(a.n_iter, b.n_iter) and np.array_equal(a.converged, b.converged)
+    assert np.allclose(a.params, b.params, rtol=1e-9, atol=1e-9)
+    assert np.allclose(a.errors, b.errors, rtol=1e-6)
+
+
+@needs_numba
+def test_numba_neighbour_search_cuts_the_same_pixels_as_the_kd_tree():
+    """The numba engine finds neighbours on its own grid of cells: scattered columns, a dense
+    cluster, far outliers (a sparse grid), a single column and a line of columns."""
+    rng = np.random.default_rng(5)
+    image = rng.random((300, 400))
+    cluster = rng.random((40, 2)) * 12 + 150
+    scattered = rng.random((60, 2)) * [299, 399]
+    corners = np.array([[0.0, 0.0], [299.0, 399.0], [0.0, 399.0]])
+    cases = [
+        np.vstack([cluster, scattered, corners]),
+        np.array([[100.0, 100.0]]),
+        np.c_[np.full(9, 50.0), 20 + 7.5 * np.arange(9)],
+    ]
+    for start in cases:
+        for radius in (2.0, 6.0):
+            # no iterations: the start values and the residual there depend on every fit pixel
+            a = refine(image, start, radius=radius, engine="array", device="cpu", max_iter=0)
+            b = refine(image, start, radius=radius, engine="numba", device="cpu", max_iter=0)
+            assert np.array_equal(a.n_pixels, b.n_pixels)
+            assert np.allclose(a.params, b.params, rtol=1e-12, equal_nan=True)
+            assert np.allclose(a.rms_residual, b.rms_residual, rtol=1e-9, equal_nan=True)  # NaN: no pixel at all
+
+
+@needs_numba
+def test_vectorizable_exponential_is_within_two_ulp_of_numpy():
+    from numba import njit
+
+    from usidgpu.atoms.fit_numba import exp_nonpositive
+
+    @njit
+    def many(x):
+        out = np.empty_like(x)
+        for i in range(x.size):
+            out[i] = exp_nonpositive(x[i])
+        return out
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([-rng.random(200_000) * 708, -rng.random(100_000) * 2, [0.0, -0.0, -5e-324, -708.0]])
+    x = np.concatenate([x, -np.log(2) / 2 * np.array([1 - 1e-16, 1, 1 + 1e-16]), -np.arange(1, 1022) * np.log(2)])
+    x = x[x >= -708]
+    got, want = many(x), np.exp(x)
+    assert np.all(np.abs(got - want) <= 2 * np.spacing(want))
+    clamped = many(np.array([-800.0, -np.inf, -708.0, np.nan]))
+    assert clamped[0] == clamped[1] == clamped[2] > 0 and np.isnan(clamped[3])  # NaN must reach the cost
+
+
+def test_neighbour_lists_give_the_full_voronoi_cut():
+    """Only columns within 2·radius can clip a fit disk: the masks from the short neighbour lists
+    equal the masks with every other column as a neighbour."""
+    from usidgpu.atoms.fit import _neighbours, fit_masks
+    from usidgpu.atoms.windows import gather
+
+    rng = np.random.default_rng(1)
+    pos = rng.random((60, 2)) * 80 + 10
+    pos = pos[cKDTree(pos).query(pos, k=2)[0][:, 1] > 1.0]
+    image = np.zeros((100, 100))
+    for radius in (2.5, 6.0, 15.0):
+        short = _neighbours(pos, radius)
+        for i, row in enumerate(short):
+            near = np.hypot(*(pos - pos[i]).T)
+            expected = pos[(near > 0) & (near <= 2 * radius)]
+            listed = row[row[:, 0] < 1e8]
+            assert sorted(map(tuple, listed)) == sorted(map(tuple, expected))
+        everyone = np.stack([np.delete(pos, i, axis=0) for i in range(len(pos))])
+        values, inside, grid = gather(np, image, pos, int(np.ceil(radius)))
+        assert np.array_equal(
+            fit_masks(np, pos, grid, inside, radius, short), fit_masks(np, pos, grid, inside, radius, everyone)
+        )
+
+
 def test_refine_input_checks(perovskite):
     with pytest.raises(ValueError, match="engine"):
         refine(perovskite.image, [[10.0, 10.0], [20.0, 20.0]], engine="magic", device="cpu")

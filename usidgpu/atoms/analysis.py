@@ -274,9 +274,7 @@ def analyze(
     found = find_columns(img, spacing=spacing, threshold=threshold)
     timings["find_s"] = time.perf_counter() - t0
     if len(found) < 2:
-        raise NoColumnsError(
-            f"found {len(found)} column(s): not an atomic-resolution image, or give spacing/threshold"
-        )
+        raise NoColumnsError(f"found {len(found)} column(s): not an atomic-resolution image, or give spacing/threshold")
     t0 = time.perf_counter()
     fit = refine(img, found, radius=radius, device=dev, engine=engine)
     timings["refine_s"] = time.perf_counter() - t0

@@ -11,10 +11,12 @@ or rejects its own step and stops on its own tolerance; converged columns leave 
 Three engines run this same iteration (same damping rule, bounds and stopping tests):
 
 - ``array`` — the NumPy/CuPy code above, the reference of the other two;
-- ``numba`` — the iteration compiled per column, columns spread over the CPU cores. NumPy's
-  per-call overhead and its memory traffic through (N, 7, M) temporaries cap the array engine
-  at about ten thousand fits per second on two cores; a compiled loop keeps a column's 7 × 7
-  system in registers and is several times faster (see benchmarks/bench_atoms.py);
+- ``numba`` — each column's whole fit (pixels, start values, iteration, covariance, reported
+  parameters) compiled into one function, columns spread over the CPU cores. NumPy's per-call
+  overhead and its memory traffic through (N, 7, M) temporaries cap the array engine at about
+  ten thousand fits per second on two cores; the compiled engine runs each pass over a
+  column's pixels as SIMD code and fits about 30 times as many (see
+  ``usidgpu/atoms/fit_numba.py`` and benchmarks/bench_atoms.py);
 - ``kernel`` — ``kernels/fit_gaussian2d.cu`` on a GPU: one thread block per column keeps its
   pixels in shared memory and iterates without a round trip to the host, which the array
   engine on CuPy, with its many small kernel launches per iteration, cannot do.
@@ -146,13 +148,33 @@ def fit_masks(xp: Any, positions: Any, grid: Any, inside: Any, radius: float, ne
     return mask
 
 
-def _neighbours(positions: np.ndarray, k: int = 6) -> np.ndarray:
+def _neighbours(positions: np.ndarray, radius: float) -> np.ndarray:
+    """Every other column within 2·radius of each column: (N, K, 2), K the largest such count,
+    padded with far-away points.
+
+    Columns farther away cannot clip a fit disk of this radius (a pixel within r of its own
+    column is then more than r from the other), so these are all the neighbours the Voronoi cut
+    of :func:`fit_masks` needs: one pair search over a KD-tree.
+    """
     n = len(positions)
-    if n < 2:
-        return np.full((n, 1, 2), 1e9)
-    kk = min(k + 1, n)
-    _, idx = cKDTree(positions).query(positions, k=kk)
-    return positions[idx[:, 1:]]
+    # an unbalanced tree builds three times faster and answers a fixed-radius search as quickly
+    tree = cKDTree(positions, balanced_tree=False, compact_nodes=False)
+    pairs = tree.query_pairs(2.0 * radius, output_type="ndarray")
+    src = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    order = np.argsort(src, kind="stable")
+    src, dst = src[order], np.concatenate([pairs[:, 1], pairs[:, 0]])[order]
+    counts = np.bincount(src, minlength=n)
+    slot = np.arange(len(src)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out = np.full((n, max(int(counts.max(initial=0)), 1), 2), 1e9)
+    out[src, slot] = positions[dst]
+    return out
+
+
+def _has_duplicates(positions: np.ndarray) -> bool:
+    """Whether two positions coincide to 1e-6 px (a sort, not ``np.unique(axis=0)``: 10× faster)."""
+    r = np.round(positions, 6)
+    r = r[np.lexsort((r[:, 1], r[:, 0]))]
+    return bool((r[1:] == r[:-1]).all(axis=1).any())
 
 
 def refine(
@@ -188,7 +210,8 @@ def refine(
         ``kernel``: the CUDA kernel (GPU only); ``auto``: the kernel on a GPU, numba on the CPU
         where installed, else the array code.
     batch : int, optional
-        Columns per batch on the array path (default: about 64 MB of Jacobians).
+        Columns per batch on the array and kernel paths (default: about 64 MB of Jacobians); the
+        numba engine keeps no per-pixel arrays and fits all columns in one call.
 
     Returns
     -------
@@ -212,22 +235,26 @@ def refine(
         raise ValueError("every start position must lie inside the image")
     if not bool(xp.isfinite(xp.asarray(img)).all()):
         raise ValueError("the image contains NaN or infinite values")
-    if len(np.unique(np.round(start, 6), axis=0)) < len(start):
+    if _has_duplicates(start):
         raise ValueError("duplicate start positions: each column must be given once")
     if radius is None:
         radius = 0.5 * (spacing if spacing is not None else nearest_neighbour_distance(start))
     radius = float(radius)
     if not radius >= 1:
         raise ValueError(f"the fit radius must be at least 1 px, got {radius}")
-    neighbours = _neighbours(start)
-    n_pix = (2 * int(math.ceil(radius)) + 1) ** 2
-    if batch is None:
-        batch = max(1, int(64e6 // (n_pix * 7 * 8 * 3)))
     img_dev = xp.asarray(img, dtype=np.float64)
-    parts = [
-        _fit_batch(xp, img_dev, start[i : i + batch], neighbours[i : i + batch], radius, engine, max_iter, tol)
-        for i in range(0, len(start), batch)
-    ]
+    if engine == "numba":  # no per-pixel arrays, and it finds each column's neighbours itself
+        from .fit_numba import fit_numba
+
+        parts = [_finish(np, *fit_numba(img_dev, start, radius, max_iter, tol, ERROR_RIDGE))]
+    else:
+        neighbours = _neighbours(start, radius)
+        if batch is None:
+            batch = max(1, int(64e6 // ((2 * int(math.ceil(radius)) + 1) ** 2 * 7 * 8 * 3)))
+        parts = [
+            _fit_batch(xp, img_dev, start[i : i + batch], neighbours[i : i + batch], radius, engine, max_iter, tol)
+            for i in range(0, len(start), batch)
+        ]
     params, errors, conv, rms, iters, npx = (np.concatenate([p[j] for p in parts]) for j in range(6))
     return ColumnFit(
         params=params,
@@ -383,27 +410,21 @@ def covariance(xp: Any, p: Any, yy: Any, xx: Any, data: Any, weight: Any) -> tup
 
 
 def _fit_batch(xp, image, start_np, neighbours_np, radius, engine, max_iter, tol):
-    """Fit one batch of columns with the chosen engine; everything returned as NumPy."""
+    """Fit one batch of columns with the array or kernel engine; everything returned as NumPy."""
     start = xp.asarray(start_np)
-    if engine == "numba":
-        from .fit_numba import prepare_numba
-
-        yy, xx, data, weight, p0 = prepare_numba(image, start, neighbours_np, radius)
-    else:
-        yy, xx, data, weight, p0 = prepare(xp, image, start, neighbours_np, radius)
+    yy, xx, data, weight, p0 = prepare(xp, image, start, neighbours_np, radius)
     if engine == "array":
         p, conv, iters = lm_array(xp, yy, xx, data, weight, p0, start, radius, max_iter, tol)
-        cov, rms, npx = covariance(xp, p, yy, xx, data, weight)
-    elif engine == "numba":
-        from .fit_numba import lm_numba
-
-        p, conv, iters, cov, rms, npx = lm_numba(yy, xx, data, weight, p0, start, radius, max_iter, tol, ERROR_RIDGE)
     else:
         from .fit_kernel import lm_kernel
 
         p, conv, iters = lm_kernel(yy, xx, data, weight, p0, start, radius, max_iter, tol)
-        cov, rms, npx = covariance(xp, p, yy, xx, data, weight)
-    params, errors = to_physical(xp, p, cov)
+    cov, rms, npx = covariance(xp, p, yy, xx, data, weight)
+    return _finish(xp, *to_physical(xp, p, cov), conv, iters, rms, npx)
+
+
+def _finish(xp, params, errors, conv, iters, rms, npx):
+    """The reported results of a fitted batch, everything as NumPy."""
     # 7 parameters need more than 7 pixels: with fewer the fit interpolates and its errors are
     # meaningless (a perfect fit has no residual), so such columns do not count as converged
     few = npx <= 7

@@ -1,10 +1,20 @@
-"""The compiled CPU engine of :func:`usidgpu.atoms.refine`: the batched LM, one column per loop
-iteration, columns in parallel (``numba.prange``).
+"""The compiled CPU engine of :func:`usidgpu.atoms.refine`: each column's whole fit — finding
+the neighbours that clip its disk, gathering its pixels, start values, Levenberg–Marquardt,
+covariance, reported parameters — in one compiled function, columns in parallel over the cores
+(``numba.prange``), with no per-pixel arrays of the whole batch.
 
-It runs exactly the iteration of :func:`usidgpu.atoms.fit.lm_array` — same model, start values,
-Marquardt scaling, bounds, damping updates and stopping tests — but without the (N, 7, M)
-temporaries: each column accumulates its 7 × 7 normal equations pixel by pixel and solves them by
-Cholesky in registers. The array engine is its oracle in the tests.
+It runs exactly the iteration of :func:`usidgpu.atoms.fit.lm_array` — same fit pixels, model,
+start values, Marquardt scaling, bounds, damping updates and stopping tests — and each column
+accumulates its 7 × 7 normal equations pixel by pixel and solves them by Cholesky. The array
+engine is its oracle in the tests.
+
+Why it is written out by hand (see :func:`_normal_equations`): one pass over a column's ~100
+pixels is most of the cost of a fit, six or seven passes per column. Written as a scalar loop
+with ``math.exp`` (a libm call LLVM cannot vectorize) a pass took about 30 ns per pixel; with an
+exponential made of plain arithmetic (:func:`exp_nonpositive`), the sums allowed to be
+reassociated and the pixels padded to whole SIMD vectors, LLVM turns it into SIMD code over
+4–8 pixels at a time: about 5 ns per pixel on an AVX-512 CPU (AMD Zen 4). Nothing else (NumPy,
+SciPy) fuses the Gaussian, its Jacobian and the normal equations into one pass.
 """
 
 from __future__ import annotations
@@ -12,48 +22,101 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import get_num_threads, njit, prange, types
+from numba.extending import intrinsic
 
 from .fit import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_START, LAMBDA_UP, STEP_TOL, q_bounds
 
+#: Reassociation lets LLVM split the pixel sums into SIMD lanes (the order of additions changes
+#: the last bits only); contraction lets it fuse multiply-adds. No "finite-math" flags: the
+#: stopping tests must still see NaN.
+SUMS = {"reassoc", "contract"}
+#: Pixel buffers are padded (with weight 0) to a multiple of this: the widest SIMD (AVX-512) lanes.
+LANES = 8
 
-@njit(cache=True, fastmath=False)
-def _cost_and_normal(p, yy, xx, data, weight, jtj, grad, with_normal):
-    """Σ w·(f − d)² of one column; with_normal also fills JᵀJ (lower triangle) and Jᵀr.
 
-    The 28 + 7 sums are scalars written out one by one: LLVM keeps them in registers, where a
-    loop over a 7 × 7 array would load and store memory for every pixel (about twice as slow).
+@intrinsic
+def _float_from_bits(typingctx, bits):
+    """The float64 whose bit pattern is the int64 ``bits`` (an LLVM bitcast, so it vectorizes)."""
+    if bits != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that n·_LN2_HI is exact (Cody–Waite)
+_LN2_LO = 1.90821492927058770002e-10
+_C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13 = (1.0 / math.factorial(i) for i in range(2, 14))
+
+
+@njit(cache=True, fastmath={"contract"})
+def exp_nonpositive(x):
+    """exp(x) for x ≤ 0 to 2 ulp, in arithmetic LLVM can vectorize (``math.exp`` is a libm call
+    it cannot); below −708 it returns exp(−708) ≈ 3e−308; NaN stays NaN.
+
+    exp(x) = 2ⁿ·exp(r) with |r| ≤ ln 2 / 2; exp(r) by its Taylor polynomial of degree 13
+    (remainder < 5e-18) in Estrin's scheme — a dependency chain of 5 multiply-adds instead of
+    Horner's 13, which is what bounds a SIMD loop around it; 2ⁿ assembled from its exponent bits.
+    Only multiply-add contraction is allowed here (it makes the range reduction more exact, not
+    less); no reassociation. LLVM inlines it into the callers and keeps these flags.
     """
-    a, y0, x0, qa, qb, qc, b = p[0], p[1], p[2], p[3], p[4], p[5], p[6]
+    x = -708.0 if x < -708.0 else x  # written so that NaN passes through (max() may drop it)
+    n = math.floor(x * _LOG2E + 0.5)
+    r = (x - n * _LN2_HI) - n * _LN2_LO
+    r2 = r * r
+    r4 = r2 * r2
+    r8 = r4 * r4
+    q0 = (1.0 + r) + (_C2 + _C3 * r) * r2
+    q1 = (_C4 + _C5 * r) + (_C6 + _C7 * r) * r2
+    q2 = (_C8 + _C9 * r) + (_C10 + _C11 * r) * r2
+    q3 = _C12 + _C13 * r
+    p = (q0 + q1 * r4) + (q2 + q3 * r4) * r8
+    return p * _float_from_bits((np.int64(n) + 1023) << 52)
+
+
+@njit(cache=True, fastmath=SUMS)
+def _normal_equations(p, cy, cx, yy, xx, data, weight, m, jtj, grad):
+    """Σ (f − d)² over a column's m pixels, and its JᵀJ (lower triangle) and Jᵀr.
+
+    The buffers hold the m pixels and then weight-0 padding up to a multiple of 8 (:data:`LANES`):
+    the SIMD loop then never ends in a scalar remainder (a scalar exp is ten times slower per
+    pixel), and padding adds exactly zero to every sum.
+
+    Pixel coordinates (yy, xx) are relative to the column's window centre (cy, cx), so dx and dy
+    are small numbers without cancellation. The 28 + 7 sums are scalars written out one by one:
+    LLVM keeps them in (vector) registers, where a loop over a 7 × 7 array would go through
+    memory for every pixel.
+    """
+    a, y0, x0, qa, qb, qc, b = p[0], p[1] - cy, p[2] - cx, p[3], p[4], p[5], p[6]
     s00 = s10 = s11 = s20 = s21 = s22 = s30 = s31 = s32 = s33 = s40 = s41 = s42 = s43 = 0.0
-    s44 = s50 = s51 = s52 = s53 = s54 = s55 = s60 = s61 = s62 = s63 = s64 = s65 = s66 = 0.0
+    s44 = s50 = s51 = s52 = s53 = s54 = s55 = s60 = s61 = s62 = s63 = s64 = s65 = 0.0
     g0 = g1 = g2 = g3 = g4 = g5 = g6 = 0.0
     cost = 0.0
-    for k in range(data.shape[0]):
-        wk = weight[k]
-        if wk == 0.0:
-            continue
+    for k in range(-(-m // LANES) * LANES):
         dx, dy = xx[k] - x0, yy[k] - y0
-        g = math.exp(-(qa * dx * dx + 2.0 * qb * dx * dy + qc * dy * dy))
+        wk = weight[k]
+        g = exp_nonpositive(-(qa * dx * dx + 2.0 * qb * dx * dy + qc * dy * dy)) * wk
         r = (a * g + b - data[k]) * wk
         cost += r * r
-        if not with_normal:
-            continue
-        ag = a * g * wk
-        j0 = g * wk
+        ag = a * g
+        j0 = g
         j1 = 2.0 * ag * (qb * dx + qc * dy)
         j2 = 2.0 * ag * (qa * dx + qb * dy)
         j3 = -ag * dx * dx
         j4 = -2.0 * ag * dx * dy
         j5 = -ag * dy * dy
-        j6 = wk
         g0 += j0 * r
         g1 += j1 * r
         g2 += j2 * r
         g3 += j3 * r
         g4 += j4 * r
         g5 += j5 * r
-        g6 += j6 * r
+        g6 += r
         s00 += j0 * j0
         s10 += j1 * j0
         s11 += j1 * j1
@@ -75,56 +138,55 @@ def _cost_and_normal(p, yy, xx, data, weight, jtj, grad, with_normal):
         s53 += j5 * j3
         s54 += j5 * j4
         s55 += j5 * j5
-        s60 += j6 * j0
-        s61 += j6 * j1
-        s62 += j6 * j2
-        s63 += j6 * j3
-        s64 += j6 * j4
-        s65 += j6 * j5
-        s66 += j6 * j6
-    if with_normal:
-        jtj[0, 0] = s00
-        jtj[1, 0] = s10
-        jtj[1, 1] = s11
-        jtj[2, 0] = s20
-        jtj[2, 1] = s21
-        jtj[2, 2] = s22
-        jtj[3, 0] = s30
-        jtj[3, 1] = s31
-        jtj[3, 2] = s32
-        jtj[3, 3] = s33
-        jtj[4, 0] = s40
-        jtj[4, 1] = s41
-        jtj[4, 2] = s42
-        jtj[4, 3] = s43
-        jtj[4, 4] = s44
-        jtj[5, 0] = s50
-        jtj[5, 1] = s51
-        jtj[5, 2] = s52
-        jtj[5, 3] = s53
-        jtj[5, 4] = s54
-        jtj[5, 5] = s55
-        jtj[6, 0] = s60
-        jtj[6, 1] = s61
-        jtj[6, 2] = s62
-        jtj[6, 3] = s63
-        jtj[6, 4] = s64
-        jtj[6, 5] = s65
-        jtj[6, 6] = s66
-        grad[0] = g0
-        grad[1] = g1
-        grad[2] = g2
-        grad[3] = g3
-        grad[4] = g4
-        grad[5] = g5
-        grad[6] = g6
+        s60 += j0
+        s61 += j1
+        s62 += j2
+        s63 += j3
+        s64 += j4
+        s65 += j5
+    jtj[0, 0] = s00
+    jtj[1, 0] = s10
+    jtj[1, 1] = s11
+    jtj[2, 0] = s20
+    jtj[2, 1] = s21
+    jtj[2, 2] = s22
+    jtj[3, 0] = s30
+    jtj[3, 1] = s31
+    jtj[3, 2] = s32
+    jtj[3, 3] = s33
+    jtj[4, 0] = s40
+    jtj[4, 1] = s41
+    jtj[4, 2] = s42
+    jtj[4, 3] = s43
+    jtj[4, 4] = s44
+    jtj[5, 0] = s50
+    jtj[5, 1] = s51
+    jtj[5, 2] = s52
+    jtj[5, 3] = s53
+    jtj[5, 4] = s54
+    jtj[5, 5] = s55
+    jtj[6, 0] = s60
+    jtj[6, 1] = s61
+    jtj[6, 2] = s62
+    jtj[6, 3] = s63
+    jtj[6, 4] = s64
+    jtj[6, 5] = s65
+    jtj[6, 6] = float(m)  # ∂f/∂background = 1 on every pixel
+    grad[0] = g0
+    grad[1] = g1
+    grad[2] = g2
+    grad[3] = g3
+    grad[4] = g4
+    grad[5] = g5
+    grad[6] = g6
     return cost
 
 
 @njit(cache=True, fastmath=False)
-def _cholesky(low):
-    """Cholesky factor of the 7 × 7 matrix in the lower triangle of ``low``, in place; False if
-    it is not positive definite."""
+def _cholesky(low, rdiag):
+    """Cholesky factor of the 7 × 7 matrix in the lower triangle of ``low``, in place, and the
+    reciprocals of its diagonal in ``rdiag`` (the solves then multiply: a division is a long
+    latency in their dependency chains); False if it is not positive definite."""
     for j in range(7):
         d = low[j, j]
         for k in range(j):
@@ -133,43 +195,45 @@ def _cholesky(low):
             return False
         d = math.sqrt(d)
         low[j, j] = d
+        rd = 1.0 / d
+        rdiag[j] = rd
         for i in range(j + 1, 7):
             t = low[i, j]
             for k in range(j):
                 t -= low[i, k] * low[j, k]
-            low[i, j] = t / d
+            low[i, j] = t * rd
     return True
 
 
 @njit(cache=True, fastmath=False)
-def _cholesky_solve(low, rhs, x):
+def _cholesky_solve(low, rdiag, rhs, x):
     """x = (L·Lᵀ)⁻¹·rhs for the factor from :func:`_cholesky`."""
     for i in range(7):  # forward: L·z = rhs
         t = rhs[i]
         for k in range(i):
             t -= low[i, k] * x[k]
-        x[i] = t / low[i, i]
+        x[i] = t * rdiag[i]
     for i in range(6, -1, -1):  # backward: Lᵀ·x = z
         t = x[i]
         for k in range(i + 1, 7):
             t -= low[k, i] * x[k]
-        x[i] = t / low[i, i]
+        x[i] = t * rdiag[i]
 
 
 @njit(cache=True, fastmath=False)
-def _damped_step(jtj, grad, lam, step):
-    """Solve (JᵀJ + λ·diag(scale))·step = −Jᵀr by Cholesky; False if not positive definite."""
+def _damped_step(jtj, grad, lam, low, rdiag, step):
+    """Solve (JᵀJ + λ·diag(scale))·step = −Jᵀr by Cholesky (``low`` is scratch); False if not
+    positive definite."""
     dmax = 0.0
     for i in range(7):
         dmax = max(dmax, jtj[i, i])
-    low = np.empty((7, 7))
     for i in range(7):
         for j in range(i + 1):
             low[i, j] = jtj[i, j]
         low[i, i] += lam * (jtj[i, i] + 1e-9 * dmax + 1e-30)
-    if not _cholesky(low):
+    if not _cholesky(low, rdiag):
         return False
-    _cholesky_solve(low, grad, step)
+    _cholesky_solve(low, rdiag, grad, step)
     for i in range(7):  # the step solves for −Jᵀr (negated here: no temporary array per iteration)
         step[i] = -step[i]
     return True
@@ -186,194 +250,285 @@ def _project(p, y_start, x_start, radius, q_lo, q_hi):
     p[4] = min(max(p[4], -limit), limit)
 
 
-@njit(parallel=True, cache=True, fastmath=False)
-def _lm_columns(
-    yy, xx, data, weight, p, start, radius, q_lo, q_hi, max_iter, tol, ridge, converged, n_iter, cov, rms, n_pixels
-):
-    for n in prange(data.shape[0]):
-        jtj = np.empty((7, 7))
-        grad = np.empty(7)
-        jtj_t = np.empty((7, 7))
-        grad_t = np.empty(7)
-        step = np.empty(7)
-        trial = np.empty(7)
-        pn = p[n]
-        cost = _cost_and_normal(pn, yy[n], xx[n], data[n], weight[n], jtj, grad, True)
-        lam = LAMBDA_START
-        for _ in range(max_iter):
-            if not _damped_step(jtj, grad, lam, step):  # not solvable: a rejected step, more damping
-                n_iter[n] += 1
-                lam = lam * LAMBDA_UP
-                if lam > LAMBDA_MAX:
-                    break
-                continue
-            for i in range(7):
-                trial[i] = pn[i] + step[i]
-            _project(trial, start[n, 0], start[n, 1], radius, q_lo, q_hi)
-            c_t = _cost_and_normal(trial, yy[n], xx[n], data[n], weight[n], jtj_t, grad_t, True)
-            better = c_t < cost
-            small_step = True
-            for i in range(7):
-                scale = 1.0 if i == 1 or i == 2 else 1.0 + abs(pn[i])  # centre: absolute px
-                if not abs(trial[i] - pn[i]) <= STEP_TOL * scale:  # NaN is not small
-                    small_step = False
-            small_gain = better and (cost - c_t) <= tol * cost
-            n_iter[n] += 1
-            if better:
-                for i in range(7):
-                    pn[i] = trial[i]
-                    grad[i] = grad_t[i]
-                    for j in range(7):
-                        jtj[i, j] = jtj_t[i, j]
-                cost = c_t
-                lam = max(lam * LAMBDA_DOWN, 1e-12)
-            else:
-                lam = lam * LAMBDA_UP
-            if small_gain or small_step or lam > LAMBDA_MAX:
-                converged[n] = small_gain or small_step
-                break
-        # JᵀJ and the cost are those of the final point: its covariance comes without another pass
-        npx = 0.0
-        for k in range(weight.shape[1]):
-            npx += weight[n, k]
-        _covariance(jtj, cost, npx, ridge, cov[n])
-        rms[n] = math.sqrt(cost / max(npx, 1.0))
-        n_pixels[n] = np.int64(npx)
-
-
 @njit(cache=True, fastmath=False)
-def _covariance(jtj, cost, npx, ridge, out):
+def _covariance(jtj, cost, npx, ridge, low, rdiag, inv, out):
     """s²·(JᵀJ + ridge·max diag·I)⁻¹ from the lower triangle of JᵀJ (as
-    :func:`usidgpu.atoms.fit.covariance`), by Cholesky: columns of the inverse one by one."""
+    :func:`usidgpu.atoms.fit.covariance`): Cholesky factor L, its triangular inverse, then
+    L⁻ᵀ·L⁻¹ (``low`` and ``inv`` are 7 × 7 scratch)."""
     dmax = 0.0
     for i in range(7):
         dmax = max(dmax, jtj[i, i])
-    low = np.zeros((7, 7))
     for i in range(7):
         for j in range(i + 1):
             low[i, j] = jtj[i, j]
         low[i, i] += ridge * dmax + 1e-300
-    if not _cholesky(low):  # degenerate even with the ridge: nothing is determined
+    if not _cholesky(low, rdiag):  # degenerate even with the ridge: nothing is determined
         out[:, :] = np.inf
         return
     s2 = cost / max(npx - 7.0, 1.0)
-    unit = np.zeros(7)
-    column = np.empty(7)
-    for c in range(7):
-        unit[:] = 0.0
-        unit[c] = 1.0
-        _cholesky_solve(low, unit, column)
-        for i in range(7):
-            out[i, c] = column[i] * s2
+    for i in range(7):
+        inv[i, i] = rdiag[i]
+        for j in range(i):
+            t = 0.0
+            for k in range(j, i):
+                t += low[i, k] * inv[k, j]
+            inv[i, j] = -t * inv[i, i]
+    for i in range(7):
+        for j in range(i + 1):
+            t = 0.0
+            for k in range(i, 7):
+                t += inv[k, i] * inv[k, j]
+            out[i, j] = out[j, i] = t * s2
 
 
 @njit(cache=True, fastmath=False)
-def _fit_pixel(image, start, neighbours, radius, n, row, col):
-    """Whether pixel (row, col) belongs to column n's fit (as :func:`usidgpu.atoms.fit.fit_masks`)."""
-    h, w = image.shape
-    if row < 0 or row >= h or col < 0 or col >= w:
-        return False
-    own = (row - start[n, 0]) ** 2 + (col - start[n, 1]) ** 2
-    if own > radius * radius:
-        return False
-    for k in range(neighbours.shape[1]):
-        if own > (row - neighbours[n, k, 0]) ** 2 + (col - neighbours[n, k, 1]) ** 2:
-            return False
-    return True
+def _column_grid(start, cell):
+    """Columns sorted into square cells of side ``cell`` (a counting sort): the grid origin and
+    width, each cell's first entry in ``order`` (cells row-major, one past the end last), and the
+    column indices in cell order."""
+    y0, x0 = start[:, 0].min(), start[:, 1].min()
+    ny = np.int64((start[:, 0].max() - y0) // cell) + 1
+    nx = np.int64((start[:, 1].max() - x0) // cell) + 1
+    first = np.zeros(ny * nx + 1, dtype=np.int64)
+    cells = np.empty(start.shape[0], dtype=np.int64)
+    for n in range(start.shape[0]):
+        cells[n] = np.int64((start[n, 0] - y0) // cell) * nx + np.int64((start[n, 1] - x0) // cell)
+        first[cells[n] + 1] += 1
+    for c in range(ny * nx):
+        first[c + 1] += first[c]
+    fill = first[:-1].copy()
+    order = np.empty(start.shape[0], dtype=np.int64)
+    for n in range(start.shape[0]):
+        order[fill[cells[n]]] = n
+        fill[cells[n]] += 1
+    return y0, x0, ny, nx, first, order
 
 
-@njit(parallel=True, cache=True, fastmath=False)
-def _count_pixels(image, start, neighbours, radius, r_int, counts):
-    for n in prange(start.shape[0]):
-        r0 = np.int64(np.rint(start[n, 0])) - r_int
-        c0 = np.int64(np.rint(start[n, 1])) - r_int
-        c = 0
-        for i in range(2 * r_int + 1):
-            for j in range(2 * r_int + 1):
-                if _fit_pixel(image, start, neighbours, radius, n, r0 + i, c0 + j):
-                    c += 1
-        counts[n] = c
-
-
-@njit(parallel=True, cache=True, fastmath=False)
-def _pack_pixels(image, start, neighbours, radius, r_int, q_lo, q_hi, yy, xx, data, weight, p0):
-    log2 = math.log(2.0)
-    for n in prange(start.shape[0]):
-        r0 = np.int64(np.rint(start[n, 0])) - r_int
-        c0 = np.int64(np.rint(start[n, 1])) - r_int
-        k = 0
-        low, high = np.inf, -np.inf
-        for i in range(2 * r_int + 1):
-            for j in range(2 * r_int + 1):
-                row, col = r0 + i, c0 + j
-                if _fit_pixel(image, start, neighbours, radius, n, row, col):
-                    v = image[row, col]
-                    yy[n, k], xx[n, k], data[n, k], weight[n, k] = row, col, v, 1.0
-                    low, high = min(low, v), max(high, v)
+@njit(cache=True, fastmath=False)
+def _near_columns(start, n, reach, y0, x0, cell, ny, nx, first, order, near):
+    """The other columns within ``reach`` of column n into ``near``; their number. The grid's
+    cells are at least ``reach`` wide, so they lie in the 3 × 3 cells around n's."""
+    cy = np.int64((start[n, 0] - y0) // cell)
+    cx = np.int64((start[n, 1] - x0) // cell)
+    k = 0
+    for gy in range(max(cy - 1, 0), min(cy + 2, ny)):
+        for gx in range(max(cx - 1, 0), min(cx + 2, nx)):
+            c = gy * nx + gx
+            for e in range(first[c], first[c + 1]):
+                other = order[e]
+                dy, dx = start[other, 0] - start[n, 0], start[other, 1] - start[n, 1]
+                if other != n and dy * dy + dx * dx <= reach * reach:
+                    near[k, 0], near[k, 1] = start[other, 0], start[other, 1]
                     k += 1
-        # start values as usidgpu.atoms.gaussian.start_values, projected as fit._project
-        amplitude = max(high - low, 1e-12)
-        above = 0
-        for m in range(k):
-            if data[n, m] - low >= 0.5 * amplitude:
-                above += 1
-        q = 0.5 / (max(above, 1) / (2.0 * math.pi * log2))
-        q = min(max(q, q_lo), q_hi)
-        p0[n, 0], p0[n, 1], p0[n, 2] = amplitude, start[n, 0], start[n, 1]
-        p0[n, 3], p0[n, 4], p0[n, 5], p0[n, 6] = q, 0.0, q, low
+    return k
 
 
-def prepare_numba(image, start, neighbours, radius):
-    """Compiled :func:`usidgpu.atoms.fit.prepare`: the same fit pixels (in the same packed order,
-    row-major within the window) and start values, without the (N, S, S) temporaries.
+@njit(cache=True, fastmath=False)
+def _gather(image, start, near, n_near, radius, r_int, n, yy, xx, data, weight):
+    """Column n's fit pixels (as :func:`usidgpu.atoms.fit.fit_masks`: inside the image, within
+    the radius of its start, not closer to one of its ``n_near`` neighbours ``near``), row-major,
+    coordinates relative to the window centre, weight 1; then weight-0 padding to a multiple of
+    :data:`LANES`. Returns their number and the centre (row, col)."""
+    h, w = image.shape
+    sy, sx = start[n, 0], start[n, 1]
+    cy = np.int64(np.rint(sy))
+    cx = np.int64(np.rint(sx))
+    m = 0
+    for i in range(-r_int, r_int + 1):
+        row = cy + i
+        if row < 0 or row >= h:
+            continue
+        for j in range(-r_int, r_int + 1):
+            col = cx + j
+            if col < 0 or col >= w:
+                continue
+            own = (row - sy) ** 2 + (col - sx) ** 2
+            if own > radius * radius:
+                continue
+            nearer = False
+            for k in range(n_near):
+                if own > (row - near[k, 0]) ** 2 + (col - near[k, 1]) ** 2:
+                    nearer = True
+                    break
+            if nearer:
+                continue
+            yy[m], xx[m], data[m], weight[m] = i, j, image[row, col], 1.0
+            m += 1
+    for k in range(m, -(-m // LANES) * LANES):
+        yy[k], xx[k], data[k], weight[k] = 0.0, 0.0, 0.0, 0.0
+    return m, cy, cx
 
-    Columns with fewer fit pixels than the longest row are padded with weight 0.
-    """
-    image = np.ascontiguousarray(image, dtype=np.float64)
-    start = np.ascontiguousarray(start, dtype=np.float64)
-    neighbours = np.ascontiguousarray(neighbours, dtype=np.float64)
-    n = start.shape[0]
-    r_int = int(math.ceil(radius))
-    counts = np.zeros(n, dtype=np.int64)
-    _count_pixels(image, start, neighbours, float(radius), r_int, counts)
-    m = max(int(counts.max()) if n else 1, 1)
-    yy, xx, data, weight = (np.zeros((n, m)) for _ in range(4))
-    p0 = np.empty((n, 7))
-    _pack_pixels(image, start, neighbours, float(radius), r_int, *q_bounds(radius), yy, xx, data, weight, p0)
-    return yy, xx, data, weight, p0
+
+@njit(cache=True, fastmath=False)
+def _start_values(data, m, sy, sx, q_lo, q_hi, p):
+    """As :func:`usidgpu.atoms.gaussian.start_values`, projected as :func:`usidgpu.atoms.fit._project`."""
+    low, high = np.inf, -np.inf
+    for k in range(m):
+        low, high = min(low, data[k]), max(high, data[k])
+    amplitude = max(high - low, 1e-12)
+    above = 0
+    for k in range(m):
+        if data[k] - low >= 0.5 * amplitude:
+            above += 1
+    q = 0.5 / (max(above, 1) / (2.0 * math.pi * math.log(2.0)))
+    q = min(max(q, q_lo), q_hi)
+    p[0], p[1], p[2], p[3], p[4], p[5], p[6] = amplitude, sy, sx, q, 0.0, q, low
 
 
-def lm_numba(yy, xx, data, weight, p0, start, radius, max_iter, tol, ridge):
-    """Compiled batched LM on NumPy arrays (see :func:`usidgpu.atoms.fit.lm_array`).
+@njit(cache=True, fastmath=False)
+def _widths_and_angle(qa, qb, qc):
+    """Scalar :func:`usidgpu.atoms.gaussian.widths_and_angle` (same formulas)."""
+    mean = 0.5 * (qa + qc)
+    half = math.sqrt((0.5 * (qa - qc)) ** 2 + qb * qb)
+    sigma_major = 1.0 / math.sqrt(2.0 * max(mean - half, 1e-300))
+    sigma_minor = 1.0 / math.sqrt(2.0 * (mean + half))
+    theta = 0.5 * math.atan2(2.0 * qb, qa - qc) + math.pi / 2
+    return sigma_major, sigma_minor, _wrap_angle(theta)
+
+
+@njit(cache=True, fastmath=False)
+def _wrap_angle(theta):
+    """θ into [−π/2, π/2) as NumPy's ``(θ + π/2) % π − π/2``."""
+    t = (theta + math.pi / 2) % math.pi
+    return t - math.pi / 2
+
+
+@njit(cache=True, fastmath=False)
+def _to_physical(p, cov, out, errors, t, q):
+    """Scalar :func:`usidgpu.atoms.gaussian.to_physical` of one column: (σx, σy, θ) and the errors
+    by the delta method with the same central differences (``t`` (3, 3), ``q`` (3,) scratch)."""
+    for i in range(7):
+        out[i] = p[i]
+        errors[i] = math.sqrt(max(cov[i, i], 0.0))
+    out[3], out[4], out[5] = _widths_and_angle(p[3], p[4], p[5])
+    h = 1e-6 * max(max(abs(p[3]), abs(p[4]), abs(p[5])), 1e-12)
+    for j in range(3):
+        q[0], q[1], q[2] = p[3], p[4], p[5]
+        q[j] = p[3 + j] + h
+        u0, u1, u2 = _widths_and_angle(q[0], q[1], q[2])
+        q[j] = p[3 + j] - h
+        d0, d1, d2 = _widths_and_angle(q[0], q[1], q[2])
+        t[0, j] = (u0 - d0) / (2.0 * h)
+        t[1, j] = (u1 - d1) / (2.0 * h)
+        t[2, j] = _wrap_angle(u2 - d2) / (2.0 * h)
+    for i in range(3):
+        v = 0.0
+        for j in range(3):
+            for k in range(3):
+                v += t[i, j] * cov[3 + j, 3 + k] * t[i, k]
+        errors[3 + i] = math.sqrt(max(v, 0.0))
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _fit_columns(
+    image, start, radius, r_int, q_lo, q_hi, max_iter, tol, ridge, chunk,
+    params, errors, converged, n_iter, rms, n_pixels,
+):  # fmt: skip
+    n_columns = start.shape[0]
+    side = 2 * r_int + 1
+    # the columns that can clip a fit disk are those within 2·radius (as fit._neighbours): a
+    # grid of cells at least that wide, and about one column per cell where they are sparser
+    extent = (start[:, 0].max() - start[:, 0].min() + 1.0) * (start[:, 1].max() - start[:, 1].min() + 1.0)
+    cell = max(2.0 * radius, math.sqrt(extent / n_columns))
+    y0, x0, ny, nx, first, order = _column_grid(start, cell)
+    crowd = 0  # the most columns in any 3 × 3 block of cells bounds a neighbour list
+    for gy in range(ny):
+        for gx in range(nx):
+            count = 0
+            for c in range(max(gy - 1, 0), min(gy + 2, ny)):
+                count += first[c * nx + min(gx + 2, nx)] - first[c * nx + max(gx - 1, 0)]
+            crowd = max(crowd, count)
+    # columns in chunks, so that every thread allocates its scratch once, not once per column
+    for c in prange((n_columns + chunk - 1) // chunk):
+        size = -(-side * side // LANES) * LANES
+        yy, xx, data, weight = np.empty(size), np.empty(size), np.empty(size), np.empty(size)
+        jtj, jtj_t, low = np.empty((7, 7)), np.empty((7, 7)), np.empty((7, 7))
+        grad, grad_t, step, trial = np.empty(7), np.empty(7), np.empty(7), np.empty(7)
+        pn, rdiag, cov = np.empty(7), np.empty(7), np.empty((7, 7))
+        t, q, near = np.empty((3, 3)), np.empty(3), np.empty((crowd, 2))
+        for n in range(c * chunk, min((c + 1) * chunk, n_columns)):
+            n_near = _near_columns(start, n, 2.0 * radius, y0, x0, cell, ny, nx, first, order, near)
+            m, cy, cx = _gather(image, start, near, n_near, radius, r_int, n, yy, xx, data, weight)
+            _start_values(data, m, start[n, 0], start[n, 1], q_lo, q_hi, pn)
+            cost = _normal_equations(pn, cy, cx, yy, xx, data, weight, m, jtj, grad)
+            lam = LAMBDA_START
+            for _ in range(max_iter):
+                if not _damped_step(jtj, grad, lam, low, rdiag, step):  # not solvable: rejected, more damping
+                    n_iter[n] += 1
+                    lam = lam * LAMBDA_UP
+                    if lam > LAMBDA_MAX:
+                        break
+                    continue
+                for i in range(7):
+                    trial[i] = pn[i] + step[i]
+                _project(trial, start[n, 0], start[n, 1], radius, q_lo, q_hi)
+                c_t = _normal_equations(trial, cy, cx, yy, xx, data, weight, m, jtj_t, grad_t)
+                better = c_t < cost
+                small_step = True
+                for i in range(7):
+                    scale = 1.0 if i == 1 or i == 2 else 1.0 + abs(pn[i])  # centre: absolute px
+                    if not abs(trial[i] - pn[i]) <= STEP_TOL * scale:  # NaN is not small
+                        small_step = False
+                small_gain = better and (cost - c_t) <= tol * cost
+                n_iter[n] += 1
+                if better:
+                    for i in range(7):
+                        pn[i] = trial[i]
+                        grad[i] = grad_t[i]
+                        for j in range(i + 1):
+                            jtj[i, j] = jtj_t[i, j]
+                    cost = c_t
+                    lam = max(lam * LAMBDA_DOWN, 1e-12)
+                else:
+                    lam = lam * LAMBDA_UP
+                if small_gain or small_step or lam > LAMBDA_MAX:
+                    converged[n] = small_gain or small_step
+                    break
+            # JᵀJ and the cost are those of the final point: its covariance needs no other pass
+            _covariance(jtj, cost, float(m), ridge, low, rdiag, jtj_t, cov)
+            _to_physical(pn, cov, params[n], errors[n], t, q)
+            rms[n] = math.sqrt(cost / m) if m > 0 else np.nan  # no pixel: no residual (as the array engine)
+            n_pixels[n] = m
+
+
+def fit_numba(image, start, radius, max_iter, tol, ridge):
+    """Fit every column (see :func:`usidgpu.atoms.fit.lm_array` for the iteration).
+
+    Parameters
+    ----------
+    image : (H, W) NumPy array
+    start : (N, 2) start positions (y, x)
+    radius, max_iter, tol, ridge
+        As :func:`usidgpu.atoms.fit.refine` and :func:`usidgpu.atoms.fit.covariance`.
 
     Returns
     -------
-    p, converged, n_iter, and the covariance, RMS residual and pixel count of
-    :func:`usidgpu.atoms.fit.covariance`.
+    params, errors (N, 7) as :func:`usidgpu.atoms.gaussian.to_physical`; converged, n_iter; the
+    RMS residual and pixel count of :func:`usidgpu.atoms.fit.covariance`.
     """
-    p = np.ascontiguousarray(p0, dtype=np.float64).copy()
-    n = p.shape[0]
+    start = np.ascontiguousarray(start, dtype=np.float64)
+    n = start.shape[0]
+    params, errors = np.empty((n, 7)), np.empty((n, 7))
     converged = np.zeros(n, dtype=np.bool_)
     n_iter = np.zeros(n, dtype=np.int64)
-    cov = np.empty((n, 7, 7))
     rms = np.empty(n)
     n_pixels = np.empty(n, dtype=np.int64)
-    _lm_columns(
-        np.ascontiguousarray(yy, dtype=np.float64),
-        np.ascontiguousarray(xx, dtype=np.float64),
-        np.ascontiguousarray(data, dtype=np.float64),
-        np.ascontiguousarray(weight, dtype=np.float64),
-        p,
-        np.ascontiguousarray(start, dtype=np.float64),
+    chunk = max(1, min(256, n // (8 * get_num_threads())))
+    _fit_columns(
+        np.ascontiguousarray(image, dtype=np.float64),
+        start,
         float(radius),
+        int(math.ceil(radius)),
         *q_bounds(radius),
         int(max_iter),
         float(tol),
         float(ridge),
+        chunk,
+        params,
+        errors,
         converged,
         n_iter,
-        cov,
         rms,
         n_pixels,
     )
-    return p, converged, n_iter, cov, rms, n_pixels
+    return params, errors, converged, n_iter, rms, n_pixels

@@ -31,7 +31,7 @@ def fit_windows(image: np.ndarray, positions: np.ndarray, radius: float | None =
     radius = 0.5 * nearest_neighbour_distance(start) if radius is None else float(radius)
     r_int = int(math.ceil(radius))
     values, inside, grid = gather(np, np.asarray(image, dtype=np.float64), start, r_int)
-    mask = fit_masks(np, start, grid, inside, radius, _neighbours(start))
+    mask = fit_masks(np, start, grid, inside, radius, _neighbours(start, radius))
     n, s = values.shape[:2]
     yy = np.broadcast_to(grid[:, 0, :, None], (n, s, s)).reshape(n, -1)
     xx = np.broadcast_to(grid[:, 1, None, :], (n, s, s)).reshape(n, -1)
