@@ -16,6 +16,7 @@ from scipy.spatial import cKDTree
 import usidgpu
 from usidgpu.atoms.analysis import analyze, analyze_stack
 from usidgpu.atoms.synthetic import lattice_image, render
+from usidgpu.atoms.track import link
 from usidgpu.imageio import image_to_usid
 
 pytest.importorskip("matplotlib")
@@ -338,3 +339,12 @@ def test_a_blank_frame_has_no_columns_and_the_stack_tracks_around_it():
     # frames 0, 1 and 3 keep their drift (1.5, −2.5) px per frame despite the gap
     np.testing.assert_allclose(result.tracks.drift[1], [1.5, -2.5], atol=0.1)
     np.testing.assert_allclose(result.tracks.drift[3], [4.5, -7.5], atol=0.2)
+    # without gap closing the columns of frame 3 start new tracks; with memory 1 they keep their ids
+    # (the same frames analysed again: only the linking differs)
+    bridged = link([f.positions for f in result.frames], result.tracks.max_displacement, memory=1)
+    for tracks, same in ((result.tracks, 0.0), (bridged, 0.9)):
+        d, i = cKDTree(result.frames[1].positions).query(result.frames[3].positions - [3.0, -5.0])
+        kept = tracks.ids[3][d < 1.0] == tracks.ids[1][i[d < 1.0]]
+        assert (d < 1.0).sum() > 0.9 * len(d) and kept.mean() >= same and (same or not kept.any())
+    np.testing.assert_allclose(bridged.drift[3], [4.5, -7.5], atol=0.2)  # measured from frame 1's columns
+    assert analyze_stack(frames, device="cpu", memory=1).tracks.ids[3].tolist() == bridged.ids[3].tolist()

@@ -57,11 +57,12 @@ def series(n_frames=8, shape=(160, 160), step=(3.0, -2.0), step_jitter=0.3, jitt
     return positions, truth, drift
 
 
-def expected_segments(truth):
-    """Per frame, the key (true id, first frame of its unbroken run) that a correct tracker groups by."""
+def expected_segments(truth, memory=0):
+    """Per frame, the key (true id, first frame of its run) that a correct tracker groups by; a
+    run goes on across gaps of up to ``memory`` frames."""
     keys, start = [], {}
     for t, ids in enumerate(truth):
-        previous = set(truth[t - 1]) if t else set()
+        previous = set().union(*truth[max(t - 1 - memory, 0) : t]) if t else set()
         frame = []
         for g in ids:
             if g not in previous:
@@ -71,9 +72,9 @@ def expected_segments(truth):
     return keys
 
 
-def assert_same_partition(tracks, truth):
+def assert_same_partition(tracks, truth, memory=0):
     """The tracks group exactly the (frame, column) pairs that the true runs group."""
-    keys = expected_segments(truth)
+    keys = expected_segments(truth, memory)
     to_key, to_track = {}, {}
     for t, (ids, frame_keys) in enumerate(zip(tracks.ids, keys)):
         assert len(ids) == len(frame_keys)
@@ -90,6 +91,31 @@ def test_link_identities_and_drift(method):
     assert_same_partition(tracks, truth)
     assert np.abs(tracks.drift - drift).max() < 0.05
     assert tracks.method == method and tracks.n_frames == len(positions)
+
+
+@pytest.mark.parametrize("method", ["assignment", "nearest"])
+def test_gap_closing_keeps_identities_across_missing_frames(method):
+    """Two columns of the series are missing from frames 2 and 3: memory 2 bridges the gap,
+    memory 1 does not (they come back as new tracks), and nothing else changes."""
+    positions, truth, drift = series()
+    blinking = set(truth[1]) & set(truth[4]) - set(truth[2]) - set(truth[3])
+    assert len(blinking) == 2
+    bridged = link(positions, 0.4 * SPACING, method=method, memory=2)
+    assert_same_partition(bridged, truth, memory=2)
+    assert bridged.memory == 2 and np.abs(bridged.drift - drift).max() < 0.05
+    short = link(positions, 0.4 * SPACING, method=method, memory=1)
+    assert_same_partition(short, truth, memory=0)
+    assert bridged.n_tracks == short.n_tracks - 2
+
+
+def test_gap_closing_across_an_empty_frame():
+    a = np.array([[10.0, 10.0], [10.0, 20.0], [30.0, 15.0]])
+    drift = np.array([1.0, -0.5])
+    frames = [a, a + drift, np.zeros((0, 2)), a + 3 * drift, a[:2] + 4 * drift]
+    tracks = link(frames, 3.0, memory=1)
+    assert [ids.tolist() for ids in tracks.ids] == [[0, 1, 2], [0, 1, 2], [], [0, 1, 2], [0, 1]]
+    np.testing.assert_allclose(tracks.drift[-1], 4 * drift, atol=1e-9)
+    assert [ids.tolist() for ids in link(frames, 3.0).ids][3] == [3, 4, 5]  # no memory: new tracks
 
 
 def test_link_gate_smaller_than_drift():
@@ -235,6 +261,8 @@ def test_track_main_dataset_same_as_array(image_series, tmp_path):
         (([np.zeros((3, 2))], float("nan")), {}, "positive"),
         (([np.zeros((3, 2))], 3.0), {"method": "hungarian"}, "method"),
         (([np.zeros((3, 2))] * 2, 3.0), {"drift": np.zeros((3, 2))}, r"\(2, 2\)"),
+        (([np.zeros((3, 2))] * 2, 3.0), {"memory": -1}, "memory"),
+        (([np.zeros((3, 2))] * 2, 3.0), {"memory": 1.5}, "memory"),
     ],
 )
 def test_link_bad_input(args, kwargs, message):

@@ -145,6 +145,23 @@ def test_stack_track_and_frame(stack_npy, tmp_path, capsys):
     assert "(128 × 128 px, frame 2)" in capsys.readouterr().out
 
 
+def test_track_across_a_blanked_frame(stack_npy, tmp_path, capsys):
+    frames = np.load(stack_npy)
+    frames = np.stack(
+        [frames[0], np.random.default_rng(0).poisson(300 * frames[1].mean(), frames[1].shape) / 300, frames[2]]
+    )
+    path = tmp_path / "blanked.npy"
+    np.save(path, frames)
+    counts = {}
+    for gap in ("0", "1"):
+        assert cli(["atoms", str(path), "--track", "--max-gap", gap, "--no-write", "--device", "cpu"]) == 0
+        out = capsys.readouterr().out
+        assert "columns       0 … " in out, out  # the blank frame holds none
+        counts[gap] = int(re.search(r"tracks        (\d+), ", out)[1])
+    bridged = int(re.search(r"tracks        \d+, 0 through every frame, (\d+) across gaps of up to 1 frame", out)[1])
+    assert bridged > 0.8 * counts["1"] and counts["0"] - counts["1"] == bridged
+
+
 def test_bad_inputs(tmp_path, stack_npy, image_npy, capsys):
     missing = tmp_path / "nothing.npy"
     assert cli(["atoms", str(missing)]) == 2
@@ -165,6 +182,10 @@ def test_bad_inputs(tmp_path, stack_npy, image_npy, capsys):
     path, _ = image_npy
     assert cli(["atoms", str(path), "--track"]) == 2
     _one_line_error(capsys, str(path), "--track needs a stack")
+    assert cli(["atoms", str(stack_npy), "--frame", "1", "--max-gap", "1"]) == 2
+    _one_line_error(capsys, "--max-gap", "needs --track")
+    assert cli(["atoms", str(stack_npy), "--track", "--max-gap", "-1"]) == 2
+    _one_line_error(capsys, "--max-gap must be")
     assert cli(["atoms", str(path), "--no-write", "--plot", "x.gif"]) == 2
     _one_line_error(capsys, "png, .pdf or .svg")
     with pytest.raises(SystemExit) as exc:

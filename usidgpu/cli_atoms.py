@@ -33,6 +33,13 @@ def add_parser(sub: Any, common: Callable) -> None:
     p.add_argument("--frame", type=int, default=None, metavar="I", help="which frame of a stack to analyze")
     p.add_argument("--track", action="store_true", help="find the columns in every frame of a stack and link them")
     p.add_argument(
+        "--max-gap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --track: a column missing from up to N frames keeps its track (gap closing; default 0)",
+    )
+    p.add_argument(
         "--csv", metavar="OUT.csv", help="write the column table (with --track: every frame's, with track ids)"
     )
     p.add_argument(
@@ -61,6 +68,10 @@ def _n_frames(data: Any) -> int:
 
 def _check_frames(what: str, n: int, args: argparse.Namespace) -> None:
     """The frame choice must fit the data: one image, one frame of a stack, or --track."""
+    if args.max_gap < 0:
+        _fail(f"--max-gap must be a number of frames >= 0, got {args.max_gap}")
+    if args.max_gap and not args.track:
+        _fail("--max-gap closes gaps in tracks: it needs --track")
     if args.track:
         if args.frame is not None:
             _fail(f"{what}: --frame and --track exclude each other (--track uses every frame)")
@@ -229,7 +240,12 @@ def _track(what: str, frames: Any, device: Any, args: argparse.Namespace) -> Any
     print(f"tracking columns of {what} ({n} frames)")
     try:
         result = analyze_stack(
-            frames, device=device, spacing=args.spacing, threshold=args.threshold, n_sublattices=n_sub
+            frames,
+            device=device,
+            memory=args.max_gap,
+            spacing=args.spacing,
+            threshold=args.threshold,
+            n_sublattices=n_sub,
         )
     except ValueError as exc:
         _fail(f"{what}: {str(exc).strip().splitlines()[0]}")
@@ -238,12 +254,19 @@ def _track(what: str, frames: Any, device: Any, args: argparse.Namespace) -> Any
     per_frame = [len(p) for p in tracks.positions]
     lengths = np.bincount(tracks.table[:, 1].astype(np.int64), minlength=tracks.n_tracks)
     full = int((lengths == tracks.n_frames).sum())
+    track_of, frame_of = tracks.table[:, 1].astype(np.int64), tracks.table[:, 0].astype(np.int64)
+    first = np.full(tracks.n_tracks, tracks.n_frames)
+    last = np.full(tracks.n_tracks, -1)
+    np.minimum.at(first, track_of, frame_of)
+    np.maximum.at(last, track_of, frame_of)
+    bridged = int((last - first + 1 > lengths).sum())  # tracks that lived through a gap
     drift = np.asarray(tracks.drift, dtype=np.float64)
     steps = np.diff(drift, axis=0)
     converged = np.concatenate([f.fit.converged for f in result.frames])
     print(f"columns       {min(per_frame)} … {max(per_frame)} per frame ({sum(per_frame)} in all)")
     print(f"fits          {converged.mean():.1%} converged; device {device}, engine {result.frames[0].fit.engine}")
-    print(f"tracks        {tracks.n_tracks}, {full} through every frame; gate {tracks.max_displacement:.2f} px")
+    gaps = f", {bridged} across gaps of up to {tracks.memory} frame(s)" if tracks.memory else ""
+    print(f"tracks        {tracks.n_tracks}, {full} through every frame{gaps}; gate {tracks.max_displacement:.2f} px")
     print(f"drift         ({drift[-1, 0]:.3f}, {drift[-1, 1]:.3f}) px (dy, dx) from frame 0 to frame {n - 1}")
     if len(steps):
         mean = steps.mean(axis=0)

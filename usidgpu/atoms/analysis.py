@@ -376,6 +376,7 @@ def analyze_stack(
     frames: Any,
     max_displacement: float | None = None,
     device: str | Device | None = None,
+    memory: int = 0,
     **analyze_kw: Any,
 ) -> StackAnalysis:
     """Analyze every frame of a stack with :func:`analyze` and link the refined columns.
@@ -387,6 +388,9 @@ def analyze_stack(
         Gate of :func:`~usidgpu.atoms.track.link` after drift correction (default 0.4 × the
         first frame's column spacing).
     device : {"auto", "cpu", "gpu"}, optional
+    memory : int
+        Gap closing of :func:`~usidgpu.atoms.track.link`: frames a column may be missing (a
+        blanked frame, a column not found once) and keep its trajectory.
     **analyze_kw
         Passed to :func:`analyze` for every frame (spacing, threshold, radius, n_sublattices, engine).
 
@@ -413,11 +417,11 @@ def analyze_stack(
     if not spacings:
         raise NoColumnsError("no frame of the stack holds atomic columns")
     gate = 0.4 * spacings[0] if max_displacement is None else float(max_displacement)
-    tracks = link([r.positions for r in results], gate)
+    tracks = link([r.positions for r in results], gate, memory=memory)
     return StackAnalysis(
         frames=results,
         tracks=tracks,
         source=info.get("source"),
         device=dev.kind,
-        parameters=dict(results[0].parameters, max_displacement=gate, n_frames=len(results)),
+        parameters=dict(results[0].parameters, max_displacement=gate, memory=int(memory), n_frames=len(results)),
     )

@@ -12,9 +12,14 @@ Consecutive frames are linked in three steps:
    greedily by mutual nearest neighbours (shortest pairs first);
 3. the step's drift is re-estimated as the median displacement of the matched pairs.
 
-A column without a match ends its trajectory; a new one starts a new trajectory (no gap
-closing). Drift per frame must stay below half the column spacing unless a guess is given:
-the point set of a lattice repeats, so a larger shift is ambiguous from positions alone.
+A column without a match leaves its trajectory open for ``memory`` frames (gap closing, as
+trackpy's ``memory``): while it is missing — a blanked frame, a column the finder missed once —
+its last position moved by the drift since then takes part in the matching of every later frame,
+together with the previous frame's columns; one that reappears within the gate keeps its id.
+Otherwise, and with the default ``memory=0``, an unmatched column ends its trajectory and a new
+one starts a new trajectory. Drift per frame must stay below half the column spacing unless a
+guess is given: the point set of a lattice repeats, so a larger shift is ambiguous from
+positions alone.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class Tracks:
         The gate used, in pixels (after drift correction).
     method : str
         "assignment" or "nearest".
+    memory : int
+        Frames a column could be missing and keep its trajectory (gap closing).
     """
 
     ids: list[np.ndarray]
@@ -63,6 +70,7 @@ class Tracks:
     positions: list[np.ndarray]
     max_displacement: float
     method: str
+    memory: int = 0
 
     @property
     def n_frames(self) -> int:
@@ -184,6 +192,7 @@ def link(
     max_displacement: float,
     method: str = "assignment",
     drift: ArrayLike | None = None,
+    memory: int = 0,
 ) -> Tracks:
     """Link column positions frame to frame into trajectories, correcting global drift.
 
@@ -200,6 +209,10 @@ def link(
     drift : array_like, (n_frames, 2), optional
         A guess of the cumulative drift (e.g. from stage readings or image registration) when
         it exceeds half the column spacing per frame; refined from the positions.
+    memory : int
+        Gap closing: a column missing from up to this many consecutive frames keeps its
+        trajectory when it reappears within the gate of its drift-corrected last position
+        (0: no gap closing; a trajectory ends at its first missing frame).
 
     Returns
     -------
@@ -209,7 +222,7 @@ def link(
     ------
     ValueError
         No frames, a frame not (N, 2), a non-positive gate, an unknown method, a drift guess of
-        the wrong shape.
+        the wrong shape, a negative memory.
     """
     frames = [_check_frame(p, t) for t, p in enumerate(positions_per_frame)]
     if not frames:
@@ -219,6 +232,8 @@ def link(
         raise ValueError(f"max_displacement must be a positive number of pixels, got {max_displacement!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if isinstance(memory, bool) or not isinstance(memory, (int, np.integer)) or memory < 0:
+        raise ValueError(f"memory must be a whole number of frames >= 0, got {memory!r}")
     n = len(frames)
     if drift is not None:
         guess = np.asarray(drift, dtype=np.float64)
@@ -231,8 +246,13 @@ def link(
     next_id = len(frames[0])
     cumulative = np.zeros((n, 2))
     previous = np.zeros(2)
+    # open trajectories missing from the latest frames: id, last position, frame of that position
+    lost_ids, lost_pos, lost_frame = np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros(0, np.int64)
     for t in range(1, n):
-        before, after = frames[t - 1], frames[t]
+        # the previous frame's columns, then the missing ones where the drift has taken them by then
+        before = np.concatenate([frames[t - 1], lost_pos + (cumulative[t - 1] - cumulative[lost_frame])])
+        before_ids = np.concatenate([ids[t - 1], lost_ids])
+        after = frames[t]
         start = steps[t - 1] if steps is not None else previous
         step = _mutual_drift(before, after, start, np.inf)
         step = start if step is None else step
@@ -244,9 +264,11 @@ def link(
         else:
             pairs = []
         current = np.full(len(after), -1, dtype=np.int64)
+        matched = np.zeros(len(before), dtype=bool)
         if pairs:
             a, b = np.array(pairs).T
-            current[b] = ids[t - 1][a]
+            current[b] = before_ids[a]
+            matched[a] = True
             step = np.median(after[b] - before[a], axis=0)
         new = current < 0
         current[new] = next_id + np.arange(int(new.sum()))
@@ -254,9 +276,17 @@ def link(
         ids.append(current)
         cumulative[t] = cumulative[t - 1] + step
         previous = step
+        if memory:
+            n_prev = len(frames[t - 1])
+            just_lost = ~matched[:n_prev]
+            # a candidate again at frame t + 1 if missing from at most `memory` frames by then
+            still_lost = ~matched[n_prev:] & (t - lost_frame <= memory)
+            lost_ids = np.concatenate([ids[t - 1][just_lost], lost_ids[still_lost]])
+            lost_pos = np.concatenate([frames[t - 1][just_lost], lost_pos[still_lost]])
+            lost_frame = np.concatenate([np.full(int(just_lost.sum()), t - 1), lost_frame[still_lost]])
     rows = [np.column_stack([np.full(len(p), t, dtype=float), ids[t].astype(float), p]) for t, p in enumerate(frames)]
     table = np.concatenate(rows) if rows else np.zeros((0, 4))
-    return Tracks(ids, table, cumulative, frames, gate, method)
+    return Tracks(ids, table, cumulative, frames, gate, method, int(memory))
 
 
 def _default_locate(image: np.ndarray, **kwargs: Any) -> np.ndarray:
@@ -273,6 +303,7 @@ def track(
     locate: Callable[..., ArrayLike] | None = None,
     method: str = "assignment",
     drift: ArrayLike | None = None,
+    memory: int = 0,
     **locate_kw: Any,
 ) -> Tracks:
     """Find the columns in every frame of a series and link them into trajectories.
@@ -293,6 +324,8 @@ def track(
         See :func:`link`.
     drift : array_like, (n_frames, 2), optional
         Guess of the cumulative drift; see :func:`link`.
+    memory : int
+        Gap closing: frames a column may be missing and keep its trajectory; see :func:`link`.
     **locate_kw
         Passed to ``locate``.
 
@@ -322,4 +355,4 @@ def track(
             )
         dist, _ = cKDTree(first).query(first, k=2)
         max_displacement = GATE_FRACTION * float(np.median(dist[:, 1]))
-    return link(positions, max_displacement, method=method, drift=drift)
+    return link(positions, max_displacement, method=method, drift=drift, memory=memory)
