@@ -251,6 +251,70 @@ def test_plot_columns_legend_units_title():
         plot_columns(a, truth.image[:100])
 
 
+def strained_layer(strain=0.03, interface=128.0, seed=0):
+    """A square lattice (12 px) whose right part is stretched along x by ``strain``."""
+    ys, xs = np.mgrid[6:190:12, 6:252:12].astype(float)
+    ys, xs = ys.ravel(), xs.ravel()
+    xs = np.where(xs > interface, interface + (xs - interface) * (1 + strain), xs)
+    pos = np.c_[ys, xs][xs < 250]
+    clean = render((192, 256), pos, np.ones(len(pos)), 2.0, 0.1)
+    return np.random.default_rng(seed).poisson(clean * 200) / 200, pos
+
+
+def test_strain_of_a_stretched_layer_against_a_reference_region():
+    image, _ = strained_layer()
+    a = analyze(image, device="cpu")
+    y, x = a.positions.T
+    inner = (y > 15) & (y < 177)
+    left, right = a.positions[:, 1] < 122, inner & (x > 146) & (x < 235)
+    strain = a.strain(reference=left)
+    exx, eyy, exy, rotation = strain.columns.T
+    assert np.nanmedian(exx[right]) == pytest.approx(0.03, abs=0.002)
+    assert abs(np.nanmedian(exx[left & inner & (x > 15)])) < 0.002
+    for component in (eyy, exy, rotation):
+        assert abs(np.nanmedian(component[inner])) < 0.002
+    assert strain.maps.shape == (4, *image.shape)
+    assert np.nanmedian(strain.exx[60:130, 160:230]) == pytest.approx(0.03, abs=0.003)  # the map as well
+    # against the lattice of all columns the layer still stands out by the same 3 %
+    mean = a.strain()
+    assert np.nanmedian(mean.columns[right, 0]) - np.nanmedian(mean.columns[left & inner & (x > 15), 0]) == (
+        pytest.approx(0.03, abs=0.003)
+    )
+    same = a.strain(reference=np.flatnonzero(left))  # indices work as a mask does
+    np.testing.assert_allclose(same.columns, strain.columns, equal_nan=True)
+    with pytest.raises(ValueError, match="one entry per column"):
+        a.strain(reference=left[:10])
+    with pytest.raises(ValueError, match="hold no lattice"):
+        a.strain(reference=np.flatnonzero(left)[:2])
+
+
+def test_plot_strain_panels_units_and_scales():
+    from usidgpu.viz import plot_strain
+
+    image, _ = strained_layer()
+    a = analyze(image, device="cpu")
+    strain = a.strain(reference=a.positions[:, 1] < 122)
+    fig = plot_strain(a, strain, reference="region")
+    maps = [ax for ax in fig.axes if ax.images]
+    assert len(maps) == 4
+    bars = [ax.get_ylabel() for ax in fig.axes if not ax.images and ax.get_ylabel()]
+    assert {r"$\varepsilon_{xx}$ (%)", r"$\varepsilon_{yy}$ (%)", r"$\varepsilon_{xy}$ (%)", "rotation (°)"} <= set(
+        bars
+    )
+    # the three strains share one symmetric scale that shows the 3 % layer; rotation has its own
+    limits = [ax.images[0].get_clim() for ax in maps]
+    assert limits[0] == limits[1] == limits[2] and limits[0][0] == -limits[0][1] and 2.9 < limits[0][1] < 4
+    assert limits[3] != limits[0]
+    assert maps[0].get_title().startswith(r"$\varepsilon_{xx}$: mean +")
+    assert "+ from x toward y" in maps[3].get_title()
+    assert maps[2].get_xlabel() == "x (px)" and maps[0].get_ylabel() == "y (px)"
+    assert "relative to a reference lattice" in fig._suptitle.get_text()
+    physical = dataclasses.replace(a, pixel_size=(2e-11, 2e-11), units="m")
+    fig = plot_strain(physical)
+    assert [ax for ax in fig.axes if ax.images][2].get_xlabel() == "x (nm)"
+    assert "fitted on all columns" in fig._suptitle.get_text()
+
+
 def test_plot_tracks_synthetic_stack():
     from usidgpu.atoms.track import track
 

@@ -86,6 +86,19 @@ def test_plain_image_report_csv_plot_and_results(image_npy, capsys):
     assert usidgpu.validate(usid) == []
 
 
+def test_strain_figure(image_npy, tmp_path, capsys):
+    path, _ = image_npy
+    png = tmp_path / "strain.png"
+    assert cli(["atoms", str(path), "--no-write", "--device", "cpu", "--strain", str(png)]) == 0
+    out = capsys.readouterr().out
+    line = re.search(r"strain        (\S+): ε_xx ([-+0-9.]+) … ([-+0-9.]+) %, ε_yy ([-+0-9.]+) … ([-+0-9.]+) %", out)
+    assert line and line[1] == str(png), out
+    # 0.2 px random displacements on an 11 px spacing: a few % of strain noise, centred on zero
+    lows, highs = [float(v) for v in line.groups()[1::2]], [float(v) for v in line.groups()[2::2]]
+    assert all(-3 < low < -0.3 and 0.3 < high < 3 for low, high in zip(lows, highs)), out
+    assert png.stat().st_size > 30_000
+
+
 def test_no_write(image_npy, capsys):
     path, _ = image_npy
     assert cli(["atoms", str(path), "--no-write", "--device", "cpu"]) == 0
@@ -188,6 +201,10 @@ def test_bad_inputs(tmp_path, stack_npy, image_npy, capsys):
     _one_line_error(capsys, "--max-gap must be")
     assert cli(["atoms", str(path), "--no-write", "--plot", "x.gif"]) == 2
     _one_line_error(capsys, "png, .pdf or .svg")
+    assert cli(["atoms", str(path), "--no-write", "--strain", "x.gif"]) == 2
+    _one_line_error(capsys, "--strain x.gif", "png, .pdf or .svg")
+    assert cli(["atoms", str(stack_npy), "--track", "--strain", "x.png"]) == 2
+    _one_line_error(capsys, "--strain", "--frame")
     with pytest.raises(SystemExit) as exc:
         cli(["atoms", str(path), "--sublattices", "4"])
     assert exc.value.code == 2

@@ -46,6 +46,11 @@ def add_parser(sub: Any, common: Callable) -> None:
         "--plot", metavar="FIGURE", help="save the overlay (with --track: the trajectories) as .png/.pdf/.svg"
     )
     p.add_argument(
+        "--strain",
+        metavar="FIGURE",
+        help="save maps of the local strain and rotation relative to the fitted lattice (.png/.pdf/.svg)",
+    )
+    p.add_argument(
         "--output",
         metavar="OUT.h5",
         help="results file (default: next to a USID source; for plain images IMAGE.h5, holding the image too)",
@@ -94,6 +99,9 @@ def cmd_atoms(args: argparse.Namespace) -> int:
 
     device = select_device(args.device)
     _check_plot_name(args.plot)
+    _check_plot_name(args.strain, "--strain")
+    if args.strain and args.track:
+        _fail("--strain maps the columns of one image: choose a frame with --frame instead of --track")
     if args.spacing is not None and not args.spacing > 1:
         _fail(f"{args.file}: --spacing {args.spacing:g}: the column spacing must be more than 1 px")
     if not 0 <= args.threshold < 1:
@@ -228,6 +236,20 @@ def _exports(result: Any, image: Any, args: argparse.Namespace) -> None:
         figure = plot_tracks(result.tracks, image) if args.track else plot_columns(result, image)
         save_figure(figure, args.plot)
         print(f"figure        {args.plot}")
+    if args.strain:
+        from .viz import plot_strain, save_figure
+
+        try:
+            strain = result.strain()
+        except ValueError as exc:
+            _fail(f"--strain: {exc}")
+        save_figure(plot_strain(result, strain), args.strain)
+        spread = [100 * np.nanpercentile(strain.columns[:, k], [5, 95]) for k in (0, 1)]
+        print(
+            f"strain        {args.strain}: ε_xx {spread[0][0]:+.2f} … {spread[0][1]:+.2f} %, "
+            f"ε_yy {spread[1][0]:+.2f} … {spread[1][1]:+.2f} % (5th–95th percentile of the columns; "
+            "relative to the fitted lattice)"
+        )
 
 
 def _track(what: str, frames: Any, device: Any, args: argparse.Namespace) -> Any:

@@ -32,12 +32,12 @@ def add_parser(sub: Any, common: Callable) -> None:
     common(p)
 
 
-def _check_plot_name(plot: str | None) -> None:
+def _check_plot_name(plot: str | None, option: str = "--plot") -> None:
     if plot:
         from .viz.save import FORMATS
 
         if Path(plot).suffix.lower().lstrip(".") not in FORMATS:
-            raise ValueError(f"--plot {plot}: use a .png, .pdf or .svg file name")
+            raise ValueError(f"{option} {plot}: use a .png, .pdf or .svg file name")
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:

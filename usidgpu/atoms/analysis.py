@@ -15,7 +15,17 @@ from ..backend import Device, select_device
 from .find import FoundColumns, find_columns
 from .fit import ColumnFit, refine
 from .gaussian import PARAMETERS
-from .lattice import Lattice, Vacancies, assign_sublattices, base_vectors, displacements, find_vacancies, lattice_fit
+from .lattice import (
+    Lattice,
+    StrainMap,
+    Vacancies,
+    assign_sublattices,
+    base_vectors,
+    displacements,
+    find_vacancies,
+    lattice_fit,
+    strain_map,
+)
 from .track import Tracks, link
 
 #: Ashman's D above which the fitted amplitudes count as two populations (``n_sublattices="auto"``).
@@ -86,6 +96,46 @@ class ColumnAnalysis:
         """Write :meth:`table` as CSV: a header row of names, then one row per column; positions
         and widths in pixels of the image (multiply by :attr:`pixel_size` for physical units)."""
         return _write_csv(self.table(), path)
+
+    def strain(self, reference: Any = None, neighbours: int = 8) -> StrainMap:
+        """Local strain and rotation of the columns, per column and as maps on the image grid
+        (:func:`~usidgpu.atoms.lattice.strain_map`).
+
+        Parameters
+        ----------
+        reference : Lattice, or a boolean mask or indices of columns, optional
+            The unstrained lattice. Default: the lattice fitted on all columns, so the strain is
+            relative to their mean cell (a uniform strain reads as zero). Columns: a lattice
+            fitted on those columns alone — a reference region such as the substrate — with the
+            cell of the fitted lattice.
+        neighbours : int
+            Neighbours per column in the local fit (default 8).
+
+        Returns
+        -------
+        StrainMap
+            Strains dimensionless, rotation in radians; maps of the image's shape.
+
+        Raises
+        ------
+        ValueError
+            No lattice was fitted (too few columns), or the reference columns do not hold one.
+        """
+        if self.lattice is None:
+            raise ValueError("no lattice was fitted to these columns: no strain without a reference lattice")
+        if reference is None:
+            lattice = self.lattice
+        elif isinstance(reference, Lattice):
+            lattice = reference
+        else:
+            chosen = np.asarray(reference)
+            if chosen.dtype == bool and chosen.shape != (len(self),):
+                raise ValueError(f"a reference mask needs one entry per column ({len(self)}), got shape {chosen.shape}")
+            try:
+                lattice = lattice_fit(self.positions[chosen], vectors=self.lattice.vectors)
+            except ValueError as exc:
+                raise ValueError(f"the reference columns hold no lattice: {exc}") from None
+        return strain_map(self.positions, lattice, self.image_shape, neighbours)
 
     def write(self, main: Any = None, output: str | os.PathLike | None = None) -> str:
         """Write as ``<Source>-Atomic_Columns_NNN`` next to ``main`` (default: the source dataset)."""

@@ -9,7 +9,7 @@ Matplotlib only, drawn on :class:`matplotlib.figure.Figure` objects (no GUI back
 ``import usidgpu`` does not import this package (nor matplotlib).
 """
 
-from .atoms import plot_columns, plot_tracks
+from .atoms import plot_columns, plot_strain, plot_tracks
 from .bayes import plot_giv_maps
 from .clusters import plot_clusters
 from .components import plot_components
@@ -22,6 +22,7 @@ from .summary import plot_decomposition
 __all__ = [
     "plot_clusters",
     "plot_columns",
+    "plot_strain",
     "plot_components",
     "plot_decomposition",
     "plot_denoise",

@@ -284,3 +284,80 @@ def plot_tracks(tracks, image=None, ax=None):
     ]
     ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.8)
     return fig
+
+
+#: Panels of :func:`plot_strain`: component of the StrainMap, label, display factor, units.
+STRAIN_PANELS = (
+    (0, r"$\varepsilon_{xx}$", 100.0, "%"),
+    (1, r"$\varepsilon_{yy}$", 100.0, "%"),
+    (2, r"$\varepsilon_{xy}$", 100.0, "%"),
+    (3, "rotation", 180.0 / np.pi, "°"),
+)
+
+
+def plot_strain(analysis, strain=None, reference=None, neighbours: int = 8, show_columns: bool = True):
+    """Maps of the local strain (ε_xx, ε_yy, ε_xy in %) and lattice rotation (in degrees).
+
+    The three strain maps share one symmetric colour scale, so their magnitudes compare at a
+    glance; the rotation has its own. Areas outside the columns' convex hull stay blank.
+
+    Parameters
+    ----------
+    analysis : ColumnAnalysis
+        From :func:`usidgpu.atoms.analysis.analyze` (positions, lattice, pixel size, units).
+    strain : StrainMap, optional
+        Precomputed :meth:`ColumnAnalysis.strain <usidgpu.atoms.analysis.ColumnAnalysis.strain>`;
+        default computed here with ``reference`` and ``neighbours``.
+    reference, neighbours
+        As :meth:`ColumnAnalysis.strain`: the unstrained lattice or the columns of a reference
+        region (default: the lattice fitted on all columns).
+    show_columns : bool
+        Mark the columns (small dots) where the values come from.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from ._draw import color_scale, colorbar, extend_of
+
+    if strain is None:
+        strain = analysis.strain(reference=reference, neighbours=neighbours)
+    if strain.maps is None:
+        raise ValueError("the strain has no maps: compute it with the image shape (ColumnAnalysis.strain does)")
+    sy, sx, units = _scale(analysis.pixel_size, analysis.units)
+    h, w = strain.maps.shape[1:]
+    fig = new_figure((10.5, max(4.0, 2 * 4.2 * h / max(w, 1) + 0.8)))
+    axes = fig.subplots(2, 2, sharex=True, sharey=True).ravel()
+    shown = [strain.maps[k] * factor for k, _, factor, _ in STRAIN_PANELS]
+    strains = np.concatenate([m[np.isfinite(m)] for m in shown[:3]])
+    common = color_scale(strains)
+    limit = max(abs(common["vmin"]), abs(common["vmax"]), 1e-6)
+    pos = np.asarray(strain.positions, dtype=np.float64)
+    extent = (-0.5 * sx, (w - 0.5) * sx, (h - 0.5) * sy, -0.5 * sy)
+    for ax, (k, name, _, unit), values in zip(axes, STRAIN_PANELS, shown):
+        if k < 3:
+            scale = {"vmin": -limit, "vmax": limit, "cmap": "RdBu_r"}
+        else:
+            scale = color_scale(values)
+            m = max(abs(scale["vmin"]), abs(scale["vmax"])) or 1.0
+            scale = {"vmin": -m, "vmax": m, "cmap": "PuOr_r"}
+        art = ax.imshow(values, extent=extent, interpolation="nearest", **scale)
+        if show_columns and len(pos):
+            ax.scatter(pos[:, 1] * sx, pos[:, 0] * sy, s=1.5, color="black", edgecolors="none", alpha=0.5)
+        colorbar(fig, art, ax, f"{name} ({unit})", extend=extend_of(values, scale))
+        finite = values[np.isfinite(values)]
+        summary = f"mean {finite.mean():+.3g} {unit}, sd {finite.std():.3g}" if finite.size else "no values"
+        sign = " (+ from x toward y)" if k == 3 else ""
+        ax.set_title(f"{name}{sign}: {summary}", fontsize=9)
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+        ax.set_aspect("equal")
+    for ax in axes[2:]:
+        ax.set_xlabel(axis_label("x", units))
+        plain_ticks(ax.xaxis, np.array([w * sx]))
+    for ax in axes[::2]:
+        ax.set_ylabel(axis_label("y", units))
+        plain_ticks(ax.yaxis, np.array([h * sy]))
+    what = "a reference lattice" if reference is not None else "the lattice fitted on all columns"
+    fig.suptitle(f"Strain and rotation of {len(pos)} columns relative to {what}", fontsize=10)
+    return fig
