@@ -226,3 +226,75 @@ def test_outputs_that_cannot_be_written_fail_before_the_work(spectra):
         with pytest.raises(ValueError, match="at least 1"):
             PolynomialFit(f[SOURCE], degree=1, rows_per_block=-5, progress=False).run()
     assert partial_runs(path) == []
+
+
+RUN_SLOW = """
+import sys
+sys.path.insert(0, sys.argv[3])
+import usidgpu
+from slow_process import SlowFit
+with usidgpu.open(sys.argv[1]) as f:
+    print(SlowFit(f[sys.argv[2]], degree=3, delay=0.3, rows_per_block=100, progress=False).run(), flush=True)
+"""
+
+
+def test_a_second_identical_run_is_refused_while_the_first_runs(spectra):
+    """Two identical runs at once would share one store; the second is refused with who holds it,
+    and once the first is killed (its lock dies with it) the computation resumes and finishes."""
+    from slow_process import SlowFit
+
+    from usidgpu.parallel import RunInProgress
+
+    path, x, data = spectra
+    tests = str(Path(__file__).parent)
+    proc = subprocess.Popen([sys.executable, "-c", RUN_SLOW, str(path), SOURCE, tests], stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not list(sidecar_dir(path).glob("*.lock")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        locks = list(sidecar_dir(path).glob("*.lock"))
+        assert len(locks) == 1 and proc.poll() is None
+        with usidgpu.open(path) as f:
+            second = SlowFit(f[SOURCE], degree=3, delay=0.0, rows_per_block=100, progress=False)
+            with pytest.raises(RunInProgress, match=rf"pid {proc.pid} on .* right now"):
+                second.run()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert locks[0].exists()  # a killed run cannot remove its lock file, but its lock is gone
+    with usidgpu.open(path) as f:
+        group = SlowFit(f[SOURCE], degree=3, delay=0.0, rows_per_block=100, progress=False).run()
+    with h5py.File(path, "r") as f:
+        np.testing.assert_allclose(f[group + "/Coefficients"][()], np.polyfit(x, data.T, 3).T, rtol=1e-4, atol=1e-4)
+    leftovers = sidecar_dir(path)
+    assert not leftovers.exists() or not any(leftovers.iterdir()), list(leftovers.iterdir())
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files through /proc (Linux)")
+def test_a_block_is_on_disk_before_its_done_marker(tmp_path, monkeypatch):
+    """Power-loss order: every chunk file of a block and its folders are fsynced before the
+    marker that says the block is done (a killed process alone would not need it)."""
+    import os
+
+    from usidgpu.parallel.store import BlockStore
+
+    blocks = [(0, 4), (4, 8), (8, 10)]
+    store, resumed = BlockStore.open_or_create(
+        tmp_path / "s.zarr", "f" * 64, blocks, {"a": (3, np.float64), "b": (1, np.int64)}, {}
+    )
+    assert not resumed
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (synced.append(Path(os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd))
+    )
+    store.write_block(1, {"a": np.ones((4, 3)), "b": np.arange(4)})
+    marker = tmp_path / "s.zarr" / "done" / "1"
+    chunk_a, chunk_b = tmp_path / "s.zarr" / "a" / "c" / "1" / "0", tmp_path / "s.zarr" / "b" / "c" / "1" / "0"
+    assert chunk_a.exists() and chunk_b.exists()
+    order = {p: i for i, p in enumerate(synced)}
+    for must in (chunk_a, chunk_a.parent, chunk_a.parent.parent, chunk_b, tmp_path / "s.zarr" / "b"):
+        assert order[must] < order[marker], synced
+    assert order[marker.parent] > order[marker]
+    assert store.done().tolist() == [False, True, False]
+    np.testing.assert_array_equal(store.array("b").compute()[4:8, 0], np.arange(4))

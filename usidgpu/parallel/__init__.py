@@ -7,13 +7,14 @@ from .executors import DaskExecutor, Executor, ThreadExecutor, get_executor
 from .fits import PolynomialFit
 from .process import Output, Process, load_class
 from .resume import partial_runs, resume
-from .store import BlockStore
+from .store import BlockStore, RunInProgress
 
 __all__ = [
     "BlockKMeans",
     "BlockStore",
     "GramSVD",
     "PolynomialFit",
+    "RunInProgress",
     "WindowedSVD",
     "kmeans",
     "partial_runs",

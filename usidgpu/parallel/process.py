@@ -39,7 +39,7 @@ from ..stream import plan_blocks as plan_rows
 from ..usid.dimension import Dimension
 from ..usid.results import ResultsWriter, _sidecar_prefix, check_target, sidecar_dir
 from .executors import Executor, get_executor
-from .store import PARTIAL, BlockStore, clear_removed, read_meta, remove_store
+from .store import PARTIAL, BlockStore, clear_removed, read_meta, remove_store, run_lock
 
 
 @dataclass
@@ -201,13 +201,26 @@ class Process:
         return sidecar_dir(target) / f"{_sidecar_prefix(parent)}{base}-{self.tool}-{self.fingerprint()[:12]}.zarr"
 
     def run(self) -> str:
-        """Compute every block not yet done, then write the results group; returns its path."""
+        """Compute every block not yet done, then write the results group; returns its path.
+
+        Raises
+        ------
+        RunInProgress
+            The same computation (same fingerprint) is running in another process.
+        """
         check_target(self.output or self.source_file)
         if Path(self.source_file).is_dir():
             raise ValueError(
                 f"{self.source_file}: block-wise runs read HDF5 sources; convert the zarr store first "
                 "(usidgpu convert STORE.zarr FILE.h5)"
             )
+        lock = self.store_path().with_name(self.store_path().name + ".lock")
+        with run_lock(lock, f"{self.tool} of {self.source_name} in {self.source_file}"):
+            group = self._run_locked()
+        _remove_empty(lock.parent)
+        return group
+
+    def _run_locked(self) -> str:
         old = read_meta(self.store_path())
         stamp = self.source_stamp()
         if old.get("status") == PARTIAL and old.get("fingerprint") == self.fingerprint():

@@ -14,10 +14,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..errors import ResultsError
 
 PARTIAL = "partial"
 
@@ -83,14 +88,24 @@ class BlockStore:
         import zarr
 
         a, b = self.blocks[index]
+        chunks = []
         for name, data in values.items():
             arr = zarr.open_array(str(self.path / name), mode="r+")
             arr[a:b] = np.asarray(data, dtype=arr.dtype).reshape(b - a, -1)
+            rows = arr.chunks[0]
+            chunks += [
+                (self.path / name, arr.metadata.encode_chunk_key((c, 0))) for c in range(a // rows, (b - 1) // rows + 1)
+            ]
+        # the data reach the disk before the marker says they are there: after a power loss (not
+        # only a killed process) a block marked done has its chunks
+        for array_dir, key in chunks:
+            _fsync_file_and_folders(array_dir, key)
         marker = self.path / "done" / str(index)
         with open(marker, "w") as fh:
             fh.write(f"{a} {b}\n")
             fh.flush()
             os.fsync(fh.fileno())
+        _fsync_folder(marker.parent)
 
     # ------------------------------------------------------------------ book-keeping
     def done(self) -> np.ndarray:
@@ -116,6 +131,86 @@ class BlockStore:
 
     def remove(self) -> None:
         remove_store(self.path)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a folder's entries durable (a new file is found after a power loss only then)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not openable as a file (some platforms): its entries are as durable as the OS makes them
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file_and_folders(array_dir: Path, key: str) -> None:
+    """fsync one chunk file and the folders from it up to its array's folder. A chunk holding
+    only the fill value is not written at all (zarr skips it): nothing to sync then."""
+    chunk = array_dir / key
+    if chunk.exists():
+        fd = os.open(chunk, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    folder = chunk.parent
+    while True:
+        if folder.exists():
+            _fsync_folder(folder)
+        if folder == array_dir or array_dir not in folder.parents:
+            break
+        folder = folder.parent
+
+
+class RunInProgress(ResultsError):
+    """The same computation is running in another process right now."""
+
+
+@contextmanager
+def run_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` while one run of a computation works on its store.
+
+    Two identical runs at once would compute into the same store, and the first to finish
+    would delete it under the other. The lock is an advisory ``flock`` on a small file that
+    names its holder; the operating system releases it when the process ends in any way (kill -9
+    included), so a crashed run never blocks the next one. Where ``fcntl`` does not exist
+    (Windows) no lock is taken. On network file systems ``flock`` may be local to one node.
+
+    Raises
+    ------
+    RunInProgress
+        Another process holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            raise RunInProgress(
+                f"{what} is being computed by {holder} right now; wait for it to finish "
+                f"(or stop it: the next run resumes its blocks). Lock: {path}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        try:
+            yield
+        finally:
+            # removed while still held: a run that opens it from now on creates a fresh one
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 REMOVING = ".removing"
