@@ -172,21 +172,44 @@ def test_numba_engine_equals_the_array_engine_at_other_radii(perovskite, radius)
     assert np.allclose(a.errors, b.errors, rtol=1e-6)
 
 
-@needs_numba
-def test_numba_neighbour_search_cuts_the_same_pixels_as_the_kd_tree():
-    """The numba engine finds neighbours on its own grid of cells: scattered columns, a dense
-    cluster, far outliers (a sparse grid), a single column and a line of columns."""
+def scattered_cases():
+    """Scattered columns with a dense cluster and far outliers (a sparse grid), a single column,
+    a line of columns."""
     rng = np.random.default_rng(5)
-    image = rng.random((300, 400))
     cluster = rng.random((40, 2)) * 12 + 150
     scattered = rng.random((60, 2)) * [299, 399]
     corners = np.array([[0.0, 0.0], [299.0, 399.0], [0.0, 399.0]])
-    cases = [
+    return [
         np.vstack([cluster, scattered, corners]),
         np.array([[100.0, 100.0]]),
         np.c_[np.full(9, 50.0), 20 + 7.5 * np.arange(9)],
     ]
-    for start in cases:
+
+
+@needs_numba
+def test_grid_and_kd_tree_neighbour_searches_agree(monkeypatch):
+    from usidgpu.atoms import fit
+
+    for start in scattered_cases():
+        for radius in (2.0, 6.0):
+            grid = fit._neighbours(start, radius)
+            with monkeypatch.context() as m:
+                m.setattr(fit, "numba_available", lambda: False)
+                tree = fit._neighbours(start, radius)
+            assert grid.shape == tree.shape
+            for a, b in zip(grid, tree):
+                assert sorted(map(tuple, a)) == sorted(map(tuple, b))
+    doubled = np.array([[5.0, 5.0], [9.0, 9.0], [5.0, 5.0 + 1e-8]])
+    for available in (True, False):
+        with monkeypatch.context() as m, pytest.raises(ValueError, match="duplicate"):
+            m.setattr(fit, "numba_available", lambda available=available: available)
+            fit._neighbours(doubled, 3.0)
+
+
+@needs_numba
+def test_numba_engine_cuts_the_same_pixels_as_the_array_engine():
+    image = np.random.default_rng(5).random((300, 400))
+    for start in scattered_cases():
         for radius in (2.0, 6.0):
             # no iterations: the start values and the residual there depend on every fit pixel
             a = refine(image, start, radius=radius, engine="array", device="cpu", max_iter=0)
@@ -219,11 +242,17 @@ def test_vectorizable_exponential_is_within_two_ulp_of_numpy():
     assert clamped[0] == clamped[1] == clamped[2] > 0 and np.isnan(clamped[3])  # NaN must reach the cost
 
 
-def test_neighbour_lists_give_the_full_voronoi_cut():
+@pytest.mark.parametrize("search", ["grid", "kd-tree"])
+def test_neighbour_lists_give_the_full_voronoi_cut(search, monkeypatch):
     """Only columns within 2·radius can clip a fit disk: the masks from the short neighbour lists
     equal the masks with every other column as a neighbour."""
+    from usidgpu.atoms import fit
     from usidgpu.atoms.fit import _neighbours, fit_masks
     from usidgpu.atoms.windows import gather
+
+    if search == "grid" and not numba_available():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(fit, "numba_available", lambda: search == "grid")
 
     rng = np.random.default_rng(1)
     pos = rng.random((60, 2)) * 80 + 10

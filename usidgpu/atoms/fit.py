@@ -126,6 +126,8 @@ def nearest_neighbour_distance(positions: np.ndarray) -> float:
     if len(pos) < 2:
         raise ValueError("need at least two columns to infer their spacing; give radius explicitly")
     d, _ = cKDTree(pos).query(pos, k=2)
+    if d[:, 1].min() < 1e-6:
+        raise ValueError("duplicate start positions: each column must be given once")
     return float(np.median(d[:, 1]))
 
 
@@ -154,27 +156,35 @@ def _neighbours(positions: np.ndarray, radius: float) -> np.ndarray:
 
     Columns farther away cannot clip a fit disk of this radius (a pixel within r of its own
     column is then more than r from the other), so these are all the neighbours the Voronoi cut
-    of :func:`fit_masks` needs: one pair search over a KD-tree.
+    of :func:`fit_masks` needs. With numba a parallel grid search
+    (:func:`usidgpu.atoms.fit_numba.neighbour_lists`), else one pair search over a KD-tree.
+
+    Raises
+    ------
+    ValueError
+        If two positions coincide (to 1e-6 px).
     """
     n = len(positions)
-    # an unbalanced tree builds three times faster and answers a fixed-radius search as quickly
-    tree = cKDTree(positions, balanced_tree=False, compact_nodes=False)
-    pairs = tree.query_pairs(2.0 * radius, output_type="ndarray")
-    src = np.concatenate([pairs[:, 0], pairs[:, 1]])
-    order = np.argsort(src, kind="stable")
-    src, dst = src[order], np.concatenate([pairs[:, 1], pairs[:, 0]])[order]
-    counts = np.bincount(src, minlength=n)
-    slot = np.arange(len(src)) - np.repeat(np.cumsum(counts) - counts, counts)
-    out = np.full((n, max(int(counts.max(initial=0)), 1), 2), 1e9)
-    out[src, slot] = positions[dst]
+    if numba_available():
+        from .fit_numba import neighbour_lists
+
+        out, closest = neighbour_lists(positions, radius)
+    else:
+        # an unbalanced tree builds three times faster and answers a fixed-radius search as quickly
+        tree = cKDTree(positions, balanced_tree=False, compact_nodes=False)
+        pairs = tree.query_pairs(2.0 * radius, output_type="ndarray")
+        close = np.square(positions[pairs[:, 0]] - positions[pairs[:, 1]]).sum(axis=1)
+        closest = float(np.sqrt(close.min(initial=np.inf)))
+        src = np.concatenate([pairs[:, 0], pairs[:, 1]])
+        order = np.argsort(src, kind="stable")
+        src, dst = src[order], np.concatenate([pairs[:, 1], pairs[:, 0]])[order]
+        counts = np.bincount(src, minlength=n)
+        slot = np.arange(len(src)) - np.repeat(np.cumsum(counts) - counts, counts)
+        out = np.full((n, max(int(counts.max(initial=0)), 1), 2), 1e9)
+        out[src, slot] = positions[dst]
+    if closest < 1e-6:
+        raise ValueError("duplicate start positions: each column must be given once")
     return out
-
-
-def _has_duplicates(positions: np.ndarray) -> bool:
-    """Whether two positions coincide to 1e-6 px (a sort, not ``np.unique(axis=0)``: 10× faster)."""
-    r = np.round(positions, 6)
-    r = r[np.lexsort((r[:, 1], r[:, 0]))]
-    return bool((r[1:] == r[:-1]).all(axis=1).any())
 
 
 def refine(
@@ -235,20 +245,18 @@ def refine(
         raise ValueError("every start position must lie inside the image")
     if not bool(xp.isfinite(xp.asarray(img)).all()):
         raise ValueError("the image contains NaN or infinite values")
-    if _has_duplicates(start):
-        raise ValueError("duplicate start positions: each column must be given once")
     if radius is None:
         radius = 0.5 * (spacing if spacing is not None else nearest_neighbour_distance(start))
     radius = float(radius)
     if not radius >= 1:
         raise ValueError(f"the fit radius must be at least 1 px, got {radius}")
+    neighbours = _neighbours(start, radius)  # also refuses duplicate positions
     img_dev = xp.asarray(img, dtype=np.float64)
-    if engine == "numba":  # no per-pixel arrays, and it finds each column's neighbours itself
+    if engine == "numba":  # no per-pixel arrays: one call for all columns
         from .fit_numba import fit_numba
 
-        parts = [_finish(np, *fit_numba(img_dev, start, radius, max_iter, tol, ERROR_RIDGE))]
+        parts = [_finish(np, *fit_numba(img_dev, start, neighbours, radius, max_iter, tol, ERROR_RIDGE))]
     else:
-        neighbours = _neighbours(start, radius)
         if batch is None:
             batch = max(1, int(64e6 // ((2 * int(math.ceil(radius)) + 1) ** 2 * 7 * 8 * 3)))
         parts = [

@@ -282,13 +282,16 @@ def _covariance(jtj, cost, npx, ridge, low, rdiag, inv, out):
 
 
 @njit(cache=True, fastmath=False)
-def _column_grid(start, cell):
-    """Columns sorted into square cells of side ``cell`` (a counting sort): the grid origin and
-    width, each cell's first entry in ``order`` (cells row-major, one past the end last), and the
-    column indices in cell order."""
+def _column_grid(start, reach):
+    """Columns sorted into square cells (a counting sort): cells at least ``reach`` wide, and
+    about one column per cell where the columns are sparser. Returns the grid origin, cell
+    side, shape, each cell's first entry in ``order`` (cells row-major, one past the end last)
+    and the column indices in cell order."""
     y0, x0 = start[:, 0].min(), start[:, 1].min()
-    ny = np.int64((start[:, 0].max() - y0) // cell) + 1
-    nx = np.int64((start[:, 1].max() - x0) // cell) + 1
+    y1, x1 = start[:, 0].max(), start[:, 1].max()
+    cell = max(reach, math.sqrt((y1 - y0 + 1.0) * (x1 - x0 + 1.0) / start.shape[0]))
+    ny = np.int64((y1 - y0) // cell) + 1
+    nx = np.int64((x1 - x0) // cell) + 1
     first = np.zeros(ny * nx + 1, dtype=np.int64)
     cells = np.empty(start.shape[0], dtype=np.int64)
     for n in range(start.shape[0]):
@@ -301,7 +304,7 @@ def _column_grid(start, cell):
     for n in range(start.shape[0]):
         order[fill[cells[n]]] = n
         fill[cells[n]] += 1
-    return y0, x0, ny, nx, first, order
+    return y0, x0, cell, ny, nx, first, order
 
 
 @njit(cache=True, fastmath=False)
@@ -321,6 +324,65 @@ def _near_columns(start, n, reach, y0, x0, cell, ny, nx, first, order, near):
                     near[k, 0], near[k, 1] = start[other, 0], start[other, 1]
                     k += 1
     return k
+
+
+@njit(cache=True, fastmath=False)
+def _grid_crowd(first, ny, nx):
+    """The most columns in any 3 × 3 block of cells: a bound on a neighbour list's length."""
+    crowd = 1
+    for gy in range(ny):
+        for gx in range(nx):
+            count = 0
+            for c in range(max(gy - 1, 0), min(gy + 2, ny)):
+                count += first[c * nx + min(gx + 2, nx)] - first[c * nx + max(gx - 1, 0)]
+            crowd = max(crowd, count)
+    return crowd
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _neighbour_lists(start, reach, grid, crowd, fill):
+    """With an empty ``fill``: the number of other columns within ``reach`` of each column and
+    the squared distance to the nearest of them; otherwise their positions go into ``fill``
+    (N, K, 2)."""
+    y0, x0, cell, ny, nx, first, order = grid
+    n_columns = start.shape[0]
+    counts = np.zeros(n_columns, dtype=np.int64)
+    closest = np.full(n_columns, np.inf)
+    chunk = 1024
+    for c in prange((n_columns + chunk - 1) // chunk):
+        near = np.empty((crowd, 2))
+        for n in range(c * chunk, min((c + 1) * chunk, n_columns)):
+            target = fill[n] if fill.shape[0] else near
+            k = _near_columns(start, n, reach, y0, x0, cell, ny, nx, first, order, target)
+            counts[n] = k
+            for j in range(k, fill.shape[1] if fill.shape[0] else 0):  # padding: never clips
+                target[j, 0] = target[j, 1] = 1e9
+            for j in range(k):
+                d2 = (target[j, 0] - start[n, 0]) ** 2 + (target[j, 1] - start[n, 1]) ** 2
+                closest[n] = min(closest[n], d2)
+    return counts, closest
+
+
+def neighbour_lists(start, radius):
+    """Every other column within 2·radius of each column, as :func:`usidgpu.atoms.fit._neighbours`
+    finds them with a KD-tree: here on a grid of cells, counted and then filled in parallel.
+
+    Returns
+    -------
+    neighbours : (N, K, 2), padded with far-away points
+    closest : float
+        The smallest distance between two columns within 2·radius (inf if none).
+    """
+    start = np.ascontiguousarray(start, dtype=np.float64)
+    if not len(start):
+        return np.full((0, 1, 2), 1e9), np.inf
+    reach = 2.0 * float(radius)
+    grid = _column_grid(start, reach)
+    crowd = _grid_crowd(grid[5], grid[3], grid[4])
+    counts, closest = _neighbour_lists(start, reach, grid, crowd, np.empty((0, 1, 2)))
+    out = np.empty((len(start), max(int(counts.max()), 1), 2))  # filled, padding too, in parallel
+    _neighbour_lists(start, reach, grid, crowd, out)
+    return out, float(np.sqrt(closest.min()))
 
 
 @njit(cache=True, fastmath=False)
@@ -421,23 +483,11 @@ def _to_physical(p, cov, out, errors, t, q):
 
 @njit(parallel=True, cache=True, fastmath=False)
 def _fit_columns(
-    image, start, radius, r_int, q_lo, q_hi, max_iter, tol, ridge, chunk,
+    image, start, neighbours, radius, r_int, q_lo, q_hi, max_iter, tol, ridge, chunk,
     params, errors, converged, n_iter, rms, n_pixels,
 ):  # fmt: skip
     n_columns = start.shape[0]
     side = 2 * r_int + 1
-    # the columns that can clip a fit disk are those within 2·radius (as fit._neighbours): a
-    # grid of cells at least that wide, and about one column per cell where they are sparser
-    extent = (start[:, 0].max() - start[:, 0].min() + 1.0) * (start[:, 1].max() - start[:, 1].min() + 1.0)
-    cell = max(2.0 * radius, math.sqrt(extent / n_columns))
-    y0, x0, ny, nx, first, order = _column_grid(start, cell)
-    crowd = 0  # the most columns in any 3 × 3 block of cells bounds a neighbour list
-    for gy in range(ny):
-        for gx in range(nx):
-            count = 0
-            for c in range(max(gy - 1, 0), min(gy + 2, ny)):
-                count += first[c * nx + min(gx + 2, nx)] - first[c * nx + max(gx - 1, 0)]
-            crowd = max(crowd, count)
     # columns in chunks, so that every thread allocates its scratch once, not once per column
     for c in prange((n_columns + chunk - 1) // chunk):
         size = -(-side * side // LANES) * LANES
@@ -445,10 +495,11 @@ def _fit_columns(
         jtj, jtj_t, low = np.empty((7, 7)), np.empty((7, 7)), np.empty((7, 7))
         grad, grad_t, step, trial = np.empty(7), np.empty(7), np.empty(7), np.empty(7)
         pn, rdiag, cov = np.empty(7), np.empty(7), np.empty((7, 7))
-        t, q, near = np.empty((3, 3)), np.empty(3), np.empty((crowd, 2))
+        t, q = np.empty((3, 3)), np.empty(3)
         for n in range(c * chunk, min((c + 1) * chunk, n_columns)):
-            n_near = _near_columns(start, n, 2.0 * radius, y0, x0, cell, ny, nx, first, order, near)
-            m, cy, cx = _gather(image, start, near, n_near, radius, r_int, n, yy, xx, data, weight)
+            m, cy, cx = _gather(
+                image, start, neighbours[n], neighbours.shape[1], radius, r_int, n, yy, xx, data, weight
+            )
             _start_values(data, m, start[n, 0], start[n, 1], q_lo, q_hi, pn)
             cost = _normal_equations(pn, cy, cx, yy, xx, data, weight, m, jtj, grad)
             lam = LAMBDA_START
@@ -491,13 +542,14 @@ def _fit_columns(
             n_pixels[n] = m
 
 
-def fit_numba(image, start, radius, max_iter, tol, ridge):
+def fit_numba(image, start, neighbours, radius, max_iter, tol, ridge):
     """Fit every column (see :func:`usidgpu.atoms.fit.lm_array` for the iteration).
 
     Parameters
     ----------
     image : (H, W) NumPy array
     start : (N, 2) start positions (y, x)
+    neighbours : (N, K, 2) the columns that may clip each fit disk (:func:`neighbour_lists`)
     radius, max_iter, tol, ridge
         As :func:`usidgpu.atoms.fit.refine` and :func:`usidgpu.atoms.fit.covariance`.
 
@@ -517,6 +569,7 @@ def fit_numba(image, start, radius, max_iter, tol, ridge):
     _fit_columns(
         np.ascontiguousarray(image, dtype=np.float64),
         start,
+        np.ascontiguousarray(neighbours, dtype=np.float64),
         float(radius),
         int(math.ceil(radius)),
         *q_bounds(radius),
