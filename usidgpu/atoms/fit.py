@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..backend import Device, asnumpy, select_device
+from ..backend import Device, asnumpy, memory_budget, select_device
 from .gaussian import AMPLITUDE, PARAMETERS, QA, QB, QC, X, Y, model_and_jacobian, start_values, to_physical
 from .windows import gather
 
@@ -220,8 +220,9 @@ def refine(
         ``kernel``: the CUDA kernel (GPU only); ``auto``: the kernel on a GPU, numba on the CPU
         where installed, else the array code.
     batch : int, optional
-        Columns per batch on the array and kernel paths (default: about 64 MB of Jacobians); the
-        numba engine keeps no per-pixel arrays and fits all columns in one call.
+        Columns per batch on the array and kernel paths (default: about 64 MB of Jacobians on the
+        CPU; on a GPU the memory budget — a share of its free memory, or ``USIDGPU_MEMORY`` — up
+        to 8 GB); the numba engine keeps no per-pixel arrays and fits all columns in one call.
 
     Returns
     -------
@@ -258,7 +259,11 @@ def refine(
         parts = [_finish(np, *fit_numba(img_dev, start, neighbours, radius, max_iter, tol, ERROR_RIDGE))]
     else:
         if batch is None:
-            batch = max(1, int(64e6 // ((2 * int(math.ceil(radius)) + 1) ** 2 * 7 * 8 * 3)))
+            # ~(N, 7, M) Jacobians three times over: 64 MB keeps the CPU array engine in cache;
+            # a GPU takes far larger batches (a launch per batch and step costs the same for any
+            # size), up to a share of its free memory
+            budget = min(memory_budget(device=dev), 8e9) if dev.is_gpu else 64e6
+            batch = max(1, int(budget // ((2 * int(math.ceil(radius)) + 1) ** 2 * 7 * 8 * 3)))
         parts = [
             _fit_batch(xp, img_dev, start[i : i + batch], neighbours[i : i + batch], radius, engine, max_iter, tol)
             for i in range(0, len(start), batch)
