@@ -14,7 +14,7 @@ from conftest import real_file
 from scipy.spatial import cKDTree
 
 import usidgpu
-from usidgpu.atoms.analysis import analyze, analyze_stack
+from usidgpu.atoms.analysis import NoColumnsError, analyze, analyze_stack
 from usidgpu.atoms.synthetic import lattice_image, render
 from usidgpu.atoms.track import link
 from usidgpu.imageio import image_to_usid
@@ -286,6 +286,10 @@ def test_strain_of_a_stretched_layer_against_a_reference_region():
         a.strain(reference=left[:10])
     with pytest.raises(ValueError, match="hold no lattice"):
         a.strain(reference=np.flatnonzero(left)[:2])
+    for bad in (left.astype(float), [], np.array([0, len(a)])):
+        with pytest.raises(ValueError, match="reference"):
+            a.strain(reference=bad)
+    assert a.strain(reference=a.lattice).reference == "a given reference lattice"
 
 
 def test_plot_strain_panels_units_and_scales():
@@ -294,7 +298,7 @@ def test_plot_strain_panels_units_and_scales():
     image, _ = strained_layer()
     a = analyze(image, device="cpu")
     strain = a.strain(reference=a.positions[:, 1] < 122)
-    fig = plot_strain(a, strain, reference="region")
+    fig = plot_strain(a, strain)
     maps = [ax for ax in fig.axes if ax.images]
     assert len(maps) == 4
     bars = [ax.get_ylabel() for ax in fig.axes if not ax.images and ax.get_ylabel()]
@@ -308,7 +312,8 @@ def test_plot_strain_panels_units_and_scales():
     assert maps[0].get_title().startswith(r"$\varepsilon_{xx}$: mean +")
     assert "+ from x toward y" in maps[3].get_title()
     assert maps[2].get_xlabel() == "x (px)" and maps[0].get_ylabel() == "y (px)"
-    assert "relative to a reference lattice" in fig._suptitle.get_text()
+    n_ref = int((a.positions[:, 1] < 122).sum())
+    assert f"relative to the lattice of {n_ref} reference columns" in fig._suptitle.get_text()
     physical = dataclasses.replace(a, pixel_size=(2e-11, 2e-11), units="m")
     fig = plot_strain(physical)
     assert [ax for ax in fig.axes if ax.images][2].get_xlabel() == "x (nm)"
@@ -411,4 +416,11 @@ def test_a_blank_frame_has_no_columns_and_the_stack_tracks_around_it():
         kept = tracks.ids[3][d < 1.0] == tracks.ids[1][i[d < 1.0]]
         assert (d < 1.0).sum() > 0.9 * len(d) and kept.mean() >= same and (same or not kept.any())
     np.testing.assert_allclose(bridged.drift[3], [4.5, -7.5], atol=0.2)  # measured from frame 1's columns
+    # a counting detector's blanked frame is exactly zero (flat: no spacing to read from it)
+    for flat in (np.zeros_like(frames[2]), np.full_like(frames[2], 3.0)):
+        frames[2] = flat
+        again = analyze_stack(frames, device="cpu", memory=1)
+        assert len(again.frames[2]) == 0 and again.tracks.ids[3].tolist() == bridged.ids[3].tolist()
+    with pytest.raises(NoColumnsError, match=r"no frame of the stack .*frame 0: .*flat"):
+        analyze_stack(np.zeros((3, 64, 64)), device="cpu")
     assert analyze_stack(frames, device="cpu", memory=1).tracks.ids[3].tolist() == bridged.ids[3].tolist()

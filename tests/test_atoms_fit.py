@@ -284,6 +284,8 @@ def test_refine_input_checks(perovskite):
     with pytest.raises(ValueError, match="two columns"):
         refine(perovskite.image, [[10.0, 10.0]], device="cpu")
     assert len(refine(perovskite.image, np.zeros((0, 2)), device="cpu")) == 0
+    with pytest.raises(ValueError, match="finite number of at least 1 px"):
+        refine(perovskite.image, [[10.0, 10.0], [20.0, 20.0]], radius=np.inf, device="cpu")
 
 
 def test_gpu_device_without_a_gpu_is_an_error(perovskite, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 from conftest import real_file
 
 import usidgpu
-from usidgpu.atoms.synthetic import lattice_image
+from usidgpu.atoms.synthetic import lattice_image, render
 from usidgpu.cli import main as cli
 
 SOURCE = "/Measurement_000/Channel_000/Raw_Data"
@@ -97,6 +97,18 @@ def test_strain_figure(image_npy, tmp_path, capsys):
     lows, highs = [float(v) for v in line.groups()[1::2]], [float(v) for v in line.groups()[2::2]]
     assert all(-3 < low < -0.3 and 0.3 < high < 3 for low, high in zip(lows, highs)), out
     assert png.stat().st_size > 30_000
+
+
+def test_strain_without_a_lattice_fails_before_writing(tmp_path, capsys):
+    pos = np.array([[20.0, 20.0], [20.0, 32.0], [32.0, 20.0], [32.0, 32.0], [44.0, 26.0]])  # no lattice in 5
+    image = render((64, 64), pos, np.ones(len(pos)), 2.0, 0.1) + np.random.default_rng(0).normal(0, 0.01, (64, 64))
+    path = tmp_path / "few.npy"
+    np.save(path, image)
+    args = ["atoms", str(path), "--device", "cpu", "--spacing", "12", "--csv", str(tmp_path / "few.csv")]
+    assert cli([*args, "--strain", str(tmp_path / "strain.png")]) == 2
+    _one_line_error(capsys, "--strain", "no lattice")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["few.npy"]  # nothing written
+    assert cli(args) == 0  # the same analysis without --strain runs and writes
 
 
 def test_no_write(image_npy, capsys):

@@ -117,6 +117,7 @@ def cmd_atoms(args: argparse.Namespace) -> int:
         result = _track(args.file, image, device, args) if args.track else _analyze(args.file, image, device, args)
         if not args.track:
             _report(args.file, result, device, args)
+        strain = _strain(result, args)
         if write:
             t0 = time.perf_counter()
             main = image_to_usid(image, out)
@@ -124,7 +125,7 @@ def cmd_atoms(args: argparse.Namespace) -> int:
             with USIDFile(out) as f:
                 group = result.write(f.dataset(main))
             print(f"results       {group} in {out} ({time.perf_counter() - t0:.2f} s)")
-        _exports(result, image, args)
+        _exports(result, image, args, strain)
         return 0
     if write:
         check_target(args.output or args.file)
@@ -142,11 +143,12 @@ def cmd_atoms(args: argparse.Namespace) -> int:
         else:
             result = _analyze(what, ds, device, args)
             _report(what, result, device, args)
+        strain = _strain(result, args)
         if write:
             t0 = time.perf_counter()
             group = result.write(ds, output=args.output)
             print(f"results       {group} in {args.output or args.file} ({time.perf_counter() - t0:.2f} s)")
-        _exports(result, ds, args)
+        _exports(result, ds, args, strain)
     return 0
 
 
@@ -226,7 +228,17 @@ def _report(what: str, r: Any, device: Any, args: argparse.Namespace) -> None:
     )
 
 
-def _exports(result: Any, image: Any, args: argparse.Namespace) -> None:
+def _strain(result: Any, args: argparse.Namespace) -> Any:
+    """``--strain``: the strain, computed before anything is written (a failure leaves no file)."""
+    if not args.strain:
+        return None
+    try:
+        return result.strain()
+    except ValueError as exc:
+        _fail(f"--strain: {exc}")
+
+
+def _exports(result: Any, image: Any, args: argparse.Namespace, strain: Any = None) -> None:
     if args.csv:
         result.to_csv(args.csv)
         print(f"csv           {args.csv} ({len(result.table()['column'])} rows)")
@@ -236,19 +248,15 @@ def _exports(result: Any, image: Any, args: argparse.Namespace) -> None:
         figure = plot_tracks(result.tracks, image) if args.track else plot_columns(result, image)
         save_figure(figure, args.plot)
         print(f"figure        {args.plot}")
-    if args.strain:
+    if strain is not None:
         from .viz import plot_strain, save_figure
 
-        try:
-            strain = result.strain()
-        except ValueError as exc:
-            _fail(f"--strain: {exc}")
         save_figure(plot_strain(result, strain), args.strain)
         spread = [100 * np.nanpercentile(strain.columns[:, k], [5, 95]) for k in (0, 1)]
         print(
             f"strain        {args.strain}: ε_xx {spread[0][0]:+.2f} … {spread[0][1]:+.2f} %, "
             f"ε_yy {spread[1][0]:+.2f} … {spread[1][1]:+.2f} % (5th–95th percentile of the columns; "
-            "relative to the fitted lattice)"
+            f"relative to {strain.reference})"
         )
 
 

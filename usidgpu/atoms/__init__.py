@@ -9,7 +9,7 @@ Positions are (y, x) = (row, column) in pixels everywhere.
 """
 
 from .analysis import ColumnAnalysis, StackAnalysis, analyze, analyze_stack, choose_sublattices
-from .find import FoundColumns, column_spacing, find_columns
+from .find import FoundColumns, NoColumnsError, column_spacing, find_columns
 from .fit import ColumnFit, refine
 from .lattice import (
     Lattice,
@@ -30,6 +30,7 @@ __all__ = [
     "ColumnFit",
     "StackAnalysis",
     "FoundColumns",
+    "NoColumnsError",
     "Lattice",
     "StrainMap",
     "SyntheticLattice",

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Device, select_device
-from .find import FoundColumns, find_columns
+from .find import FoundColumns, NoColumnsError, find_columns
 from .fit import ColumnFit, refine
 from .gaussian import PARAMETERS
 from .lattice import (
@@ -103,11 +103,12 @@ class ColumnAnalysis:
 
         Parameters
         ----------
-        reference : Lattice, or a boolean mask or indices of columns, optional
+        reference : Lattice, or a boolean mask or integer indices of columns, optional
             The unstrained lattice. Default: the lattice fitted on all columns, so the strain is
-            relative to their mean cell (a uniform strain reads as zero). Columns: a lattice
-            fitted on those columns alone — a reference region such as the substrate — with the
-            cell of the fitted lattice.
+            relative to their mean cell (a uniform strain reads as zero). Columns (a mask of
+            dtype bool, one entry per column, or indices as NumPy reads them): a lattice fitted
+            on those columns alone — a reference region such as the substrate — with the cell
+            of the fitted lattice.
         neighbours : int
             Neighbours per column in the local fit (default 8).
 
@@ -119,23 +120,37 @@ class ColumnAnalysis:
         Raises
         ------
         ValueError
-            No lattice was fitted (too few columns), or the reference columns do not hold one.
+            No lattice was fitted (too few columns), a reference of the wrong kind, or reference
+            columns that do not hold a lattice.
         """
         if self.lattice is None:
             raise ValueError("no lattice was fitted to these columns: no strain without a reference lattice")
         if reference is None:
-            lattice = self.lattice
+            lattice, words = self.lattice, "the lattice fitted on all columns"
         elif isinstance(reference, Lattice):
-            lattice = reference
+            lattice, words = reference, "a given reference lattice"
         else:
             chosen = np.asarray(reference)
-            if chosen.dtype == bool and chosen.shape != (len(self),):
-                raise ValueError(f"a reference mask needs one entry per column ({len(self)}), got shape {chosen.shape}")
+            if chosen.dtype == bool:
+                if chosen.shape != (len(self),):
+                    raise ValueError(
+                        f"a reference mask needs one entry per column ({len(self)}), got shape {chosen.shape}"
+                    )
+            elif chosen.size == 0 or chosen.ndim != 1 or not np.issubdtype(chosen.dtype, np.integer):
+                raise ValueError(
+                    "reference must be a Lattice, a boolean mask of the columns or their integer indices, "
+                    f"got {chosen.dtype} of shape {chosen.shape}"
+                )
+            elif chosen.min() < -len(self) or chosen.max() >= len(self):
+                raise ValueError(f"reference indices must lie in [0, {len(self)}), got {chosen.min()} … {chosen.max()}")
             try:
                 lattice = lattice_fit(self.positions[chosen], vectors=self.lattice.vectors)
             except ValueError as exc:
                 raise ValueError(f"the reference columns hold no lattice: {exc}") from None
-        return strain_map(self.positions, lattice, self.image_shape, neighbours)
+            words = f"the lattice of {len(self.positions[chosen])} reference columns"
+        strain = strain_map(self.positions, lattice, self.image_shape, neighbours)
+        strain.reference = words
+        return strain
 
     def write(self, main: Any = None, output: str | os.PathLike | None = None) -> str:
         """Write as ``<Source>-Atomic_Columns_NNN`` next to ``main`` (default: the source dataset)."""
@@ -170,10 +185,6 @@ def _csv_value(v: Any) -> Any:
     if isinstance(v, (float, np.floating)):
         return f"{float(v):.6g}"
     return v
-
-
-class NoColumnsError(ValueError):
-    """An image without (enough) atomic columns to analyze."""
 
 
 def _empty_analysis(image: np.ndarray, dev: Any, spacing: float | None) -> ColumnAnalysis:
@@ -453,11 +464,12 @@ def analyze_stack(
     dev = select_device(device)
     stack, info = frames_of(frames)
     meta = _pixel_meta(info)
-    results = []
+    results, first_empty = [], None
     for i in range(stack.shape[0]):
         try:
             one = analyze(stack[i], device=dev, **analyze_kw)
-        except NoColumnsError:  # a blanked or empty frame: no columns, the tracks go on around it
+        except NoColumnsError as exc:  # a blanked, flat or empty frame: the tracks go on around it
+            first_empty = first_empty or f"frame {i}: {exc}"
             one = _empty_analysis(stack[i], dev, analyze_kw.get("spacing"))
         # the frame came in as a bare array: give it back its place, pixel size and units
         one.frame, one.pixel_size, one.units, one.source = i, meta["pixel_size"], meta["units"], meta["source"]
@@ -465,7 +477,7 @@ def analyze_stack(
         results.append(one)
     spacings = [r.found.spacing for r in results if len(r)]
     if not spacings:
-        raise NoColumnsError("no frame of the stack holds atomic columns")
+        raise NoColumnsError(f"no frame of the stack holds atomic columns ({first_empty})")
     gate = 0.4 * spacings[0] if max_displacement is None else float(max_displacement)
     tracks = link([r.positions for r in results], gate, memory=memory)
     return StackAnalysis(

@@ -20,6 +20,11 @@ from scipy.spatial import cKDTree
 from .windows import gather
 
 
+class NoColumnsError(ValueError):
+    """An image without (enough) atomic columns to analyze: flat, without periodic structure,
+    or with too few columns."""
+
+
 @dataclass
 class FoundColumns:
     """Columns found in an image (positions in pixels, (y, x) = (row, col))."""
@@ -67,7 +72,9 @@ def column_spacing(image: np.ndarray, min_distance: float = 2.0) -> float:
     ry, rx = h // 3, w // 3
     ac = ac[cy - ry : cy + ry + 1, cx - rx : cx + rx + 1]
     if not ac[ry, rx] > 0:
-        raise ValueError("no periodic structure found in the image (it is flat): give the column spacing explicitly")
+        raise NoColumnsError(
+            "no periodic structure found in the image (it is flat): give the column spacing explicitly"
+        )
     ac = ac / ac[ry, rx]
     is_max = (ac == ndimage.maximum_filter(ac, size=3)) & (ac > 0)
     # the crop's border is no maximum: there the autocorrelation may still be rising
@@ -78,7 +85,7 @@ def column_spacing(image: np.ndarray, min_distance: float = 2.0) -> float:
     keep = dist >= min_distance
     ys, xs, dist = ys[keep], xs[keep], dist[keep]
     if ys.size == 0:
-        raise ValueError("no periodic structure found in the image: give the column spacing explicitly")
+        raise NoColumnsError("no periodic structure found in the image: give the column spacing explicitly")
     heights = ac[ys, xs]
     strong = heights >= 0.3 * heights.max()
     i = np.flatnonzero(strong)[np.argmin(dist[strong])]

@@ -249,8 +249,8 @@ def refine(
     if radius is None:
         radius = 0.5 * (spacing if spacing is not None else nearest_neighbour_distance(start))
     radius = float(radius)
-    if not radius >= 1:
-        raise ValueError(f"the fit radius must be at least 1 px, got {radius}")
+    if not (radius >= 1 and math.isfinite(radius)):
+        raise ValueError(f"the fit radius must be a finite number of at least 1 px, got {radius}")
     neighbours = _neighbours(start, radius)  # also refuses duplicate positions
     img_dev = xp.asarray(img, dtype=np.float64)
     if engine == "numba":  # no per-pixel arrays: one call for all columns

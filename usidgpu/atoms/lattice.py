@@ -791,12 +791,15 @@ class StrainMap:
     maps : ndarray, (4, H, W) or None
         The four components interpolated linearly onto the pixel grid; NaN outside the convex
         hull of the columns.
+    reference : str
+        What the strain is relative to, in words (for titles and reports).
     """
 
     positions: np.ndarray
     columns: np.ndarray
     gradient: np.ndarray
     maps: np.ndarray | None = None
+    reference: str = "the given lattice"
 
     components = ("exx", "eyy", "exy", "rotation")
 

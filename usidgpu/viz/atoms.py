@@ -358,6 +358,5 @@ def plot_strain(analysis, strain=None, reference=None, neighbours: int = 8, show
     for ax in axes[::2]:
         ax.set_ylabel(axis_label("y", units))
         plain_ticks(ax.yaxis, np.array([h * sy]))
-    what = "a reference lattice" if reference is not None else "the lattice fitted on all columns"
-    fig.suptitle(f"Strain and rotation of {len(pos)} columns relative to {what}", fontsize=10)
+    fig.suptitle(f"Strain and rotation of {len(pos)} columns relative to {strain.reference}", fontsize=10)
     return fig
