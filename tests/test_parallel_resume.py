@@ -298,3 +298,19 @@ def test_a_block_is_on_disk_before_its_done_marker(tmp_path, monkeypatch):
     assert order[marker.parent] > order[marker]
     assert store.done().tolist() == [False, True, False]
     np.testing.assert_array_equal(store.array("b").compute()[4:8, 0], np.arange(4))
+
+
+def test_a_file_system_without_flock_runs_unguarded(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from usidgpu.parallel.store import run_lock
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    ran = []
+    with run_lock(tmp_path / "x.lock", "a test"):
+        ran.append(True)
+    assert ran == [True] and not (tmp_path / "x.lock").exists()

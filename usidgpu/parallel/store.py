@@ -202,6 +202,10 @@ def run_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
                 f"{what} is being computed by {holder} right now; wait for it to finish "
                 f"(or stop it: the next run resumes its blocks). Lock: {path}"
             ) from None
+        except OSError:  # a file system without flock (some network mounts): run unguarded, as before
+            path.unlink(missing_ok=True)
+            yield
+            return
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
         try:
