@@ -58,8 +58,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import Case, _json_default, _r, run_header, run_interleaved, start_run
-from machine import gpu_name, threadpools, versions
+from harness import Case, _json_default, _r, announce, results_header, run_interleaved, start_run
+from machine import versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -769,32 +769,24 @@ def main(argv: list[str] | None = None) -> int:
 
     out_path = args.output or RESULTS / f"atoms_{args.device}.json"
     started = time.time()
-    result: dict[str, Any] = {
-        "benchmark": "bench_atoms (atomic-column refinement: usidgpu.atoms.refine vs per-column curve_fit loops "
-        "and atomap)",
-        **run_header(args.device),
-        "versions": {
+    result = results_header(
+        "bench_atoms (atomic-column refinement: usidgpu.atoms.refine vs per-column curve_fit loops and atomap)",
+        args,
+        {
             **versions(gpu, extra=("scipy",)),
             "numba": dist_version("numba"),
             "atomap": dist_version("atomap"),
             "hyperspy": dist_version("hyperspy"),
         },
-        "threadpools": threadpools(),
-        "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "output"},
-        "image": "usidgpu.atoms.synthetic.lattice_image((n, n), spacing, motif='perovskite', sigma, background 0.1, "
+        args.device,
+        image="usidgpu.atoms.synthetic.lattice_image((n, n), spacing, motif='perovskite', sigma, background 0.1, "
         "displacement, dose (Poisson), read_noise (Gaussian), seed); start positions find_columns(image)",
-        "statistic": "usidgpu and both loops of one image timed side by side: median of interleaved repetitions "
+        statistic="usidgpu and both loops of one image timed side by side: median of interleaved repetitions "
         "(order rotated), one untimed warm-up; atomap one timed run after a warm-up",
-        "threads_note": "the curve_fit loops and atomap run on one core; usidgpu's numba engine spreads columns "
+        threads_note="the curve_fit loops and atomap run on one core; usidgpu's numba engine spreads columns "
         "over all cores (cpu_count in machine), the array engine uses NumPy/BLAS as configured",
-        "loadavg_before": [round(v, 2) for v in os.getloadavg()],
-    }
-    if gpu:
-        result["gpu"] = gpu_name()
-    log(
-        f"bench_atoms: device {args.device}{' (' + result['gpu'] + ')' if gpu else ''}, "
-        f"{result['machine']['cpu_model']}, {result['machine']['cpu_count']} cores, load {result['loadavg_before']}"
     )
+    announce(log, "bench_atoms", result)
     candidates = ("array", "kernel") if gpu else ("array", "numba")
     result["engines"] = probe_engines(args.device, candidates, log)
     engines = [e for e in candidates if result["engines"][e]["available"]]

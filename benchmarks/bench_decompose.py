@@ -50,8 +50,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import Case, _json_default, _peak, _r, _reset_peak, run_child, run_header, run_interleaved, start_run
-from machine import gpu_name, status_bytes, threadpools, versions
+from harness import (
+    Case,
+    _json_default,
+    _peak,
+    _r,
+    _reset_peak,
+    announce,
+    results_header,
+    run_child,
+    run_interleaved,
+    start_run,
+)
+from machine import status_bytes, versions
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TMP = REPO / "bench_tmp"
@@ -950,27 +961,17 @@ def main(argv: list[str] | None = None) -> int:
     out_path = args.output or RESULTS / f"decompose_{args.device}.json"
     args.tmp_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    result: dict[str, Any] = {
-        "benchmark": "bench_decompose (streamed SVD/PCA, k-means, NMF: usidgpu vs scikit-learn)",
-        **run_header(args.device),
-        "versions": versions(gpu, extra=("scipy", "sklearn", "threadpoolctl")),
-        "threadpools": threadpools(),
-        "page_cache": "warm: every file was just written and is read from the page cache",
-        "parameters": {
-            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("output",)
-        },
-        "statistic": "median of interleaved repetitions (order rotated each repetition), one untimed warm-up "
+    result = results_header(
+        "bench_decompose (streamed SVD/PCA, k-means, NMF: usidgpu vs scikit-learn)",
+        args,
+        versions(gpu, extra=("scipy", "sklearn", "threadpoolctl")),
+        args.device,
+        page_cache="warm: every file was just written and is read from the page cache",
+        statistic="median of interleaved repetitions (order rotated each repetition), one untimed warm-up "
         "per case; every repetition listed",
-        "sklearn_runs_on": "CPU, in this process (same BLAS thread pools as usidgpu)",
-        "loadavg_before": [round(v, 2) for v in os.getloadavg()],
-    }
-    if gpu:
-        result["gpu"] = gpu_name()
-    log(
-        f"bench_decompose: device {args.device}{' (' + result['gpu'] + ')' if gpu else ''}, "
-        f"{result['machine']['cpu_model']}, {result['machine']['cpu_count']} cores, "
-        f"load {result['loadavg_before']}"
+        sklearn_runs_on="CPU, in this process (same BLAS thread pools as usidgpu)",
     )
+    announce(log, "bench_decompose", result)
     sections = {
         "svd": lambda: bench_svd(args, args.device, sync, log),
         "kmeans": lambda: bench_kmeans(args, args.device, sync, log),

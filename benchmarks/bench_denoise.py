@@ -52,13 +52,14 @@ from harness import (
     _peak,
     _r,
     _reset_peak,
+    announce,
+    results_header,
     run_child,
-    run_header,
     run_interleaved,
     start_run,
     summarize,
 )
-from machine import gpu_name, machine_info, status_bytes, threadpools, versions
+from machine import machine_info, status_bytes, versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MB = 1000**2
@@ -752,29 +753,21 @@ def main(argv: list[str] | None = None) -> int:
 
     out_path = args.output or RESULTS / f"denoise_{args.device}.json"
     started = time.time()
-    result: dict[str, Any] = {
-        "benchmark": "bench_denoise (windowed-SVD image denoising: usidgpu.windowed_svd vs the explicit patch matrix)",
-        **run_header(args.device),
-        "mem_available_bytes_at_start": avail,
-        "versions": versions(gpu, extra=("scipy", "sklearn", "threadpoolctl")),
-        "threadpools": threadpools(),
-        "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "output"},
-        "image": "square lattice of Gaussian columns (period, σ, peak above background, background as in "
+    result = results_header(
+        "bench_denoise (windowed-SVD image denoising: usidgpu.windowed_svd vs the explicit patch matrix)",
+        args,
+        versions(gpu, extra=("scipy", "sklearn", "threadpoolctl")),
+        args.device,
+        mem_available_bytes_at_start=avail,
+        image="square lattice of Gaussian columns (period, σ, peak above background, background as in "
         "parameters), columns at period/2 + j·period, Poisson noise (numpy default_rng(seed)), float32",
-        "psnr": "10·log10(max(noise-free)² / mean((image − noise-free)²)), all pixels",
-        "statistic": "usidgpu in-process: median of interleaved repetitions (order rotated), one untimed warm-up; "
+        psnr="10·log10(max(noise-free)² / mean((image − noise-free)²)), all pixels",
+        statistic="usidgpu in-process: median of interleaved repetitions (order rotated), one untimed warm-up; "
         "explicit method and large cases: one run per spawned child (time + peak memory)",
-        "peak_memory": "resident-set growth over the child's baseline (after imports, a tiny warm-up run and "
+        peak_memory="resident-set growth over the child's baseline (after imports, a tiny warm-up run and "
         "generating the image): VmHWM after resetting it through /proc/self/clear_refs",
-        "loadavg_before": [round(v, 2) for v in os.getloadavg()],
-    }
-    if gpu:
-        result["gpu"] = gpu_name()
-    log(
-        f"bench_denoise: device {args.device}{' (' + result['gpu'] + ')' if gpu else ''}, "
-        f"{result['machine']['cpu_model']}, {result['machine']['cpu_count']} cores, load {result['loadavg_before']}, "
-        f"explicit method up to {args.explicit_max_bytes / GB:.1f} GB"
     )
+    announce(log, "bench_denoise", result, f", explicit method up to {args.explicit_max_bytes / GB:.1f} GB")
     sections = {
         "compare": lambda: bench_compare(args, sync, log),
         "series": lambda: bench_series(args, sync, log),

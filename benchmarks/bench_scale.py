@@ -49,7 +49,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # before NumPy loads BLAS; inherited by the dask workers
 
 import argparse  # noqa: E402
-import datetime as _dt  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -58,8 +57,8 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-from harness import Case, _json_default, _r, run_interleaved  # noqa: E402
-from machine import machine_info, threadpools, versions  # noqa: E402
+from harness import Case, _json_default, _r, announce, results_header, run_interleaved  # noqa: E402
+from machine import versions  # noqa: E402
 
 from usidgpu.parallel import Output, Process  # noqa: E402
 from usidgpu.usid.dimension import Dimension  # noqa: E402
@@ -231,21 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     data_path = args.tmp_dir / "scale.h5"
     bare_out = args.tmp_dir / "scale_bare_out.h5"
     started = time.time()
-    result: dict[str, Any] = {
-        "benchmark": "bench_scale (compute-bound Process: 1 vs 2 workers, framework overhead vs a bare loop)",
-        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine_info(),
-        "versions": versions(False, extra=("dask", "distributed", "zarr", "threadpoolctl")),
-        "blas_threads": "1 everywhere: OMP/OPENBLAS/MKL_NUM_THREADS=1 set before NumPy is imported, inherited "
+    result = results_header(
+        "bench_scale (compute-bound Process: 1 vs 2 workers, framework overhead vs a bare loop)",
+        args,
+        versions(False, extra=("dask", "distributed", "zarr", "threadpoolctl")),
+        blas_threads="1 everywhere: OMP/OPENBLAS/MKL_NUM_THREADS=1 set before NumPy is imported, inherited "
         "by the dask workers; see threadpools and worker_threadpools",
-        "threadpools": threadpools(),
-        "page_cache": "warm: the file was just written and is read from the page cache",
-        "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "output"},
-        "statistic": "median of interleaved repetitions (order rotated each repetition), one untimed warm-up "
+        page_cache="warm: the file was just written and is read from the page cache",
+        statistic="median of interleaved repetitions (order rotated each repetition), one untimed warm-up "
         "per case; every repetition listed",
-        "loadavg_before": [round(v, 2) for v in os.getloadavg()],
-    }
+    )
     gflop = 2.0 * args.rows * args.n_spec**2 * args.passes / 1e9
     result["job"] = {
         "description": f"per block: {args.passes} × (block @ {args.n_spec}×{args.n_spec} Gaussian operator, float32), "
@@ -253,10 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "gflop_per_run": round(gflop, 1),
         "data_MiB": round(args.rows * args.n_spec * 4 / 2**20, 1),
     }
-    log(
-        f"bench_scale: {result['machine']['cpu_model']}, {result['machine']['cpu_count']} cores, "
-        f"load {result['loadavg_before']}; {args.rows}×{args.n_spec} float32, {gflop:.0f} GFLOP per run"
-    )
+    announce(log, "bench_scale", result, f"; {args.rows}×{args.n_spec} float32, {gflop:.0f} GFLOP per run")
     clusters: list[tuple[Any, Any]] = []
     try:
         t0 = time.perf_counter()

@@ -4,10 +4,12 @@ of a child process (VmHWM reset through /proc/self/clear_refs), JSON encoding.""
 from __future__ import annotations
 
 import gc
+import os
 import resource
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -160,3 +162,35 @@ def run_header(device: str) -> dict[str, Any]:
         "device": device,
         "machine": machine_info(),
     }
+
+
+def results_header(
+    benchmark: str, args: Any, versions: dict[str, Any], device: str = "cpu", **notes: Any
+) -> dict[str, Any]:
+    """The first keys of every results JSON: what ran, when, how, where, with which versions, thread
+    pools and parameters (``args`` less ``output``); then the benchmark's own ``notes``; the load
+    average last; the card's name on a GPU."""
+    from machine import gpu_name, threadpools
+
+    header = {
+        "benchmark": benchmark,
+        **run_header(device),
+        "versions": versions,
+        "threadpools": threadpools(),
+        "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "output"},
+        **notes,
+        "loadavg_before": [round(v, 2) for v in os.getloadavg()],
+    }
+    if device == "gpu":
+        header["gpu"] = gpu_name()
+    return header
+
+
+def announce(log: Callable[[str], None], script: str, result: dict[str, Any], detail: str = "") -> None:
+    """The first line a benchmark prints: device (and card), CPU, cores, load, then ``detail``."""
+    machine = result["machine"]
+    card = f" ({result['gpu']})" if "gpu" in result else ""
+    log(
+        f"{script}: device {result['device']}{card}, {machine['cpu_model']}, {machine['cpu_count']} cores, "
+        f"load {result['loadavg_before']}{detail}"
+    )
