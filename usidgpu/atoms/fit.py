@@ -15,7 +15,7 @@ Three engines run this same iteration (same damping rule, bounds and stopping te
   parameters) compiled into one function, columns spread over the CPU cores. NumPy's per-call
   overhead and its memory traffic through (N, 7, M) temporaries cap the array engine at about
   ten thousand fits per second on two cores; the compiled engine runs each pass over a
-  column's pixels as SIMD code and fits about 30 times as many (see
+  column's pixels as SIMD code and fits about 20 times as many (see
   ``usidgpu/atoms/fit_numba.py`` and benchmarks/bench_atoms.py);
 - ``kernel`` — ``kernels/fit_gaussian2d.cu`` on a GPU: one thread block per column keeps its
   pixels in shared memory and iterates without a round trip to the host, which the array
