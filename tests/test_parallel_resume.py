@@ -234,11 +234,11 @@ sys.path.insert(0, sys.argv[3])
 import usidgpu
 from slow_process import SlowFit
 with usidgpu.open(sys.argv[1]) as f:
-    print(SlowFit(f[sys.argv[2]], degree=3, delay=0.3, rows_per_block=100, progress=False).run(), flush=True)
+    print(SlowFit(f[sys.argv[2]], degree=3, delay=1.0, rows_per_block=100, progress=False).run(), flush=True)
 """
 
 
-def test_a_second_identical_run_is_refused_while_the_first_runs(spectra):
+def test_a_second_identical_run_is_refused_while_the_first_runs(spectra, capsys):
     """Two identical runs at once would share one store; the second is refused with who holds it,
     and once the first is killed (its lock dies with it) the computation resumes and finishes."""
     from slow_process import SlowFit
@@ -250,18 +250,27 @@ def test_a_second_identical_run_is_refused_while_the_first_runs(spectra):
     proc = subprocess.Popen([sys.executable, "-c", RUN_SLOW, str(path), SOURCE, tests], stdout=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
-        while not list(sidecar_dir(path).glob("*.lock")) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while not (list(sidecar_dir(path).glob("*.lock")) and partial_runs(path)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the lock first, then the store
         locks = list(sidecar_dir(path).glob("*.lock"))
         assert len(locks) == 1 and proc.poll() is None
         with usidgpu.open(path) as f:
             second = SlowFit(f[SOURCE], degree=3, delay=0.0, rows_per_block=100, progress=False)
             with pytest.raises(RunInProgress, match=rf"pid {proc.pid} on .* right now"):
                 second.run()
+        # the store of a run in progress is not an interrupted run: info and resume say so
+        (running,) = partial_runs(path)
+        assert running["running"].startswith(f"pid {proc.pid} on ")
+        assert cli(["resume", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert "running now" in out and f"computed by pid {proc.pid} on" in out and "left to that run" in out
+        assert cli(["info", str(path)]) == 0
+        assert f"running (pid {proc.pid} on" in capsys.readouterr().out
     finally:
         proc.kill()
         proc.wait()
     assert locks[0].exists()  # a killed run cannot remove its lock file, but its lock is gone
+    assert partial_runs(path)[0]["running"] is None
     with usidgpu.open(path) as f:
         group = SlowFit(f[SOURCE], degree=3, delay=0.0, rows_per_block=100, progress=False).run()
     with h5py.File(path, "r") as f:

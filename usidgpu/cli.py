@@ -164,7 +164,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                 sidecar=r["store"],
                 group=f"{r['source_name']}-{r['tool']}",
                 tool=r["tool"],
-                status="partial (usidgpu resume)",
+                status=f"running ({r['running']})" if r["running"] else "partial (usidgpu resume)",
                 done=r["done"],
                 total=r["total"],
             )

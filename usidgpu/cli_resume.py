@@ -43,7 +43,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return 0
     for r in runs:
         done = f"{r['done']}/{r['total']} blocks done"
-        print(f"interrupted   {r['source_name']} → {r['tool']} ({done}) {r['parameters']}")
+        state = "running now  " if r["running"] else "interrupted  "
+        print(f"{state} {r['source_name']} → {r['tool']} ({done}) {r['parameters']}")
+        if r["running"]:
+            print(f"              computed by {r['running']}: left to that run")
     if args.list:
         return 0
     for group in resume(args.file, args.which, scheduler=args.scheduler, workers=args.workers):

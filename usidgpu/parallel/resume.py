@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from ..usid.results import sidecar_dir
-from .store import PARTIAL, read_meta
+from .store import PARTIAL, lock_holder, read_meta
 
 
 def partial_runs(target: str | os.PathLike) -> list[dict[str, Any]]:
-    """Interrupted runs whose results go to ``target``: one dict per store (tool, source dataset,
-    process class, parameters, blocks done / total, store path)."""
+    """Unfinished runs whose results go to ``target``: one dict per store (tool, source dataset,
+    process class, parameters, blocks done / total, store path, and ``running``: who computes it
+    right now, or None for an interrupted run)."""
     folder = sidecar_dir(target)
     runs = []
     if not folder.is_dir():
@@ -36,6 +37,7 @@ def partial_runs(target: str | os.PathLike) -> list[dict[str, Any]]:
                 blocks=meta.get("blocks", []),
                 done=done,
                 total=len(meta.get("blocks", [])),
+                running=lock_holder(path.with_name(path.name + ".lock")),
             )
         )
     return runs
@@ -53,7 +55,8 @@ def resume(
     workers: int | None = None,
     progress: bool = True,
 ) -> list[str]:
-    """Finish the interrupted runs of ``target``: only their missing blocks are computed.
+    """Finish the interrupted runs of ``target``: only their missing blocks are computed. Runs
+    that another process is computing right now are left to it.
 
     Parameters
     ----------
@@ -70,7 +73,8 @@ def resume(
     list of str
         The results groups written.
     """
-    runs = [r for r in partial_runs(target) if matches(r, which)]
+    # a run another process is computing right now is left to it (it would refuse a second one)
+    runs = [r for r in partial_runs(target) if matches(r, which) and not r["running"]]
     written = []
     failures = []
     for run in runs:
