@@ -111,6 +111,15 @@ def test_strain_without_a_lattice_fails_before_writing(tmp_path, capsys):
     assert cli(args) == 0  # the same analysis without --strain runs and writes
 
 
+def test_without_numba_the_report_says_how_to_get_the_compiled_engine(image_npy, capsys, monkeypatch):
+    from usidgpu.atoms import fit
+
+    path, _ = image_npy
+    monkeypatch.setattr(fit, "numba_available", lambda: False)
+    assert cli(["atoms", str(path), "--no-write", "--device", "cpu"]) == 0
+    assert "fit engine array (pip install 'usidgpu[fast]'" in capsys.readouterr().out
+
+
 def test_no_write(image_npy, capsys):
     path, _ = image_npy
     assert cli(["atoms", str(path), "--no-write", "--device", "cpu"]) == 0

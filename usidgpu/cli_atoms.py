@@ -220,7 +220,10 @@ def _report(what: str, r: Any, device: Any, args: argparse.Namespace) -> None:
         med = float(np.median(np.hypot(err[good, 0], err[good, 1])))
         phys = "" if r.units == "px" else f" = {med * r.pixel_size[1]:.3g} {r.units}"
         print(f"position err  median {med:.4f} px{phys} (1 σ, converged fits)")
-    print(f"device        {device}, fit engine {r.fit.engine}")
+    hint = ""
+    if r.fit.engine == "array" and r.fit.device == "cpu":  # numba is missing
+        hint = " (pip install 'usidgpu[fast]' for the compiled engine, about 20× faster)"
+    print(f"device        {device}, fit engine {r.fit.engine}{hint}")
     t = r.timings
     print(
         f"time          find {t.get('find_s', 0):.2f} s, refine {t.get('refine_s', 0):.2f} s, "
