@@ -4,6 +4,7 @@ equals an uninterrupted run exactly, and the source data never change."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import shutil
 import subprocess
 import sys
@@ -266,6 +267,14 @@ def test_a_second_identical_run_is_refused_while_the_first_runs(spectra, capsys)
         assert "running now" in out and f"computed by pid {proc.pid} on" in out and "left to that run" in out
         assert cli(["info", str(path)]) == 0
         assert f"running (pid {proc.pid} on" in capsys.readouterr().out
+        # where the holder cannot be seen (no /proc/locks) resume still leaves the run alone
+        resume_module = importlib.import_module(
+            "usidgpu.parallel.resume"
+        )  # the package exports a function of that name
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(resume_module, "lock_holder", lambda lock: None)
+            assert cli(["resume", str(path)]) == 0
+        assert "interrupted" in capsys.readouterr().out and proc.poll() is None
     finally:
         proc.kill()
         proc.wait()
@@ -323,3 +332,43 @@ def test_a_file_system_without_flock_runs_unguarded(tmp_path, monkeypatch):
     with run_lock(tmp_path / "x.lock", "a test"):
         ran.append(True)
     assert ran == [True] and not (tmp_path / "x.lock").exists()
+
+
+def test_a_lock_taken_on_a_file_removed_meanwhile_does_not_count(tmp_path, monkeypatch):
+    """Run A holds the lock and B has opened the lock file; A ends (removes the file, then lets go)
+    and C locks a fresh file at the same path before B's flock. B's flock then succeeds on the
+    removed file, which must not count: B takes the file that is there now and is refused."""
+    import fcntl
+    import os
+
+    from usidgpu.parallel.store import RunInProgress, run_lock
+
+    lock = tmp_path / "run.zarr.lock"
+    real_flock = fcntl.flock
+    holders = []
+
+    def flock_after_a_ends_and_c_starts(fd, op):
+        if not holders:  # B's first flock: A and C act in between
+            a = os.open(lock, os.O_RDWR)
+            real_flock(a, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock.unlink()
+            os.close(a)
+            c = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            real_flock(c, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(c, b"pid 4242 on elsewhere")
+            holders.append(c)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_a_ends_and_c_starts)
+    lock.touch()
+    with pytest.raises(RunInProgress, match="pid 4242 on elsewhere"):
+        with run_lock(lock, "a test"):
+            pytest.fail("B must not run while C holds the lock")
+    os.close(holders[0])
+
+
+def test_a_run_that_fails_early_leaves_no_sidecar_folder(spectra):
+    path, _, _ = spectra
+    with usidgpu.open(path) as f, pytest.raises(ValueError):
+        PolynomialFit(f[SOURCE], degree=3, rows_per_block=-5, progress=False).run()
+    assert not sidecar_dir(path).exists()

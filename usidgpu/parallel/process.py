@@ -215,10 +215,11 @@ class Process:
                 "(usidgpu convert STORE.zarr FILE.h5)"
             )
         lock = self.store_path().with_name(self.store_path().name + ".lock")
-        with run_lock(lock, f"{self.tool} of {self.source_name} in {self.source_file}"):
-            group = self._run_locked()
-        _remove_empty(lock.parent)
-        return group
+        try:
+            with run_lock(lock, f"{self.tool} of {self.source_name} in {self.source_file}"):
+                return self._run_locked()
+        finally:
+            _remove_empty(lock.parent)  # a sidecar folder with nothing left in it (also after a failure)
 
     def _run_locked(self) -> str:
         old = read_meta(self.store_path())

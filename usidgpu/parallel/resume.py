@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..usid.results import sidecar_dir
-from .store import PARTIAL, lock_holder, read_meta
+from .store import PARTIAL, RunInProgress, lock_holder, read_meta
 
 
 def partial_runs(target: str | os.PathLike) -> list[dict[str, Any]]:
@@ -80,6 +80,8 @@ def resume(
     for run in runs:
         try:
             written.append(_resume_one(run, scheduler, workers, progress))
+        except RunInProgress:  # started meanwhile, or not seen as running here (no /proc/locks)
+            continue
         except (ImportError, AttributeError) as exc:
             failures.append(
                 f"{run['store']}: cannot rebuild {run['process']} ({exc}); the process class must be importable "

@@ -152,7 +152,7 @@ def _fsync_file_and_folders(array_dir: Path, key: str) -> None:
     only the fill value is not written at all (zarr skips it): nothing to sync then."""
     chunk = array_dir / key
     if chunk.exists():
-        fd = os.open(chunk, os.O_RDONLY)
+        fd = os.open(chunk, os.O_RDWR)  # Windows fsyncs only files opened for writing
         try:
             os.fsync(fd)
         finally:
@@ -191,30 +191,57 @@ def run_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
         yield
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _take_lock(path, fcntl, what)
+    if fd is None:  # a file system without flock (some network mounts): run unguarded, as before
+        yield
+        return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-            raise RunInProgress(
-                f"{what} is being computed by {holder} right now; wait for it to finish "
-                f"(or stop it: the next run resumes its blocks). Lock: {path}"
-            ) from None
-        except OSError:  # a file system without flock (some network mounts): run unguarded, as before
-            path.unlink(missing_ok=True)
-            yield
-            return
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
         try:
             yield
         finally:
-            # removed while still held: a run that opens it from now on creates a fresh one
+            # removed while still held: a run that opens it from now on creates a fresh one (and
+            # one that opened this file before cannot keep its lock: see _take_lock)
             path.unlink(missing_ok=True)
     finally:
         os.close(fd)
+
+
+def _take_lock(path: Path, fcntl: Any, what: str) -> int | None:
+    """A descriptor of ``path`` that holds its exclusive flock; None without flock support.
+
+    The holder before removes the file while it still holds its lock. A run that opened the file
+    just before that gets the lock of a deleted file once the holder ends, while the next run
+    locks the new file: two holders. So a lock counts only while ``path`` still names the file
+    locked; otherwise the file now there is opened and locked instead.
+    """
+    for _ in range(1000):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # another run removed the empty folder in between: again
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunInProgress(
+                f"{what} is being computed by {holder} right now; wait for it to finish "
+                f"(or stop it: the next run resumes its blocks). Lock: {path}"
+            ) from None
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            return None
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the lock of a file removed meanwhile: take the one there now
+    raise ResultsError(f"{path}: the run lock changed hands 1000 times; try again")
 
 
 def lock_holder(path: str | os.PathLike) -> str | None:
@@ -229,14 +256,18 @@ def lock_holder(path: str | os.PathLike) -> str | None:
         table = Path("/proc/locks").read_text()
     except OSError:
         return None
-    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        return None
     for line in table.splitlines():
         fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; waiters carry "->"
-        if len(fields) >= 6 and fields[1] == "FLOCK" and "->" not in fields and fields[5] == key:
-            try:
-                return path.read_text(errors="replace").strip() or f"pid {fields[4]}"
-            except OSError:
-                return f"pid {fields[4]}"
+        if len(fields) < 6 or fields[1] != "FLOCK" or "->" in fields:
+            continue
+        # the inode alone: on btrfs /proc/locks and stat() disagree on the device number; the
+        # holder's pid in the file confirms that the lock is this file's
+        if fields[5].rsplit(":", 1)[-1] == str(st.st_ino) and text.startswith(f"pid {fields[4]} "):
+            return text
     return None
 
 
