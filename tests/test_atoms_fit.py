@@ -339,3 +339,26 @@ def test_fits_with_too_few_pixels_or_bad_input_are_not_reported_as_converged(eng
         refine(bad, [[10.0, 10.0], [20.0, 20.0]], device="cpu", engine=engine)
     with pytest.raises(ValueError, match="duplicate"):
         refine(image, [[10.0, 10.0], [10.0, 10.0], [20.0, 20.0]], device="cpu", engine=engine)
+
+
+def test_background_at_the_peaks_equals_the_minimum_filter():
+    from scipy import ndimage
+
+    from usidgpu.atoms.find import _disk, disk_minimum_at
+
+    rng = np.random.default_rng(0)
+    for shape in ((50, 70), (300, 200)):
+        image = rng.random(shape)
+        points = np.c_[rng.integers(0, shape[0], 500), rng.integers(0, shape[1], 500)]
+        points[:4] = [[0, 0], [shape[0] - 1, shape[1] - 1], [0, shape[1] - 1], [shape[0] - 1, 0]]  # corners
+        for radius in (1.0, 2.5, 11.3, 30.0):
+            full = ndimage.minimum_filter(image, footprint=_disk(radius), mode="nearest")
+            assert np.array_equal(disk_minimum_at(image, points, radius, chunk=97), full[points[:, 0], points[:, 1]])
+
+
+def test_the_spacing_of_a_large_image_is_read_in_its_centre():
+    from usidgpu.atoms.find import SPACING_CROP
+
+    big = lattice_image((SPACING_CROP + 300, SPACING_CROP + 100), spacing=14, motif="square", seed=2, dose=300)
+    centre = big.image[150 : 150 + SPACING_CROP, 50 : 50 + SPACING_CROP]
+    assert column_spacing(big.image) == column_spacing(centre) == pytest.approx(14.0, rel=0.01)
