@@ -386,11 +386,11 @@ def neighbour_lists(start, radius):
 
 
 @njit(cache=True, fastmath=False)
-def _gather(image, start, near, n_near, radius, r_int, n, yy, xx, data, weight):
+def _gather(image, start, near, radius, r_int, n, yy, xx, data, weight):
     """Column n's fit pixels (as :func:`usidgpu.atoms.fit.fit_masks`: inside the image, within
-    the radius of its start, not closer to one of its ``n_near`` neighbours ``near``), row-major,
-    coordinates relative to the window centre, weight 1; then weight-0 padding to a multiple of
-    :data:`LANES`. Returns their number and the centre (row, col)."""
+    the radius of its start, not closer to one of its neighbours ``near`` (K, 2), whose far-away
+    padding never clips), row-major, coordinates relative to the window centre, weight 1; then
+    weight-0 padding to a multiple of :data:`LANES`. Returns their number and the centre."""
     h, w = image.shape
     sy, sx = start[n, 0], start[n, 1]
     cy = np.int64(np.rint(sy))
@@ -408,7 +408,7 @@ def _gather(image, start, near, n_near, radius, r_int, n, yy, xx, data, weight):
             if own > radius * radius:
                 continue
             nearer = False
-            for k in range(n_near):
+            for k in range(near.shape[0]):
                 if own > (row - near[k, 0]) ** 2 + (col - near[k, 1]) ** 2:
                     nearer = True
                     break
@@ -497,9 +497,7 @@ def _fit_columns(
         pn, rdiag, cov = np.empty(7), np.empty(7), np.empty((7, 7))
         t, q = np.empty((3, 3)), np.empty(3)
         for n in range(c * chunk, min((c + 1) * chunk, n_columns)):
-            m, cy, cx = _gather(
-                image, start, neighbours[n], neighbours.shape[1], radius, r_int, n, yy, xx, data, weight
-            )
+            m, cy, cx = _gather(image, start, neighbours[n], radius, r_int, n, yy, xx, data, weight)
             _start_values(data, m, start[n, 0], start[n, 1], q_lo, q_hi, pn)
             cost = _normal_equations(pn, cy, cx, yy, xx, data, weight, m, jtj, grad)
             lam = LAMBDA_START
