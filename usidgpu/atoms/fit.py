@@ -19,7 +19,9 @@ Three engines run this same iteration (same damping rule, bounds and stopping te
   ``usidgpu/atoms/fit_numba.py`` and benchmarks/bench_atoms.py);
 - ``kernel`` — ``kernels/fit_gaussian2d.cu`` on a GPU: one thread block per column keeps its
   pixels in shared memory and iterates without a round trip to the host, which the array
-  engine on CuPy, with its many small kernel launches per iteration, cannot do.
+  engine on CuPy, with its many small kernel launches per iteration, cannot do. It fits in
+  float64 (the array engine's iteration) or, on cards with slow double precision, in float32
+  (see ``usidgpu/atoms/fit_kernel.py``).
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ def choose_engine(engine: str, dev: Device) -> str:
 
 def nearest_neighbour_distance(positions: np.ndarray) -> float:
     """Median distance from each position to its nearest other one."""
-    pos = np.asarray(positions, dtype=np.float64)
+    pos = asnumpy(positions).astype(np.float64)
     if len(pos) < 2:
         raise ValueError("need at least two columns to infer their spacing; give radius explicitly")
     d, _ = cKDTree(pos).query(pos, k=2)
@@ -196,6 +198,7 @@ def refine(
     device: str | Device | None = None,
     engine: str = "auto",
     batch: int | None = None,
+    precision: str = "auto",
 ) -> ColumnFit:
     """Fit an elliptical 2-D Gaussian (A, y0, x0, σx, σy, θ, background) to every column at once.
 
@@ -223,6 +226,10 @@ def refine(
         Columns per batch on the array and kernel paths (default: about 64 MB of Jacobians on the
         CPU; on a GPU the memory budget — a share of its free memory, or ``USIDGPU_MEMORY`` — up
         to 8 GB); the numba engine keeps no per-pixel arrays and fits all columns in one call.
+    precision : {"auto", "float64", "float32"}
+        Arithmetic of the CUDA kernel: ``auto`` takes float32 on cards whose double precision is
+        slow (an FP32:FP64 throughput ratio of 8 or more, e.g. GeForce/RTX), else float64. The
+        array and numba engines fit in float64 (``float32`` is refused there).
 
     Returns
     -------
@@ -231,8 +238,19 @@ def refine(
     dev = select_device(device)
     xp = dev.xp
     engine = choose_engine(engine, dev)
+    if engine == "kernel":
+        from .fit_kernel import choose_precision
+
+        precision = choose_precision(precision)
+    elif precision == "float32":
+        raise ValueError(f"precision='float32' is the CUDA kernel's; the {engine} engine fits in float64")
+    elif precision not in ("auto", "float64"):
+        raise ValueError(f"precision must be 'auto', 'float64' or 'float32', got {precision!r}")
+    else:
+        precision = "float64"
     spacing = getattr(positions, "spacing", None)
-    start = np.asarray(getattr(positions, "positions", positions), dtype=np.float64)
+    # start positions may come as device arrays; the neighbour search runs on the host
+    start = asnumpy(getattr(positions, "positions", positions)).astype(np.float64)
     img = asnumpy(image) if not dev.is_gpu else image
     if np.ndim(img) != 2:
         raise ValueError(f"refine needs a 2-D image, got shape {np.shape(img)}")
@@ -265,7 +283,9 @@ def refine(
             budget = min(memory_budget(device=dev), 8e9) if dev.is_gpu else 64e6
             batch = max(1, int(budget // ((2 * int(math.ceil(radius)) + 1) ** 2 * 7 * 8 * 3)))
         parts = [
-            _fit_batch(xp, img_dev, start[i : i + batch], neighbours[i : i + batch], radius, engine, max_iter, tol)
+            _fit_batch(
+                xp, img_dev, start[i : i + batch], neighbours[i : i + batch], radius, engine, max_iter, tol, precision
+            )
             for i in range(0, len(start), batch)
         ]
     params, errors, conv, rms, iters, npx = (np.concatenate([p[j] for p in parts]) for j in range(6))
@@ -281,7 +301,12 @@ def refine(
         device=dev.kind,
         engine=engine,
         parameters=dict(
-            radius=radius, max_iter=max_iter, tol=tol, engine=engine, model="elliptical Gaussian + background"
+            radius=radius,
+            max_iter=max_iter,
+            tol=tol,
+            engine=engine,
+            precision=precision,
+            model="elliptical Gaussian + background",
         ),
     )
 
@@ -367,6 +392,7 @@ def lm_array(
     cost = (res * res).sum(axis=1)
     active = xp.arange(n)
     eye = xp.eye(7)
+    free = xp.asarray(POSITION_FREE)  # on the device once: CuPy refuses NumPy operands
     for _ in range(max_iter):
         if active.size == 0:
             break
@@ -386,7 +412,7 @@ def lm_array(
         c_t = (r_t * r_t).sum(axis=1)
         c_old = cost[active]
         better = c_t < c_old
-        small_step = (xp.abs(trial - pa) <= STEP_TOL * (1 + POSITION_FREE * xp.abs(pa))).all(axis=1)
+        small_step = (xp.abs(trial - pa) <= STEP_TOL * (1 + free * xp.abs(pa))).all(axis=1)
         small_gain = better & ((c_old - c_t) <= tol * c_old)
         n_iter[active] += 1
         # accepted steps replace the state
@@ -422,7 +448,7 @@ def covariance(xp: Any, p: Any, yy: Any, xx: Any, data: Any, weight: Any) -> tup
     return cov, rms, npx.astype(np.int64)
 
 
-def _fit_batch(xp, image, start_np, neighbours_np, radius, engine, max_iter, tol):
+def _fit_batch(xp, image, start_np, neighbours_np, radius, engine, max_iter, tol, precision="float64"):
     """Fit one batch of columns with the array or kernel engine; everything returned as NumPy."""
     start = xp.asarray(start_np)
     yy, xx, data, weight, p0 = prepare(xp, image, start, neighbours_np, radius)
@@ -431,9 +457,12 @@ def _fit_batch(xp, image, start_np, neighbours_np, radius, engine, max_iter, tol
     else:
         from .fit_kernel import lm_kernel
 
-        p, conv, iters = lm_kernel(yy, xx, data, weight, p0, start, radius, max_iter, tol)
+        p, conv, iters = lm_kernel(yy, xx, data, weight, p0, start, radius, max_iter, tol, precision)
     cov, rms, npx = covariance(xp, p, yy, xx, data, weight)
-    return _finish(xp, *to_physical(xp, p, cov), conv, iters, rms, npx)
+    out = _finish(xp, *to_physical(xp, p, cov), conv, iters, rms, npx)
+    if (out[4] < 0).any():  # blocks that refused to run (see the kernel's launch contract)
+        raise RuntimeError("the column-fit kernel refused its launch configuration; no column was fitted")
+    return out
 
 
 def _finish(xp, params, errors, conv, iters, rms, npx):

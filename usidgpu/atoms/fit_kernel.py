@@ -1,5 +1,16 @@
 """The GPU engine of :func:`usidgpu.atoms.refine`: ``kernels/fit_gaussian2d.cu``, one thread
-block per column, the whole LM iteration on the device (see the kernel's header)."""
+block per column, the whole LM iteration on the device (see the kernel's header).
+
+Two precisions. ``float64`` runs exactly the iteration of the array engine. ``float32`` is for
+cards whose double precision is a small fraction of their single precision (GeForce/RTX-class
+cards next to many instruments run FP64 at 1/32–1/64 of FP32, which caps a float64 fit kernel
+at roughly 0.4–2 M fits/s before overheads): the columns are handed over in a form float32
+represents well — pixel coordinates relative to each column's start position, data shifted and
+scaled to amplitude ≈ 1 — and solved with a scaled system and tolerances float32 can meet. Its
+positions differ from the float64 ones by far less than their statistical error (the suite
+compares both with the Cramér–Rao bound). ``auto`` picks float32 where the device reports an
+FP32:FP64 throughput ratio of :data:`FP64_SLOW_RATIO` or more.
+"""
 
 from __future__ import annotations
 
@@ -12,46 +23,146 @@ from .fit import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_START, LAMBDA_UP, STEP_TOL, q_b
 
 #: Threads per column: the packed fit disks hold ~50–400 pixels, a few per thread.
 THREADS = 64
+#: The kernel's reduction needs a multiple of 32 threads (full-mask shuffles), at least one per
+#: normal-equation sum (36) and at most 32 warps (see the kernel's launch contract).
+N_SUM = 36
+MAX_THREADS = 1024
+PRECISIONS = ("auto", "float64", "float32")
+#: ``precision="auto"`` fits in float32 on devices whose FP32:FP64 throughput ratio is at least this
+#: (data-centre cards: 2; GeForce/RTX and T4-class cards: 32–64).
+FP64_SLOW_RATIO = 8
+#: float32 stopping rules: a relative cost change below 2e-6 is float32 rounding of a sum over
+#: a few hundred pixels, and a centre step below 1e-5 px is a hundred times below the statistical
+#: error of any column worth fitting.
+TOL_FLOAT32 = 2e-6
+STEP_TOL_FLOAT32 = 1e-5
+#: Floor of the Marquardt scaling, relative to the largest curvature (see lm_array): float32 needs
+#: a floor above its own rounding.
+DIAG_FLOOR = {"float64": 1e-9, "float32": 1e-6}
 
 
-def lm_kernel(yy: Any, xx: Any, data: Any, weight: Any, p0: Any, start: Any, radius: float, max_iter: int, tol: float):
+def check_threads(threads: int) -> int:
+    """Validate the block size of the fit kernel (see its launch contract)."""
+    if not isinstance(threads, (int, np.integer)) or threads % 32 or not N_SUM <= threads <= MAX_THREADS:
+        raise ValueError(
+            f"the fit kernel needs a block of a multiple of 32 threads between {N_SUM} and {MAX_THREADS}, "
+            f"got {threads!r}"
+        )
+    return int(threads)
+
+
+def fp64_ratio() -> int | None:
+    """FP32:FP64 throughput ratio of the current CUDA device (None when it does not say)."""
+    import cupy
+
+    try:
+        ratio = cupy.cuda.Device().attributes.get("SingleToDoublePrecisionPerfRatio")
+    except Exception:  # an old driver or runtime without the attribute
+        return None
+    return int(ratio) if ratio else None
+
+
+def choose_precision(precision: str) -> str:
+    """Resolve ``auto`` for the current device; validate the name."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    ratio = fp64_ratio()
+    return "float32" if ratio is not None and ratio >= FP64_SLOW_RATIO else "float64"
+
+
+def lm_kernel(
+    yy: Any,
+    xx: Any,
+    data: Any,
+    weight: Any,
+    p0: Any,
+    start: Any,
+    radius: float,
+    max_iter: int,
+    tol: float,
+    precision: str = "float64",
+    threads: int = THREADS,
+):
     """Run the batched LM kernel on CuPy arrays (see :func:`usidgpu.atoms.fit.lm_array`).
+
+    Parameters
+    ----------
+    yy, xx, data, weight : (N, M) device arrays
+        Packed pixels of :func:`usidgpu.atoms.fit.prepare` (absolute coordinates).
+    p0 : (N, 7) start parameters; start : (N, 2) start positions
+    precision : {"float64", "float32"}
+    threads : int
+        Threads per column (block size).
 
     Returns
     -------
-    p : (N, 7), converged : (N,) bool, n_iter : (N,) int64 — CuPy arrays
+    p : (N, 7) float64, converged : (N,) bool, n_iter : (N,) int64 — CuPy arrays. ``n_iter`` is −1
+    for columns whose block refused to run (a launch that breaks the kernel's contract).
     """
     import cupy as cp
 
+    threads = check_threads(threads)
+    if precision not in ("float64", "float32"):
+        raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
     n, m = data.shape
-    params = cp.ascontiguousarray(p0, dtype=cp.float64).copy()
     converged = cp.zeros(n, dtype=cp.bool_)
     n_iter = cp.zeros(n, dtype=cp.int64)
     if n == 0:
-        return params, converged, n_iter
+        return cp.array(p0, dtype=cp.float64), converged, n_iter
     q_lo, q_hi = q_bounds(radius)
-    kernel = get_kernel("fit_gaussian2d.cu", "fit_gaussian2d")
+    if precision == "float64":
+        dtype, tol_run, step_tol = np.float64, tol, STEP_TOL
+        coords = (yy, xx)
+        values = data
+        params = cp.array(p0, dtype=cp.float64)  # a copy: the kernel writes the result into it
+        origin = cp.ascontiguousarray(start, dtype=cp.float64)
+    else:
+        dtype, tol_run, step_tol = np.float32, max(tol, TOL_FLOAT32), max(STEP_TOL, STEP_TOL_FLOAT32)
+        sy, sx = start[:, 0:1], start[:, 1:2]
+        coords = (yy - sy, xx - sx)  # within ±radius of 0: no large magnitudes in float32
+        scale = cp.where(p0[:, 0] > 0, p0[:, 0], 1.0)[:, None]
+        offset = p0[:, 6:7]
+        values = (data - offset) / scale * (weight > 0)
+        params = cp.array(p0, dtype=cp.float64)
+        params[:, 0:1] /= scale
+        params[:, 1:2] -= sy
+        params[:, 2:3] -= sx
+        params[:, 6:7] = (params[:, 6:7] - offset) / scale
+        params = params.astype(cp.float32)
+        origin = cp.zeros((n, 2), dtype=cp.float32)
+    kernel = get_kernel("fit_gaussian2d.cu", "fit_gaussian2d", dtype=dtype)
+    scalar = np.dtype(dtype).type
     args = (
-        cp.ascontiguousarray(yy, dtype=cp.float64),
-        cp.ascontiguousarray(xx, dtype=cp.float64),
-        cp.ascontiguousarray(data, dtype=cp.float64),
-        cp.ascontiguousarray(weight, dtype=cp.float64),
+        cp.ascontiguousarray(coords[0], dtype=dtype),
+        cp.ascontiguousarray(coords[1], dtype=dtype),
+        cp.ascontiguousarray(values, dtype=dtype),
+        cp.ascontiguousarray(weight, dtype=dtype),
         params,
-        cp.ascontiguousarray(start, dtype=cp.float64),
+        origin,
         np.int32(n),
         np.int32(m),
-        np.float64(radius),
-        np.float64(q_lo),
-        np.float64(q_hi),
+        scalar(radius),
+        scalar(q_lo),
+        scalar(q_hi),
         np.int32(max_iter),
-        np.float64(tol),
-        np.float64(LAMBDA_START),
-        np.float64(LAMBDA_DOWN),
-        np.float64(LAMBDA_UP),
-        np.float64(LAMBDA_MAX),
-        np.float64(STEP_TOL),
+        scalar(tol_run),
+        scalar(LAMBDA_START),
+        scalar(LAMBDA_DOWN),
+        scalar(LAMBDA_UP),
+        scalar(LAMBDA_MAX),
+        scalar(step_tol),
+        scalar(DIAG_FLOOR[precision]),
         converged,
         n_iter,
     )
-    kernel((n,), (THREADS,), args)
-    return params, converged, n_iter
+    kernel((n,), (threads,), args)
+    if precision == "float64":
+        return params, converged, n_iter
+    p = params.astype(cp.float64)
+    p[:, 0:1] *= scale
+    p[:, 1:2] += sy
+    p[:, 2:3] += sx
+    p[:, 6:7] = p[:, 6:7] * scale + offset
+    return p, converged, n_iter
