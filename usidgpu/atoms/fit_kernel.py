@@ -72,6 +72,103 @@ def choose_precision(precision: str) -> str:
     return "float32" if ratio is not None and ratio >= FP64_SLOW_RATIO else "float64"
 
 
+def kernel_arguments(
+    xp: Any,
+    yy: Any,
+    xx: Any,
+    data: Any,
+    weight: Any,
+    p0: Any,
+    start: Any,
+    radius: float,
+    max_iter: int,
+    tol: float,
+    precision: str = "float64",
+) -> tuple[np.dtype, tuple, Any]:
+    """The fit kernel's arguments for a batch of columns, in the kernel's precision.
+
+    Parameters
+    ----------
+    xp : module
+        numpy or cupy (the array module of the inputs).
+    yy, xx, data, weight, p0, start, radius, max_iter, tol
+        As for :func:`usidgpu.atoms.fit.lm_array`.
+    precision : {"float64", "float32"}
+
+    Returns
+    -------
+    dtype : numpy dtype
+        The kernel instantiation (``fit_gaussian2d<float>`` or ``<double>``).
+    args : tuple
+        In the kernel's parameter order; ``args[4]`` (parameters), ``args[-2]`` (converged) and
+        ``args[-1]`` (iterations) are written by the kernel.
+    finish : callable
+        ``finish(args[4])`` → the fitted parameters in float64 and absolute coordinates.
+    """
+    if precision not in ("float64", "float32"):
+        raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
+    n, m = data.shape
+    q_lo, q_hi = q_bounds(radius)
+    if precision == "float64":
+        dtype, tol_run, step_tol = np.dtype(np.float64), tol, STEP_TOL
+        coords = (yy, xx)
+        values = data
+        params = xp.array(p0, dtype=np.float64)  # a copy: the kernel writes the result into it
+        origin = xp.ascontiguousarray(start, dtype=np.float64)
+
+        def finish(fitted: Any) -> Any:
+            return fitted
+
+    else:
+        dtype, tol_run, step_tol = np.dtype(np.float32), max(tol, TOL_FLOAT32), max(STEP_TOL, STEP_TOL_FLOAT32)
+        sy, sx = start[:, 0:1], start[:, 1:2]
+        coords = (yy - sy, xx - sx)  # within ±radius of 0: no large magnitudes in float32
+        scale = xp.where(p0[:, 0] > 0, p0[:, 0], 1.0)[:, None]
+        offset = p0[:, 6:7]
+        values = (data - offset) / scale * (weight > 0)
+        scaled = xp.array(p0, dtype=np.float64)
+        scaled[:, 0:1] /= scale
+        scaled[:, 1:2] -= sy
+        scaled[:, 2:3] -= sx
+        scaled[:, 6:7] = (scaled[:, 6:7] - offset) / scale
+        params = scaled.astype(np.float32)
+        origin = xp.zeros((n, 2), dtype=np.float32)
+
+        def finish(fitted: Any) -> Any:
+            p = fitted.astype(np.float64)
+            p[:, 0:1] *= scale
+            p[:, 1:2] += sy
+            p[:, 2:3] += sx
+            p[:, 6:7] = p[:, 6:7] * scale + offset
+            return p
+
+    scalar = dtype.type
+    args = (
+        xp.ascontiguousarray(coords[0], dtype=dtype),
+        xp.ascontiguousarray(coords[1], dtype=dtype),
+        xp.ascontiguousarray(values, dtype=dtype),
+        xp.ascontiguousarray(weight, dtype=dtype),
+        params,
+        origin,
+        np.int32(n),
+        np.int32(m),
+        scalar(radius),
+        scalar(q_lo),
+        scalar(q_hi),
+        np.int32(max_iter),
+        scalar(tol_run),
+        scalar(LAMBDA_START),
+        scalar(LAMBDA_DOWN),
+        scalar(LAMBDA_UP),
+        scalar(LAMBDA_MAX),
+        scalar(step_tol),
+        scalar(DIAG_FLOOR[precision]),
+        xp.zeros(n, dtype=np.bool_),
+        xp.zeros(n, dtype=np.int64),
+    )
+    return dtype, args, finish
+
+
 def lm_kernel(
     yy: Any,
     xx: Any,
@@ -104,65 +201,10 @@ def lm_kernel(
     import cupy as cp
 
     threads = check_threads(threads)
-    if precision not in ("float64", "float32"):
-        raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
-    n, m = data.shape
-    converged = cp.zeros(n, dtype=cp.bool_)
-    n_iter = cp.zeros(n, dtype=cp.int64)
+    n = data.shape[0]
     if n == 0:
-        return cp.array(p0, dtype=cp.float64), converged, n_iter
-    q_lo, q_hi = q_bounds(radius)
-    if precision == "float64":
-        dtype, tol_run, step_tol = np.float64, tol, STEP_TOL
-        coords = (yy, xx)
-        values = data
-        params = cp.array(p0, dtype=cp.float64)  # a copy: the kernel writes the result into it
-        origin = cp.ascontiguousarray(start, dtype=cp.float64)
-    else:
-        dtype, tol_run, step_tol = np.float32, max(tol, TOL_FLOAT32), max(STEP_TOL, STEP_TOL_FLOAT32)
-        sy, sx = start[:, 0:1], start[:, 1:2]
-        coords = (yy - sy, xx - sx)  # within ±radius of 0: no large magnitudes in float32
-        scale = cp.where(p0[:, 0] > 0, p0[:, 0], 1.0)[:, None]
-        offset = p0[:, 6:7]
-        values = (data - offset) / scale * (weight > 0)
-        params = cp.array(p0, dtype=cp.float64)
-        params[:, 0:1] /= scale
-        params[:, 1:2] -= sy
-        params[:, 2:3] -= sx
-        params[:, 6:7] = (params[:, 6:7] - offset) / scale
-        params = params.astype(cp.float32)
-        origin = cp.zeros((n, 2), dtype=cp.float32)
+        return cp.array(p0, dtype=cp.float64), cp.zeros(0, dtype=cp.bool_), cp.zeros(0, dtype=cp.int64)
+    dtype, args, finish = kernel_arguments(cp, yy, xx, data, weight, p0, start, radius, max_iter, tol, precision)
     kernel = get_kernel("fit_gaussian2d.cu", "fit_gaussian2d", dtype=dtype)
-    scalar = np.dtype(dtype).type
-    args = (
-        cp.ascontiguousarray(coords[0], dtype=dtype),
-        cp.ascontiguousarray(coords[1], dtype=dtype),
-        cp.ascontiguousarray(values, dtype=dtype),
-        cp.ascontiguousarray(weight, dtype=dtype),
-        params,
-        origin,
-        np.int32(n),
-        np.int32(m),
-        scalar(radius),
-        scalar(q_lo),
-        scalar(q_hi),
-        np.int32(max_iter),
-        scalar(tol_run),
-        scalar(LAMBDA_START),
-        scalar(LAMBDA_DOWN),
-        scalar(LAMBDA_UP),
-        scalar(LAMBDA_MAX),
-        scalar(step_tol),
-        scalar(DIAG_FLOOR[precision]),
-        converged,
-        n_iter,
-    )
     kernel((n,), (threads,), args)
-    if precision == "float64":
-        return params, converged, n_iter
-    p = params.astype(cp.float64)
-    p[:, 0:1] *= scale
-    p[:, 1:2] += sy
-    p[:, 2:3] += sx
-    p[:, 6:7] = p[:, 6:7] * scale + offset
-    return p, converged, n_iter
+    return finish(args[4]), args[-2], args[-1]
