@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
+import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -50,22 +54,117 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
-def _gpu_usable() -> bool:
+# ------------------------------------------------------------------------------------------
+# One test body for NumPy and the device
+#
+# Tests take the ``device`` fixture (parametrized "cpu" | "gpu") or, for GPU-only behaviour, the
+# ``gpu`` fixture. "gpu" is real CuPy where a CUDA GPU is usable (``pytest -m gpu`` on a GPU
+# machine); everywhere else it is the strict CuPy stand-in of tests/cupy_standin, with the CUDA
+# kernels executed on the CPU by tests/cudasim, so CI without a GPU executes every GPU path.
+# USIDGPU_TEST_DEVICE=standin forces the stand-in even where a GPU exists.
+# ------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def real_gpu() -> bool:
+    """Whether the "gpu" tests run on real CuPy (a usable CUDA GPU, not forced to the stand-in)."""
+    if os.environ.get("USIDGPU_TEST_DEVICE", "").lower() == "standin":
+        return False
     try:
         import cupy
 
-        return bool(cupy.is_available())
+        return bool(cupy.is_available()) and not hasattr(cupy, "__cupy_standin__")
     except Exception:
         return False
 
 
-def pytest_collection_modifyitems(config, items):
-    if _gpu_usable():
-        return
-    skip = pytest.mark.skip(reason="no usable CUDA GPU (cupy.is_available() is false)")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+class DeviceUnderTest:
+    """What one test body needs to run on the CPU or the device.
+
+    Attributes
+    ----------
+    name : {"cpu", "gpu"}
+        The ``device=`` argument of usidgpu calls.
+    xp : module
+        numpy, cupy, or the stand-in (installed as ``cupy``).
+    kind : {"numpy", "cupy", "standin"}
+    """
+
+    def __init__(self, name: str, xp, kind: str):
+        self.name, self.xp, self.kind = name, xp, kind
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.name == "gpu"
+
+    def asarray(self, a, dtype=None):
+        """``a`` on this device (a host → device copy on the GPU)."""
+        return self.xp.asarray(a, dtype=dtype)
+
+    def asnumpy(self, a):
+        from usidgpu.backend import asnumpy
+
+        return asnumpy(a)
+
+    def is_device_array(self, a) -> bool:
+        from usidgpu.backend import is_cupy_array
+
+        return is_cupy_array(a) if self.is_gpu else isinstance(a, np.ndarray)
+
+    @contextlib.contextmanager
+    def counting(self):
+        """Counts of host↔device transfers, host waits and kernel launches inside the block
+        (``None`` where nothing counts them: NumPy and real CuPy)."""
+        if self.kind != "standin":
+            yield None
+            return
+        import cupy_standin
+
+        with cupy_standin.counters() as counts:
+            yield counts
+
+    def __repr__(self) -> str:
+        return f"<device {self.name} ({self.kind})>"
+
+
+def _gpu_device(monkeypatch, cuml: bool = False) -> DeviceUnderTest:
+    if real_gpu():
+        import cupy
+
+        from usidgpu import backend
+
+        backend.gpu_status.cache_clear()
+        return DeviceUnderTest("gpu", cupy, "cupy")
+    if shutil.which("g++") is None:  # pragma: no cover - CI machines have it
+        pytest.skip("no CUDA GPU, and the CuPy stand-in's kernel harness needs g++")
+    import cupy_standin
+
+    cupy_standin.reset()
+    xp = cupy_standin.install_into(monkeypatch, cuml=cuml)
+    from usidgpu import backend
+
+    backend.select_device("gpu")  # the one-time probe of the device, before anything is counted
+    return DeviceUnderTest("gpu", xp, "standin")
+
+
+@pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def device(request, monkeypatch) -> DeviceUnderTest:
+    """Each test body twice: on NumPy and on the device (real CuPy or the stand-in)."""
+    if request.param == "cpu":
+        return DeviceUnderTest("cpu", np, "numpy")
+    return _gpu_device(monkeypatch)
+
+
+@pytest.fixture
+def gpu(request, monkeypatch) -> DeviceUnderTest:
+    """The device only, for GPU-only behaviour (mark such tests ``pytest.mark.gpu``)."""
+    return _gpu_device(monkeypatch)
+
+
+@pytest.fixture
+def gpu_with_cuml(monkeypatch) -> DeviceUnderTest:
+    """The device with cuML: real cuML on a GPU where it is installed, else the cuML stand-in."""
+    if real_gpu():
+        pytest.importorskip("cuml", reason="cuML is not installed")
+    return _gpu_device(monkeypatch, cuml=True)
 
 
 @pytest.fixture

@@ -82,3 +82,26 @@ def read_3ds_current(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     current = values[:, n_params : n_params + points].astype(np.float32)
     bias = np.linspace(params[0, 0], params[0, 1], points)
     return current, bias, {"nx": nx, "ny": ny, "size": [float(v) for v in header["Grid settings"].split(";")[2:4]]}
+
+
+def host_waits(gpu, fn) -> int | None:
+    """Host waits of the computing thread while ``fn()`` runs on the device (the CuPy stand-in
+    counts them; None on real CuPy). The block reader's prefetch thread waits for its own
+    uploads, which costs the computation nothing: those are not counted."""
+    with gpu.counting() as counts:
+        fn()
+    if counts is None:
+        return None
+    return len(counts.of("syncs", "MainThread"))
+
+
+def assert_waits_do_not_grow_with_blocks(gpu, run, budgets=("16kB", "256kB")) -> list[int]:
+    """``run(budget)`` under two memory budgets (many blocks, few blocks) waits equally often:
+    nothing in the per-block loop stops the host for the device."""
+    import pytest
+
+    waits = [host_waits(gpu, lambda b=b: run(b)) for b in budgets]
+    if waits[0] is None:
+        pytest.skip("host waits are counted on the CuPy stand-in only")
+    assert waits[0] == waits[1], f"host waits grow with the number of blocks: {waits} for budgets {budgets}"
+    return waits

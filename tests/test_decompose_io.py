@@ -219,7 +219,7 @@ def test_real_sts_grid_decomposes_end_to_end(tmp_path, pyusid, capsys):
 
 def test_cli_commands(spectra, tmp_path, capsys):
     path, _x = spectra
-    assert cli(["svd", str(path), "-k", "3", "--method", "randomized", "--no-progress"]) == 0
+    assert cli(["svd", str(path), "-k", "3", "--method", "randomized", "--no-progress", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "method        randomized: requested" in out and "device        cpu" in out
     assert "results       /Measurement_000/Channel_000/Raw_Data-SVD_000" in out

@@ -334,12 +334,19 @@ def kernel_dir() -> Path:
     )
 
 
-def kernel_source(filename: str | os.PathLike) -> str:
-    """Text of a CUDA source: a bare name is looked up in :func:`kernel_dir`."""
+def kernel_path(filename: str | os.PathLike) -> Path:
+    """Where a CUDA source is: a bare file name (``"fit_gaussian2d.cu"``) always means the shipped
+    kernel in :func:`kernel_dir` — never a file of that name in the current directory, which would
+    otherwise be compiled instead; a path with a folder part is taken as given."""
     path = Path(filename)
-    if not path.is_absolute() and not path.exists():
-        path = kernel_dir() / path
-    return path.read_text(encoding="utf-8")
+    if len(path.parts) == 1:
+        return kernel_dir() / path
+    return path
+
+
+def kernel_source(filename: str | os.PathLike) -> str:
+    """Text of a CUDA source (see :func:`kernel_path`)."""
+    return kernel_path(filename).read_text(encoding="utf-8")
 
 
 def ctype_of(dtype: Any) -> str:
@@ -361,13 +368,28 @@ def _compiled_module(path: str, name_expressions: tuple[str, ...], options: tupl
     return module
 
 
+def clear_kernel_cache() -> None:
+    """Forget compiled kernels (e.g. after the CUDA device or the array library changed)."""
+    _compiled_module.cache_clear()
+    _kernel.cache_clear()
+
+
+@functools.cache
+def _kernel(path: str, expr: str, templated: bool, options: tuple[str, ...], device_id: int):
+    # RawModule.get_function builds a new RawKernel object on every call: cache the kernel itself,
+    # so a kernel is looked up once and the same object comes back
+    module = _compiled_module(path, (expr,) if templated else (), options, device_id)
+    return module.get_function(expr)
+
+
 def get_kernel(filename: str | os.PathLike, name: str, dtype: Any = None, options: tuple[str, ...] = ("-std=c++17",)):
     """A compiled CUDA kernel from a source in ``kernels/``, cached per device and dtype.
 
     Parameters
     ----------
     filename : str or path-like
-        ``"overlap_add.cu"`` (looked up in :func:`kernel_dir`) or a path to a ``.cu`` file.
+        ``"overlap_add.cu"`` (the shipped kernel in :func:`kernel_dir`, see :func:`kernel_path`) or
+        a path to a ``.cu`` file.
     name : str
         ``extern "C"`` function name, or the name of a ``template <typename T> __global__`` kernel
         when ``dtype`` is given.
@@ -379,14 +401,10 @@ def get_kernel(filename: str | os.PathLike, name: str, dtype: Any = None, option
     Returns
     -------
     cupy.RawKernel
+        The same object for the same source, name, dtype, options and device.
     """
     import cupy
 
-    path = Path(filename)
-    if not path.is_absolute() and not path.exists():
-        path = kernel_dir() / path
+    path = kernel_path(filename)
     expr = f"{name}<{ctype_of(dtype)}>" if dtype is not None else name
-    module = _compiled_module(
-        str(path.resolve()), (expr,) if dtype is not None else (), tuple(options), cupy.cuda.Device().id
-    )
-    return module.get_function(expr)
+    return _kernel(str(path.resolve()), expr, dtype is not None, tuple(options), cupy.cuda.Device().id)

@@ -55,6 +55,12 @@ def add_parser(sub: Any, common: Callable) -> None:
         metavar="OUT.h5",
         help="results file (default: next to a USID source; for plain images IMAGE.h5, holding the image too)",
     )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "float64", "float32"),
+        default="auto",
+        help="arithmetic of the GPU fit kernel (default auto: float32 on cards with slow double precision)",
+    )
     p.add_argument("--no-write", action="store_true", help="compute and report only")
     common(p)
 
@@ -165,6 +171,7 @@ def _analyze(what: str, data: Any, device: Any, args: argparse.Namespace) -> Any
             n_sublattices=n_sub,
             frame=args.frame,
             device=device,
+            precision=args.precision,
         )
     except ValueError as exc:  # nothing to find: name the input
         _fail(f"{what}: {str(exc).strip().splitlines()[0]}")
@@ -279,6 +286,7 @@ def _track(what: str, frames: Any, device: Any, args: argparse.Namespace) -> Any
             spacing=args.spacing,
             threshold=args.threshold,
             n_sublattices=n_sub,
+            precision=args.precision,
         )
     except ValueError as exc:
         _fail(f"{what}: {str(exc).strip().splitlines()[0]}")

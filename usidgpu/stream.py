@@ -329,6 +329,10 @@ def iter_blocks(
     dev = select_device(device)
     if dset.ndim != 2:
         raise ValueError(f"{dset.name}: expected a 2-D dataset, got shape {dset.shape}")
+    if dev.is_gpu and dset.dtype.fields is not None and dev.requested == "auto":
+        # compound rows (e.g. band-excitation data) cannot live in a CuPy array: "auto" means
+        # the device that can take them, the CPU
+        dev = select_device("cpu")
     if dev.is_gpu and dset.dtype.fields is not None:
         raise TypeError(
             f"{dset.name}: compound dtype {dset.dtype} cannot live in a CuPy array; stream it with device='cpu'"

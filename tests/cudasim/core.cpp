@@ -329,44 +329,48 @@ struct Guarded {
     Guarded() = default;
     Guarded(const Guarded&) = delete;
     Guarded& operator=(const Guarded&) = delete;
-    Guarded(Guarded&& o) noexcept : map(o.map), map_size(o.map_size), data(o.data), nbytes(o.nbytes) { o.map = nullptr; }
+    size_t guard = 0;  // inaccessible bytes on each side
+
+    Guarded(Guarded&& o) noexcept : map(o.map), map_size(o.map_size), data(o.data), nbytes(o.nbytes), guard(o.guard) {
+        o.map = nullptr;
+    }
     Guarded& operator=(Guarded&& o) noexcept {
         std::swap(map, o.map);
         std::swap(map_size, o.map_size);
         std::swap(data, o.data);
         std::swap(nbytes, o.nbytes);
+        std::swap(guard, o.guard);
         return *this;
     }
 
-    // at_end: the array ends exactly where the upper guard page begins (overruns fault at the
-    // first byte); otherwise it starts exactly after the lower guard page (underruns fault).
-    bool allocate(size_t n, bool at_end) {
+    // at_end: the array ends exactly where the upper guard begins (overruns fault at the first
+    // byte); otherwise it starts exactly after the lower guard (underruns fault). guard_bytes:
+    // at least a page (fiber stacks take a large one: a big local array skips a single page).
+    bool allocate(size_t n, bool at_end, size_t guard_bytes = 0) {
         const size_t page = page_size();
+        guard = std::max(page, (guard_bytes + page - 1) / page * page);
         const size_t body = (n + page - 1) / page * page + (n == 0 ? page : 0);
-        map_size = body + 2 * page;
-        void* m = mmap(nullptr, map_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        map_size = body + 2 * guard;
+        void* m = mmap(nullptr, map_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (m == MAP_FAILED) return false;
         map = static_cast<char*>(m);
-        if (mprotect(map + page, body, PROT_READ | PROT_WRITE) != 0) return false;
+        if (mprotect(map + guard, body, PROT_READ | PROT_WRITE) != 0) return false;
         nbytes = n;
-        data = at_end ? map + page + body - n : map + page;
+        data = at_end ? map + guard + body - n : map + guard;
         return true;
     }
-    void protect_read_only() {
-        const size_t page = page_size();
-        mprotect(map + page, map_size - 2 * page, PROT_READ);
-    }
+    void protect_read_only() { mprotect(map + guard, map_size - 2 * guard, PROT_READ); }
     bool contains_guard(const char* a) const {
-        const size_t page = page_size();
-        return map && a >= map && a < map + map_size && (a < map + page || a >= map + map_size - page);
+        return map && a >= map && a < map + map_size && (a < map + guard || a >= map + map_size - guard);
     }
     ~Guarded() {
         if (map) munmap(map, map_size);
     }
 };
 
-// Fiber stacks: reused across launches, each with a guard page below it.
+// Fiber stacks: reused across launches, each between large guards.
 constexpr size_t kStackSize = 256 * 1024;
+constexpr size_t kStackGuard = 4 * 1024 * 1024;
 inline std::vector<Guarded>& stack_pool() {
     static std::vector<Guarded> pool;
     return pool;
@@ -458,7 +462,7 @@ bool run_grid(bool descending, unsigned char poison, char* shared_lo, char* shar
     auto& pool = stack_pool();
     while (static_cast<int>(pool.size()) < n) {
         pool.emplace_back();
-        if (!pool.back().allocate(kStackSize, true)) {
+        if (!pool.back().allocate(kStackSize, true, kStackGuard)) {
             pool.pop_back();
             std::snprintf(g_error, sizeof g_error, "cudasim: cannot allocate fiber stacks");
             return false;
@@ -603,8 +607,11 @@ int run_launch(const LaunchRequest* req, LaunchResult* res, const ParamInfo* par
                             what = "access " + std::to_string(c.data - addr) +
                                    " bytes before the start of argument " + std::to_string(i);
                     }
+                    const bool below_own_stack = g_current && addr < g_current->stack_lo &&
+                                                 addr >= g_current->stack_lo - kStackGuard;
                     for (const Guarded& s : stack_pool())
-                        if (s.contains_guard(addr)) what = "stack overflow of a thread (more than 256 KiB of locals)";
+                        if (below_own_stack || s.contains_guard(addr))
+                            what = "stack overflow of a thread (more than 256 KiB of locals)";
                 }
                 std::string thread = g_current ? " in " + thread_name(*g_current) : std::string();
                 return error(what + thread + (o == 1 ? " (threads resumed in descending order)" : ""));

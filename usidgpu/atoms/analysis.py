@@ -299,6 +299,7 @@ def analyze(
     device: str | Device | None = None,
     engine: str = "auto",
     vacancy_tolerance: float = 0.3,
+    precision: str = "auto",
 ) -> ColumnAnalysis:
     """Find, refine and describe the atomic columns of an image.
 
@@ -323,6 +324,8 @@ def analyze(
     vacancy_tolerance : float
         A lattice site is empty when no column lies within this fraction of the smallest site
         separation.
+    precision : {"auto", "float64", "float32"}
+        Arithmetic of the GPU fit kernel (see :func:`~usidgpu.atoms.fit.refine`).
 
     Returns
     -------
@@ -337,7 +340,7 @@ def analyze(
     if len(found) < 2:
         raise NoColumnsError(f"found {len(found)} column(s): not an atomic-resolution image, or give spacing/threshold")
     t0 = time.perf_counter()
-    fit = refine(img, found, radius=radius, device=dev, engine=engine)
+    fit = refine(img, found, radius=radius, device=dev, engine=engine, precision=precision)
     timings["refine_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     amplitudes = fit.params[:, PARAMETERS.index("amplitude")]
@@ -453,7 +456,8 @@ def analyze_stack(
         Gap closing of :func:`~usidgpu.atoms.track.link`: frames a column may be missing (a
         blanked frame, a column not found once) and keep its trajectory.
     **analyze_kw
-        Passed to :func:`analyze` for every frame (spacing, threshold, radius, n_sublattices, engine).
+        Passed to :func:`analyze` for every frame (spacing, threshold, radius, n_sublattices, engine,
+        precision).
 
     Returns
     -------

@@ -12,11 +12,13 @@ mass of the background-subtracted intensity in a small disk.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from ..backend import asnumpy
 from .windows import gather
 
 
@@ -37,6 +39,12 @@ class FoundColumns:
 
     def __len__(self) -> int:
         return len(self.positions)
+
+
+def _host_image(image: Any) -> np.ndarray:
+    """The image as a float64 NumPy array: finding runs on the host (SciPy's filters), so a
+    device image is copied over once."""
+    return asnumpy(image).astype(np.float64, copy=False)
 
 
 def _disk(radius: float) -> np.ndarray:
@@ -89,7 +97,7 @@ def column_spacing(image: np.ndarray, min_distance: float = 2.0) -> float:
         The distance of the nearest off-centre autocorrelation maximum whose height is at least
         0.3 × that of the strongest off-centre maximum (parabolically refined to sub-pixel).
     """
-    img = np.asarray(image, dtype=np.float64)
+    img = _host_image(image)
     if img.ndim != 2 or min(img.shape) < 8:
         raise ValueError(f"need a 2-D image of at least 8 × 8 pixels, got shape {img.shape}")
     top, left = (max(0, (n - SPACING_CROP) // 2) for n in img.shape)
@@ -169,7 +177,7 @@ def find_columns(
     -------
     FoundColumns
     """
-    img = np.asarray(image, dtype=np.float64)
+    img = _host_image(image)
     if img.ndim != 2:
         raise ValueError(f"find_columns needs a 2-D image, got shape {img.shape}")
     if not np.isfinite(img).all():
@@ -227,7 +235,7 @@ def find_columns(
 def noise_std(image: np.ndarray) -> float:
     """White-noise standard deviation of an image, robustly from its neighbour differences (the
     median absolute deviation ignores the few steep column flanks)."""
-    d = np.diff(np.asarray(image, dtype=np.float64), axis=1).ravel() / np.sqrt(2)
+    d = np.diff(_host_image(image), axis=1).ravel() / np.sqrt(2)
     return float(1.4826 * np.median(np.abs(d - np.median(d))))
 
 
@@ -263,7 +271,7 @@ def centre_of_mass(image: np.ndarray, positions: np.ndarray, radius: float, iter
     -------
     (N, 2) array
     """
-    pos = np.asarray(positions, dtype=np.float64).copy()
+    pos = asnumpy(positions).astype(np.float64)  # a copy
     if len(pos) == 0:
         return pos
     r = int(np.ceil(radius))

@@ -28,14 +28,17 @@ def _require_cuml() -> Any:
 
 
 def _on_device(src: Any) -> Any:
+    """The whole matrix on the GPU, for cuML. cuML holds it and about twice as much workspace;
+    that, not the streaming budget of the usidgpu engine, is what must fit."""
     need = 3 * src.nbytes_work
     have = free_memory("gpu")
+    hint = "use engine='usidgpu', which streams"
     if need > have:
         raise BudgetError(
             f"engine='cuml' needs the data on the GPU (about {format_bytes(need)} with workspace) but "
-            f"{format_bytes(have)} is free; use engine='usidgpu', which streams"
+            f"{format_bytes(have)} is free; {hint}"
         )
-    return src.to_memory()
+    return src.to_memory(max_bytes=have // 3, hint=hint)
 
 
 def cuml_svd(data: Any, k: int, device: Any = None, center: bool = False) -> Any:

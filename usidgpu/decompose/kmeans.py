@@ -53,67 +53,79 @@ def _read_rows(src: BlockSource, rows: np.ndarray) -> Any:
 
 def kmeans_plusplus(src: BlockSource, k: int, rng: np.random.Generator, row_sq: Any) -> Any:
     """Greedy k-means++ centres (scikit-learn's), one streamed pass per centre, in the source's
-    (shifted) coordinates; ``row_sq`` are the rows' squared norms."""
+    (shifted) coordinates; ``row_sq`` are the rows' squared norms.
+
+    The distances stay on the device; the host sees only the few candidate rows it reads (one
+    synchronization per centre, none per block)."""
     xp = src.xp
     m = src.shape[0]
     trials = 2 + int(math.log(k))
     centers = [_read_rows(src, [int(rng.integers(m))])[0]]
-    d2 = np.empty(m)
+    d2 = xp.empty(m, dtype=np.float64)
     c = centers[0][None, :]
     for a, b, x in src.blocks("k-means++ centre 1"):
-        d2[a:b] = asnumpy(_sq_dist(xp, x, c, xp.sum((c * c.conj()).real, axis=1), row_sq[a:b])[:, 0])
+        d2[a:b] = _sq_dist(xp, x, c, xp.sum((c * c.conj()).real, axis=1), row_sq[a:b])[:, 0]
     for j in range(1, k):
-        total = d2.sum()
+        cumulative = xp.cumsum(d2)
+        # one transfer: the total and the candidates' positions on the cumulative distances
+        draws = xp.asarray(rng.random(trials))
+        found = asnumpy(xp.concatenate([cumulative[-1:], xp.searchsorted(cumulative, draws * cumulative[-1])]))
+        total, cand_rows = found[0], found[1:].astype(np.int64)
         if total <= 0:  # fewer distinct points than clusters: any point will do
             cand_rows = rng.integers(m, size=trials)
-        else:
-            cand_rows = np.searchsorted(np.cumsum(d2), rng.random(trials) * total)
-            cand_rows = np.clip(cand_rows, 0, m - 1)
+        cand_rows = np.clip(cand_rows, 0, m - 1)
         cand = _read_rows(src, cand_rows)
         c_sq = xp.sum((cand * cand.conj()).real, axis=1)
-        new_d2 = np.empty((trials, m))
+        new_d2 = xp.empty((trials, m), dtype=np.float64)
         for a, b, x in src.blocks(f"k-means++ centre {j + 1}"):
-            dist = asnumpy(_sq_dist(xp, x, cand, c_sq, row_sq[a:b])).T
-            new_d2[:, a:b] = np.minimum(d2[a:b][None, :], dist)
-        best = int(np.argmin(new_d2.sum(axis=1)))
+            new_d2[:, a:b] = xp.minimum(d2[a:b][None, :], _sq_dist(xp, x, cand, c_sq, row_sq[a:b]).T)
+        best = xp.argmin(new_d2.sum(axis=1))
         centers.append(cand[best])
         d2 = new_d2[best]
     return xp.stack(centers)
 
 
 def _assign(
-    src: BlockSource, centers: Any, labels: np.ndarray, row_sq: Any, desc: str, with_sums: bool = True
+    src: BlockSource, centers: Any, labels: Any, row_sq: Any, desc: str, with_sums: bool = True
 ) -> tuple:
-    """One pass: labels and inertia for ``centers``; per-cluster sums, counts, farthest points.
+    """One pass: labels (a device array, written in place) and inertia for ``centers``;
+    per-cluster sums and counts, and each block's farthest points (to refill empty clusters).
 
     Everything is in the source's coordinates, shifted by a provisional mean: as scikit-learn
-    centres the data, this keeps float32 distances accurate for data far from the origin.
+    centres the data, this keeps float32 distances accurate for data far from the origin. All of
+    it stays on the device: the pass makes no host synchronization.
     """
     xp = src.xp
     k, n = centers.shape
     c_sq = xp.sum((centers * centers.conj()).real, axis=1, dtype=np.float64)
     sums = xp.zeros((k, n), dtype=np.complex128 if src.is_complex else np.float64)
-    counts = np.zeros(k, dtype=np.int64)
-    inertia = 0.0
-    far = []  # (distance, row) of the farthest points, to refill empty clusters
+    counts = xp.zeros(k, dtype=np.int64)
+    inertia = xp.zeros((), dtype=np.float64)
+    far_d, far_r = [], []  # distances and rows of each block's farthest points
     for a, b, x in src.blocks(desc):
         d = _sq_dist(xp, x, centers, c_sq, row_sq[a:b])
         lab = xp.argmin(d, axis=1)
         dmin = d[xp.arange(b - a), lab]
-        inertia += float(dmin.sum())
-        lab_h = asnumpy(lab)
-        labels[a:b] = lab_h
+        inertia += dmin.sum()
+        labels[a:b] = lab
         if with_sums:
             onehot = xp.zeros((b - a, k), dtype=x.dtype)
             onehot[xp.arange(b - a), lab] = 1
             sums += (onehot.T @ x).astype(sums.dtype)
-            counts += np.bincount(lab_h, minlength=k)
+            counts += xp.bincount(lab, minlength=k)
             top = min(k, b - a)
-            dmin_h = asnumpy(dmin)
-            idx = np.argpartition(dmin_h, -top)[-top:]
-            far.extend(zip(dmin_h[idx].tolist(), (idx + a).tolist()))
-    far.sort(reverse=True)
-    return inertia, sums, counts, far
+            idx = xp.argpartition(dmin, b - a - top)[b - a - top :]
+            far_d.append(dmin[idx])
+            far_r.append(idx + a)
+    return inertia, sums, counts, (far_d, far_r)
+
+
+def _farthest(xp: Any, far: tuple, count: int) -> list[int]:
+    """Rows of the ``count`` farthest points of a pass (ties: the later row first)."""
+    dist = asnumpy(xp.concatenate(far[0]))
+    rows = asnumpy(xp.concatenate(far[1]))
+    order = np.lexsort((-rows, -dist))
+    return rows[order[:count]].tolist()
 
 
 def kmeans(
@@ -222,31 +234,43 @@ def kmeans(
         raise ValueError(f"init must be 'k-means++', 'random' or an array of centres, got {init!r}")
     centers = centers.astype(np.complex128 if src.is_complex else np.float64)
 
-    labels = np.full(m, -1, dtype=np.int64)
-    previous = np.full(m, -2, dtype=np.int64)
+    labels = xp.full(m, -1, dtype=np.int64)
+    previous = xp.full(m, -2, dtype=np.int64)
     strict = False
     it = 0
     for it in range(1, max_iter + 1):
         _inertia, sums, counts, far = _assign(src, centers, labels, row_sq, f"k-means iteration {it}")
-        new = sums / xp.asarray(np.maximum(counts, 1))[:, None]
-        empty = np.flatnonzero(counts == 0)
+        new = sums / xp.maximum(counts, 1)[:, None]
+        # one transfer per iteration: counts (empty clusters?), centre movement, labels changed?
+        state = asnumpy(
+            xp.concatenate(
+                [
+                    counts.astype(np.float64),
+                    xp.sum(xp.abs(new - centers) ** 2)[None],
+                    xp.any(labels != previous).astype(np.float64)[None],
+                ]
+            )
+        )
+        counts_h, movement, changed = state[:k], state[k], bool(state[k + 1])
+        empty = np.flatnonzero(counts_h == 0)
         if empty.size:  # refill empty clusters with the farthest points, as scikit-learn relocates them
-            rows = [row for _d, row in far[: empty.size]]
-            new[xp.asarray(empty)] = _read_rows(src, rows).astype(new.dtype)
-        movement = float(xp.sum(xp.abs(new - centers) ** 2))
+            new[xp.asarray(empty)] = _read_rows(src, _farthest(xp, far, empty.size)).astype(new.dtype)
+            movement = float(xp.sum(xp.abs(new - centers) ** 2))
         centers = new
-        if np.array_equal(labels, previous):
+        if not changed:
             strict = True
             break
         if movement <= tol_abs:
             break
         previous[:] = labels
     inertia, sums, counts, _far = _assign(src, centers, labels, row_sq, "k-means: final assignment")
-    if features == "svd":
+    labels = asnumpy(labels)
+    if features == "svd":  # the mean spectra come from the raw data, not the scores
         _i, sums, counts, _f = _assign_fixed(raw, labels, k)
-        mean_response = sums / xp.asarray(np.maximum(counts, 1))[:, None]
-    else:
-        mean_response = sums / xp.asarray(np.maximum(counts, 1))[:, None] + shift
+        mean_response = sums / xp.maximum(xp.asarray(counts), 1)[:, None]
+    else:  # sums of the shifted blocks
+        mean_response = sums / xp.maximum(counts, 1)[:, None] + shift
+    inertia, counts = float(inertia), asnumpy(counts)
     mean_response = asnumpy(mean_response).astype(raw.work)
     centers = centers + shift
     params = dict(
@@ -267,7 +291,8 @@ def kmeans(
 
 
 def _assign_fixed(src: BlockSource, labels: np.ndarray, k: int) -> tuple:
-    """Per-cluster sums and counts of the raw data for given labels (one pass)."""
+    """Per-cluster sums of the data (not shifted, whatever the source delivers) and counts for
+    given labels, in one pass."""
     xp = src.xp
     n = src.shape[1]
     sums = xp.zeros((k, n), dtype=np.complex128 if src.is_complex else np.float64)
@@ -277,4 +302,6 @@ def _assign_fixed(src: BlockSource, labels: np.ndarray, k: int) -> tuple:
         onehot[xp.arange(b - a), lab] = 1
         sums += (onehot.T @ x).astype(sums.dtype)
     counts = np.bincount(labels, minlength=k)
+    # the blocks of a shifted source are x − offset: add the offset's share back
+    sums += xp.asarray(counts)[:, None] * src.offset.astype(sums.dtype)[None, :]
     return 0.0, sums, counts, []

@@ -33,18 +33,31 @@ EPS = 1e-12  # guards the multiplicative updates against 0/0, as scikit-learn's 
 
 
 def _data_stats(src: BlockSource) -> tuple[float, float, float, tuple[int, int]]:
-    """Minimum (and where), mean and ‖X‖²_F in one pass."""
+    """Minimum (and where), mean and ‖X‖²_F in one pass.
+
+    Each block's figures stay on the device and come to the host together after the pass: one
+    synchronization instead of several per block.
+    """
     xp = src.xp
-    lowest, where, total, sq = np.inf, (0, 0), 0.0, 0.0
+    starts, per_block = [], []
     for a, _b, x in src.blocks("NMF: checking the data"):
-        low = float(x.min())
-        if low < lowest:
-            lowest = low
-            flat = int(asnumpy(xp.argmin(x)))
-            where = (a + flat // x.shape[1], flat % x.shape[1])
-        total += float(x.sum(dtype=np.float64))
-        sq += float(sum_squares(xp, x))
-    return lowest, total / (src.shape[0] * src.shape[1]), sq, where
+        starts.append(a)
+        per_block.append(
+            xp.stack(
+                [
+                    x.min().astype(np.float64),
+                    xp.argmin(x).astype(np.float64),
+                    x.sum(dtype=np.float64),
+                    sum_squares(xp, x).astype(np.float64),
+                ]
+            )
+        )
+    stats = asnumpy(xp.stack(per_block))  # (blocks, 4)
+    i = int(np.argmin(stats[:, 0]))
+    flat = int(stats[i, 1])
+    n = src.shape[1]
+    where = (starts[i] + flat // n, flat % n)
+    return float(stats[i, 0]), float(stats[:, 2].sum()) / (src.shape[0] * n), float(stats[:, 3].sum()), where
 
 
 def _nndsvd(src: BlockSource, k: int, mean: float, variant: str, budget: int, work: np.dtype) -> tuple:
@@ -81,13 +94,17 @@ def _nndsvd(src: BlockSource, k: int, mean: float, variant: str, budget: int, wo
 
 def _hals_sweep(xp: Any, factor: Any, cross: Any, gram_: Any) -> None:
     """One HALS sweep over the columns of ``factor`` (rows × k) in place:
-    ``factor[:, j] ← max(0, factor[:, j] + (cross[:, j] − factor · gram_[:, j]) / gram_[j, j])``."""
+    ``factor[:, j] ← max(0, factor[:, j] + (cross[:, j] − factor · gram_[:, j]) / gram_[j, j])``,
+    columns whose ``gram_[j, j]`` is not positive left as they are.
+
+    The test of ``gram_[j, j]`` is an element-wise select, not an ``if``: on a GPU an ``if`` on a
+    device value would stop the host for every column of every block."""
     for j in range(factor.shape[1]):
         hess = gram_[j, j]
-        if hess <= 0:
-            continue
+        positive = hess > 0
         grad = factor @ gram_[:, j] - cross[:, j]
-        factor[:, j] = xp.maximum(factor[:, j] - grad / hess, 0)
+        updated = xp.maximum(factor[:, j] - grad / xp.where(positive, hess, 1), 0)
+        factor[:, j] = xp.where(positive, updated, factor[:, j])
 
 
 def nmf(
@@ -175,6 +192,7 @@ def nmf(
         raise ValueError(f"init must be 'nndsvda', 'nndsvd', 'random' or a (W, H) pair, got {init!r}")
     w = xp.array(w0, copy=True)  # updated in place: never the caller's arrays
     h = xp.array(h0, copy=True)
+    pending: list[Any] = []  # errors² of the iterations since the last check, on the device
     errors: list[float] = []
     initial = previous = None
     it = 0
@@ -199,15 +217,21 @@ def nmf(
         else:
             h = h * (wtx_w / xp.maximum(wtw_w @ h, EPS))
         h64 = h.astype(np.float64)
-        err_sq = norm_sq - 2 * float(xp.sum(wtx * h64)) + float(xp.sum(wtw * (h64 @ h64.T)))
-        err = float(np.sqrt(max(err_sq, 0.0)))
-        errors.append(err)
-        if initial is None:
-            initial = previous = err
-        if tol > 0 and it % 10 == 0:
-            if (previous - err) / max(initial, EPS) < tol:
-                break
-            previous = err
+        pending.append(norm_sq - 2 * xp.sum(wtx * h64) + xp.sum(wtw * (h64 @ h64.T)))
+        # the errors come to the host only when the stopping rule reads them (every 10
+        # iterations) and at the end: one synchronization per check, not two per iteration
+        if (tol > 0 and it % 10 == 0) or it == 1:
+            errors.extend(np.sqrt(np.maximum(asnumpy(xp.stack(pending)), 0.0)).tolist())
+            pending = []
+            err = errors[-1]
+            if initial is None:
+                initial = previous = err
+            if tol > 0 and it % 10 == 0:
+                if (previous - err) / max(initial, EPS) < tol:
+                    break
+                previous = err
+    if pending:
+        errors.extend(np.sqrt(np.maximum(asnumpy(xp.stack(pending)), 0.0)).tolist())
     params = dict(num_components=k, solver=solver, init=init_name, max_iter=max_iter, tol=tol)
     return NMFResult(
         W=asnumpy(w),

@@ -263,16 +263,28 @@ class BlockSource:
     def _cache_matrix(self) -> Any:
         return self.xp.concatenate([blk for _a, _b, blk in self._cache], axis=0)
 
-    def to_memory(self) -> Any:
-        """A copy of the whole matrix in the work dtype on the device (for methods that need it all)."""
-        if self._shifted:
-            raise RuntimeError("to_memory() of a shifted source is not provided")
-        if self.nbytes_work > self.budget // 2:
+    def to_memory(self, max_bytes: int | None = None, hint: str | None = None) -> Any:
+        """A copy of the whole matrix ``X`` (never shifted) in the work dtype on the device, for
+        methods that need it all.
+
+        Parameters
+        ----------
+        max_bytes : int, optional
+            Largest matrix allowed (default: half of the memory budget).
+        hint : str, optional
+            What to do instead, for the error message (default: the streaming SVD methods).
+        """
+        limit = self.budget // 2 if max_bytes is None else int(max_bytes)
+        if self.nbytes_work > limit:
             raise BudgetError(
-                f"the data ({format_bytes(self.nbytes_work)} in {self.work}) do not fit half of the memory "
-                f"budget ({format_bytes(self.budget)}); use method='gram' or 'randomized', which stream"
+                f"the data ({format_bytes(self.nbytes_work)} in {self.work}) do not fit in "
+                f"{format_bytes(limit)}"
+                + (" (half of the memory budget)" if max_bytes is None else "")
+                + f"; {hint or 'use method=gram or randomized, which stream'}"
             )
         out = self.xp.empty(self.shape, dtype=self.work)  # a fresh array: callers may modify it
         for a, b, block in self.blocks("loading", cache=False):
             out[a:b] = block
+        if self._shifted:
+            out += self.offset  # blocks arrive as x − offset
         return out

@@ -266,7 +266,7 @@ def _gram_wide(src: BlockSource, k: int, center: bool) -> dict[str, Any]:
     g = xp.zeros((m, m), dtype=acc)
     colsum = xp.zeros(n, dtype=acc)
     a_vec = xp.zeros(m, dtype=acc)
-    mu_sq = 0.0
+    mu_sq = xp.zeros((), dtype=np.float64)  # on the device: no host sync per slab
     for c0, c1, x in src.column_slabs("SVD (gram) pass 1/2"):
         mu = x.sum(axis=0, dtype=acc) / m
         colsum[c0:c1] = mu * m
@@ -274,7 +274,7 @@ def _gram_wide(src: BlockSource, k: int, center: bool) -> dict[str, Any]:
         g += gram(y.T.conj()).astype(acc)  # Y·Yᴴ of this slab
         if not center:
             a_vec += y.astype(acc) @ mu.conj()
-            mu_sq += float(xp.sum(xp.abs(mu) ** 2))
+            mu_sq += xp.sum(xp.abs(mu) ** 2)
     _require_finite(xp, g, src)
     mean = colsum / m
     if not center:
@@ -316,7 +316,7 @@ def _randomized(src: BlockSource, k: int, l: int, n_iter: int, random_state: Any
     z = orthonormalize(xp, xp.asarray(omega)).astype(src.work)
     c64 = src.offset.astype(acc)
     s1 = xp.zeros(n, dtype=acc)
-    energy = 0.0
+    energy = xp.zeros((), dtype=np.float64)  # on the device: no host sync per block
     passes = n_iter + 1
     for it in range(passes):
         last = it == passes - 1
@@ -324,7 +324,7 @@ def _randomized(src: BlockSource, k: int, l: int, n_iter: int, random_state: Any
         for a, b, y in src.blocks(f"SVD (randomized) pass {it + 1}/{passes}"):  # y = x − offset
             if it == 0:
                 s1 += column_sums(xp, y, acc)
-                energy += float(sum_squares(xp, y))
+                energy += sum_squares(xp, y)
             if last:
                 out[a:b] = y @ z
             else:
@@ -348,9 +348,9 @@ def _randomized(src: BlockSource, k: int, l: int, n_iter: int, random_state: Any
                 )
             z = orthonormalize(xp, out).astype(src.work)
     if center:
-        total = energy - m * float(xp.sum(xp.abs(mu_y) ** 2))
+        total = float(energy - m * xp.sum(xp.abs(mu_y) ** 2))
     else:
-        total = energy + 2 * float(xp.real(xp.vdot(c64, s1))) + m * float(xp.sum(xp.abs(c64) ** 2))
+        total = float(energy + 2 * xp.real(xp.vdot(c64, s1)) + m * xp.sum(xp.abs(c64) ** 2))
     mean = c64 + mu_y
     # X ≈ XZZᴴ = Y_f·Zᴴ; with Y_fᴴY_f = WΛWᴴ (a small l × l problem, in float64 by row chunks):
     # U = Y_f·W·Λ^(-1/2), S = Λ^(1/2), V = (ZW)ᴴ — no m × l workspace beyond Y_f itself

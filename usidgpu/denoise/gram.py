@@ -95,7 +95,6 @@ def _corner_slices(xp: Any, image: Any, wy: int, wx: int):
     hy, hx = min(wy - 1, h), min(wx - 1, w)
     pad = xp.zeros((h + 2 * (wy - 1), w + 2 * (wx - 1)), dtype=image.dtype)
     pad[wy - 1 : wy - 1 + h, wx - 1 : wx - 1 + w] = image
-    window = xp.lib.stride_tricks.sliding_window_view
     r_bottom, c_right = h - hy, w - hx
 
     def summing(n_out: int, n_in: int, from_end: bool) -> Any:
@@ -122,7 +121,11 @@ def _corner_slices(xp: Any, image: Any, wy: int, wx: int):
     def table(dyi: int, r0: int, c0: int, from_bottom: bool, from_right: bool) -> Any:
         block = image[r0 : r0 + hy, c0 : c0 + hx]
         rows = pad[r0 + dyi : r0 + dyi + hy, c0 : c0 + hx + 2 * (wx - 1)]
-        partners = window(rows, hx, axis=1)  # (hy, 2wx−1, hx): the partner row segment per dx
+        # (hy, 2wx−1, hx): the partner row segment per dx, as a strided view. Not
+        # sliding_window_view: CuPy's uploads its window shape and reads it back, a host
+        # synchronization per call (four per dy here)
+        step_y, step_x = rows.strides
+        partners = xp.lib.stride_tricks.as_strided(rows, (hy, 2 * wx - 1, hx), (step_y, step_x, step_x))
         j = xp.moveaxis(partners * block[:, None, :], 1, 0)  # (dxi, y, x)
         # 2-D prefix (or suffix) sums as products with 0/1 summing matrices: BLAS, not strided cumsums
         return sums[from_bottom][0] @ j @ sums[from_right][1].T  # (dxi, wy, wx)

@@ -155,7 +155,17 @@ def _cuda_cluster(workers: int | None) -> DaskExecutor:
         raise ImportError("scheduler 'cuda' needs dask-cuda: pip install 'usidgpu[dask-cuda]'") from None
     kwargs: dict[str, Any] = {"dashboard_address": ":0"}
     if workers:
-        kwargs["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(int(workers)))
+        # The GPUs are those this process may use: a batch scheduler (SLURM, PBS) or the user
+        # hands them over in CUDA_VISIBLE_DEVICES, which dask-cuda reads and which must not be
+        # replaced by "0..n-1". n_workers takes the first n of them.
+        import cupy
+
+        visible = cupy.cuda.runtime.getDeviceCount()
+        if int(workers) > visible:
+            mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+            where = f" (CUDA_VISIBLE_DEVICES={mask})" if mask is not None else ""
+            raise DeviceError(f"--workers {workers} asks for more GPUs than this process can use: {visible}{where}")
+        kwargs["n_workers"] = int(workers)
     cluster = LocalCUDACluster(**kwargs)  # one worker per GPU, each sees its GPU as device 0
     return DaskExecutor(Client(cluster), cluster, name="cuda")
 

@@ -9,6 +9,8 @@ NumPy's dtypes (float32 in, float32 out; integer sums exact in int64).
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,20 +38,30 @@ def reduction_name(func: Any) -> str | None:
     return ("nan" if nan else "") + base
 
 
-# dtypes cupyx.scatter_add / scatter_min / scatter_max accept directly
-_CUPYX_SCATTER = {np.dtype(t) for t in (np.int32, np.uint32, np.uint64, np.float32, np.float64)}
+# dtypes the device scatters (CUDA atomics) take directly
+_DEVICE_SCATTER = {np.dtype(t) for t in (np.int32, np.uint32, np.uint64, np.float32, np.float64)}
+
+
+def _scatter_extreme(op: str, acc, cells, values) -> None:
+    """CuPy's scatter-min/max: ``cupyx.scatter_min``/``scatter_max``. CuPy 14 deprecates them in
+    favour of ``cupy.minimum.at``/``maximum.at``, which it does not implement yet, so the
+    deprecation warning is silenced here rather than shown to every user."""
+    import cupyx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        (cupyx.scatter_min if op == "min" else cupyx.scatter_max)(acc, cells, values)
 
 
 def _scatter(xp, op: str, acc, cells, values) -> None:
-    """acc[cells] op= values, with repeated cells combined (np.ufunc.at / cupyx.scatter_*)."""
+    """acc[cells] op= values, with repeated cells combined (``ufunc.at``; on CuPy ``cupy.add.at``
+    and cupyx's scatter-min/max)."""
     if xp is np:
         {"add": np.add, "min": np.minimum, "max": np.maximum}[op].at(acc, cells, values)
         return
-    import cupyx  # pragma: no cover - GPU only
-
-    fn = {"add": cupyx.scatter_add, "min": cupyx.scatter_min, "max": cupyx.scatter_max}[op]
+    fn = xp.add.at if op == "add" else functools.partial(_scatter_extreme, op)
     dt = acc.dtype
-    if dt in _CUPYX_SCATTER:
+    if dt in _DEVICE_SCATTER:
         fn(acc, cells, values.astype(dt, copy=False))
     elif op == "add" and dt.kind == "c":  # complex: add real and imaginary parts as floats
         part = values.astype(dt, copy=False)
