@@ -259,3 +259,26 @@ def test_local_cuda_cluster_equals_the_in_process_run(gpu, tmp_path):
         ).run()
     with h5py.File(path, "r") as a, h5py.File(copy, "r") as b:
         np.testing.assert_allclose(b[got + "/Coefficients"][()], a[ref + "/Coefficients"][()], rtol=1e-9, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------ Process framework
+@pytest.mark.parametrize("scheduler", [None, "threads"])
+def test_block_wise_process_on_the_device_equals_numpy(device, tmp_path, scheduler):
+    """The Process framework reads each block onto the device and computes it there; the
+    coefficients equal NumPy's least-squares fit of every spectrum."""
+    from usidgpu.parallel.fits import PolynomialFit
+
+    x = np.linspace(-1, 1, 32)
+    rng = np.random.default_rng(2)
+    coef = rng.standard_normal((600, 3))
+    data = (coef @ np.vander(x, 3).T + 0.01 * rng.standard_normal((600, 32))).astype(np.float32)
+    path = tmp_path / "iv.h5"
+    make_file(path, data.reshape(20, 30, 32), pos=[Dimension("Y", "nm", 20), Dimension("X", "nm", 30)],
+              spec=[Dimension("Bias", "V", x)])  # fmt: skip
+    with usidgpu.open(path) as f:
+        group = PolynomialFit(
+            f.main_datasets()[0], degree=2, rows_per_block=64, scheduler=scheduler, device=device.name, progress=False
+        ).run()
+    expected = np.linalg.lstsq(np.vander(x, 3), data.astype(np.float64).T, rcond=None)[0].T
+    with h5py.File(path, "r") as f:
+        np.testing.assert_allclose(f[group + "/Coefficients"][()], expected, rtol=1e-4, atol=1e-5)

@@ -214,3 +214,23 @@ def test_giv_bayesian_equals_the_cpu(device):
     for name in ("resistance", "resistance_std", "conductance", "capacitance", "current_fit", "current_corrected"):
         np.testing.assert_allclose(device.asnumpy(getattr(g, name)), getattr(c, name), rtol=2e-5, atol=1e-8,
                                    err_msg=name)  # fmt: skip
+
+
+def test_giv_bayesian_process_on_the_device_equals_the_function(device, tmp_path):
+    from usidgpu.bayes.process import GIVBayesian
+
+    sim = simulate_giv(12, 128, noise=0.03, seed=6)
+    path = tmp_path / "giv.h5"
+    with h5py.File(path, "a") as f:
+        g = f.require_group("Measurement_000/Channel_000")
+        g.attrs["excitation_frequency_[Hz]"] = sim["frequency"]
+        usidgpu.write_main(g, "Raw_Data", sim["current"].astype(np.float32).reshape(3, 4, -1), "Current", "nA",
+                           [Dimension("Y", "µm", 3), Dimension("X", "µm", 4)], [Dimension("Bias", "V", sim["bias"])])  # fmt: skip
+    with usidgpu.open(path) as f:
+        group = GIVBayesian(f.main_datasets()[0], num_samples=200, rows_per_block=5, device=device.name,
+                            progress=False).run()  # fmt: skip
+    ref = giv_bayesian(sim["current"].astype(np.float32).astype(np.float64), sim["bias"], sim["frequency"],
+                       num_samples=200)  # fmt: skip
+    with h5py.File(path, "r") as f:
+        np.testing.assert_allclose(f[group + "/Resistance"][()], ref.resistance, rtol=1e-4)  # stored as float32
+        np.testing.assert_allclose(f[group + "/Capacitance"][()], ref.capacitance, rtol=1e-4)
