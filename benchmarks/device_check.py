@@ -1,8 +1,9 @@
 """The device check: everything worth knowing from a GPU, in one run of under 8 minutes.
 
 Whoever first has a CUDA GPU at hand runs this before anything else (a fresh H100/H200 machine
-with CuPy but without dask/zarr is enough; ``benchmarks/device_check.sh`` installs carried
-wheels first when there are any):
+with CuPy but without dask/zarr is enough: the few tests of block-wise runs, which keep their
+blocks in zarr, then skip; ``benchmarks/device_check.sh`` installs wheels carried in ``.whl/``
+first, e.g. those ``../shared/tools/gpu-wheels`` fetches):
 
     python benchmarks/device_check.py            # → benchmarks/results/device_check_gpu.json
 
@@ -338,7 +339,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--standin", action="store_true", help="run on the test suite's CuPy stand-in (no GPU; CI)")
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     p.add_argument("--time-limit", type=float, default=470.0, help="seconds for the whole check (default 470)")
-    p.add_argument("--tests-timeout", type=float, default=240.0, help="seconds for pytest -m gpu")
+    p.add_argument("--tests-timeout", type=float, default=210.0, help="seconds for pytest -m gpu")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--fit-size", type=int, default=4096, help="image side of the column-fit case")
     p.add_argument("--denoise-size", type=int, default=2048)

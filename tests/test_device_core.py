@@ -266,6 +266,7 @@ def test_local_cuda_cluster_equals_the_in_process_run(gpu, tmp_path):
 def test_block_wise_process_on_the_device_equals_numpy(device, tmp_path, scheduler):
     """The Process framework reads each block onto the device and computes it there; the
     coefficients equal NumPy's least-squares fit of every spectrum."""
+    pytest.importorskip("zarr", reason="block-wise runs keep their blocks in a zarr store")
     from usidgpu.parallel.fits import PolynomialFit
 
     x = np.linspace(-1, 1, 32)

@@ -217,6 +217,7 @@ def test_giv_bayesian_equals_the_cpu(device):
 
 
 def test_giv_bayesian_process_on_the_device_equals_the_function(device, tmp_path):
+    pytest.importorskip("zarr", reason="block-wise runs keep their blocks in a zarr store")
     from usidgpu.bayes.process import GIVBayesian
 
     sim = simulate_giv(12, 128, noise=0.03, seed=6)

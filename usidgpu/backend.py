@@ -362,8 +362,10 @@ def ctype_of(dtype: Any) -> str:
 def _compiled_module(path: str, name_expressions: tuple[str, ...], options: tuple[str, ...], device_id: int):
     import cupy
 
+    # the #line directive makes NVRTC's messages (and the CPU harness's) name the kernel's file
+    code = f'#line 1 "{Path(path).name}"\n' + kernel_source(path)
     with cupy.cuda.Device(device_id):
-        module = cupy.RawModule(code=kernel_source(path), options=options, name_expressions=name_expressions or None)
+        module = cupy.RawModule(code=code, options=options, name_expressions=name_expressions or None)
         module.compile()
     return module
 
