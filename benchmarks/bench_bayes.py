@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         log,
     )
     r = keep.pop("r")
-    from usidgpu.backend import asnumpy
+    from usidgpu.core.arrays import asnumpy
 
     res, rstd, cap = asnumpy(r.resistance), asnumpy(r.resistance_std), asnumpy(r.capacitance)
     nb = min(args.baseline_pixels, args.pixels)

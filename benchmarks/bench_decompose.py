@@ -813,7 +813,7 @@ def _child_sklearn(path: str, k: int, seed: int, limit: tuple | None, q: Any) ->
 
 
 def bench_ooc(args: argparse.Namespace, dev: str, log: Callable[[str], None]) -> dict:
-    from usidgpu.backend import parse_bytes
+    from usidgpu.core.memory import parse_bytes
 
     k, n = args.k, args.n_spec
     rows = int(round(args.ooc_size_gib * GiB / (n * 4)))

@@ -370,7 +370,7 @@ def usidgpu_breakdown(noisy: np.ndarray, w: int) -> dict[str, Any]:
     ``gram_step1`` (of which its corner tables ``_corner_slices``, compiled with numba where it is
     installed) and ``eigvalsh`` / top-k ``top_eigh`` of the P × P Gram."""
     try:
-        from usidgpu.decompose.linalg import top_eigh
+        from usidgpu.core.linalg import top_eigh
         from usidgpu.denoise import gram as _gram
 
         img = noisy.astype(np.float64)
@@ -499,7 +499,7 @@ def exact_check(
 
 def bench_large(args: argparse.Namespace, sync: Callable[[], None], log: Callable[[str], None]) -> dict:
     import usidgpu
-    from usidgpu.backend import parse_bytes
+    from usidgpu.core.memory import parse_bytes
 
     dev = args.device
     out: dict[str, Any] = {}

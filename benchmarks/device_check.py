@@ -38,9 +38,10 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ def section_env(args: argparse.Namespace, remaining: float) -> dict[str, Any]:
     import cupy
 
     from usidgpu.atoms.fit_kernel import choose_precision, fp64_ratio
-    from usidgpu.backend import gpu_status
+    from usidgpu.core.device import gpu_status
 
     usable, why = gpu_status()
     dev = cupy.cuda.Device()
@@ -90,8 +91,10 @@ def section_env(args: argparse.Namespace, remaining: float) -> dict[str, Any]:
     if smi:
         proc = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
         out["nvidia_smi"] = proc.stdout.strip().splitlines()
-    log(f"env        {name} (cc {out['compute_capability']}), FP32:FP64 {out['fp32_to_fp64_ratio']}, "
-        f"fits auto → {out['fit_precision_auto']}, CuPy {out['cupy']}")
+    log(
+        f"env        {name} (cc {out['compute_capability']}), FP32:FP64 {out['fp32_to_fp64_ratio']}, "
+        f"fits auto → {out['fit_precision_auto']}, CuPy {out['cupy']}"
+    )
     return out
 
 
@@ -218,11 +221,11 @@ def bench_fits(args: argparse.Namespace, sync: Callable[[], None]) -> dict[str, 
     out: dict[str, Any] = {"image": [size, size], "columns": len(start), "radius_px": radius, "window_px": 11}
     positions = {}
     for precision in ("float64", "float32"):
-        yy, xx, data, weight, p0 = F.prepare(cupy, image, cupy.asarray(start), neighbours, radius)
         start_dev = cupy.asarray(start)
+        packed = F.prepare(cupy, image, start_dev, neighbours, radius)  # yy, xx, data, weight, p0
 
-        def kernel_only(yy=yy, xx=xx, data=data, weight=weight, p0=p0, precision=precision):
-            return lm_kernel(yy, xx, data, weight, p0, start_dev, radius, 100, 1e-10, precision)
+        def kernel_only(packed=packed, start_dev=start_dev, precision=precision):
+            return lm_kernel(*packed, start_dev, radius, 100, 1e-10, precision)
 
         k_s, k_all, k_out = timed(kernel_only, sync, args.repeats)
 
@@ -242,8 +245,10 @@ def bench_fits(args: argparse.Namespace, sync: Callable[[], None]) -> dict[str, 
             "mean_iterations": float(np.mean(fit.n_iter)),
             "kernel_converged": float(cupy.asnumpy(k_out[1]).mean()),
         }
-        log(f"bench      fits {precision}: {out[precision]['fits_per_s_kernel']:.3g} fits/s (kernel), "
-            f"{out[precision]['fits_per_s_end_to_end']:.3g} fits/s (refine), {len(start)} columns")
+        log(
+            f"bench      fits {precision}: {out[precision]['fits_per_s_kernel']:.3g} fits/s (kernel), "
+            f"{out[precision]['fits_per_s_end_to_end']:.3g} fits/s (refine), {len(start)} columns"
+        )
     diff = np.abs(positions["float32"] - positions["float64"])
     truth = lat.positions[keep]
     out["float32_vs_float64_max_px"] = float(diff.max())
@@ -278,8 +283,10 @@ def bench_windowed_svd(args: argparse.Namespace, sync: Callable[[], None]) -> di
         "cpu_over_gpu": round(c_s / g_s, 2),
         "cleaned_max_abs_diff_gpu_vs_cpu": float(np.abs(np.asarray(gpu.cleaned) - np.asarray(cpu.cleaned)).max()),
     }
-    log(f"bench      windowed SVD {n}² w32: GPU {g_s:.3f} s (on device), {h_s:.3f} s (from host); "
-        f"CPU {c_s:.2f} s ({out['cpu_over_gpu']}×)")
+    log(
+        f"bench      windowed SVD {n}² w32: GPU {g_s:.3f} s (on device), {h_s:.3f} s (from host); "
+        f"CPU {c_s:.2f} s ({out['cpu_over_gpu']}×)"
+    )
     return out
 
 
@@ -290,7 +297,9 @@ def bench_svd_vs_copy(args: argparse.Namespace, sync: Callable[[], None]) -> dic
 
     m, n = args.svd_rows, args.svd_cols
     rng = np.random.default_rng(0)
-    x = (rng.standard_normal((m, 16)).astype(np.float32) @ rng.standard_normal((16, n)).astype(np.float32)) + 0.05 * rng.standard_normal((m, n), dtype=np.float32)
+    x = (
+        rng.standard_normal((m, 16)).astype(np.float32) @ rng.standard_normal((16, n)).astype(np.float32)
+    ) + 0.05 * rng.standard_normal((m, n), dtype=np.float32)
     copy_s, copy_all, x_dev = timed(lambda: cupy.asarray(x), sync, args.repeats)
     on_s, on_all, r_dev = timed(lambda: usidgpu.svd(x_dev, 16, method="gram", device="gpu"), sync, args.repeats)
     host_s, host_all, _ = timed(lambda: usidgpu.svd(x, 16, method="gram", device="gpu"), sync, args.repeats)
@@ -309,8 +318,10 @@ def bench_svd_vs_copy(args: argparse.Namespace, sync: Callable[[], None]) -> dic
         "top_singular_value": float(r_dev.S[0]),
         "sanity_top_singular_value_of_first_rows": float(ref[0]),
     }
-    log(f"bench      SVD {m}×{n} f32: copy {copy_s:.3f} s ({out['copy_GB_per_s']} GB/s), "
-        f"svd on device {on_s:.3f} s ({out['svd_over_copy']}× the copy), from host {host_s:.3f} s")
+    log(
+        f"bench      SVD {m}×{n} f32: copy {copy_s:.3f} s ({out['copy_GB_per_s']} GB/s), "
+        f"svd on device {on_s:.3f} s ({out['svd_over_copy']}× the copy), from host {host_s:.3f} s"
+    )
     return out
 
 
@@ -319,12 +330,18 @@ def section_bench(args: argparse.Namespace, remaining: float) -> dict[str, Any]:
 
     sync = cupy.cuda.Device().synchronize
     out: dict[str, Any] = {}
-    for name, fn in (("column_fits", bench_fits), ("windowed_svd", bench_windowed_svd), ("svd_vs_copy", bench_svd_vs_copy)):
+    for name, fn in (
+        ("column_fits", bench_fits),
+        ("windowed_svd", bench_windowed_svd),
+        ("svd_vs_copy", bench_svd_vs_copy),
+    ):
         t0 = time.perf_counter()
         try:
             out[name] = fn(args, sync)
         except Exception as exc:  # recorded; the next case still runs
-            out[name] = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}
+            out[name] = {
+                "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            }
             log(f"bench      {name}: ERROR {out[name]['error']}")
         out[name]["section_s"] = round(time.perf_counter() - t0, 1)
     return out
@@ -346,7 +363,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--svd-rows", type=int, default=262144)
     p.add_argument("--svd-cols", type=int, default=1024)
     p.add_argument(
-        "pytest_args", nargs="*", help="pytest arguments after '--' (default: the whole tests folder), e.g. -- -x -k svd"
+        "pytest_args",
+        nargs="*",
+        help="pytest arguments after '--' (default: the whole tests folder), e.g. -- -x -k svd",
     )
     args = p.parse_args(argv)
     if args.quick:
@@ -372,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.enter_context(cupy_standin.install())
         from harness import run_header
 
-        from usidgpu.backend import gpu_status
+        from usidgpu.core.device import gpu_status
 
         ok, why = gpu_status()
         if not ok:

@@ -13,7 +13,7 @@ import numpy as np
 
 def gpu_check() -> str | None:
     """None when a GPU is usable, else the one-line reason."""
-    from usidgpu.backend import gpu_status
+    from usidgpu.core.device import gpu_status
 
     ok, why = gpu_status()
     return None if ok else why

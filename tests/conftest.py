@@ -100,12 +100,12 @@ class DeviceUnderTest:
         return self.xp.asarray(a, dtype=dtype)
 
     def asnumpy(self, a):
-        from usidgpu.backend import asnumpy
+        from usidgpu.core.arrays import asnumpy
 
         return asnumpy(a)
 
     def is_device_array(self, a) -> bool:
-        from usidgpu.backend import is_cupy_array
+        from usidgpu.core.arrays import is_cupy_array
 
         return is_cupy_array(a) if self.is_gpu else isinstance(a, np.ndarray)
 
@@ -129,9 +129,9 @@ def _gpu_device(monkeypatch, cuml: bool = False) -> DeviceUnderTest:
     if real_gpu():
         import cupy
 
-        from usidgpu import backend
+        from usidgpu.core import device
 
-        backend.gpu_status.cache_clear()
+        device.gpu_status.cache_clear()
         return DeviceUnderTest("gpu", cupy, "cupy")
     if shutil.which("g++") is None:  # pragma: no cover - CI machines have it
         pytest.skip("no CUDA GPU, and the CuPy stand-in's kernel harness needs g++")
@@ -139,9 +139,9 @@ def _gpu_device(monkeypatch, cuml: bool = False) -> DeviceUnderTest:
 
     cupy_standin.reset()
     xp = cupy_standin.install_into(monkeypatch, cuml=cuml)
-    from usidgpu import backend
+    from usidgpu.core.device import select_device
 
-    backend.select_device("gpu")  # the one-time probe of the device, before anything is counted
+    select_device("gpu")  # the one-time probe of the device, before anything is counted
     return DeviceUnderTest("gpu", xp, "standin")
 
 
@@ -170,9 +170,9 @@ def gpu_with_cuml(monkeypatch) -> DeviceUnderTest:
 @pytest.fixture
 def no_gpu(monkeypatch):
     """Make usidgpu believe no GPU exists, whatever the machine has."""
-    from usidgpu import backend
+    from usidgpu.core import device
 
-    backend.gpu_status.cache_clear()
-    monkeypatch.setattr(backend, "gpu_status", lambda: (False, "GPU hidden by the test"))
+    device.gpu_status.cache_clear()
+    monkeypatch.setattr(device, "gpu_status", lambda: (False, "GPU hidden by the test"))
     yield
-    backend.gpu_status.cache_clear() if hasattr(backend.gpu_status, "cache_clear") else None
+    device.gpu_status.cache_clear() if hasattr(device.gpu_status, "cache_clear") else None

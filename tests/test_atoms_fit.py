@@ -13,7 +13,7 @@ from usidgpu.atoms.fit import numba_available, refine
 from usidgpu.atoms.gaussian import quadratic_form, widths_and_angle
 from usidgpu.atoms.reference import curve_fit_columns, fit_windows
 from usidgpu.atoms.synthetic import lattice_image, render
-from usidgpu.errors import DeviceError
+from usidgpu.core.errors import DeviceError
 
 needs_numba = pytest.mark.skipif(not numba_available(), reason="numba is not installed")
 
@@ -289,7 +289,7 @@ def test_refine_input_checks(perovskite):
 
 
 def test_gpu_device_without_a_gpu_is_an_error(perovskite, monkeypatch):
-    from usidgpu import backend
+    from usidgpu.core import device as backend
 
     if backend.gpu_available():
         pytest.skip("a GPU is present")

@@ -8,16 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from usidgpu import backend
-from usidgpu.backend import (
-    asnumpy,
-    get_array_module,
-    memory_budget,
-    parse_bytes,
-    select_device,
-    to_device,
-)
-from usidgpu.errors import BudgetError, DeviceError
+from usidgpu.core import device, kernels
+from usidgpu.core.arrays import asnumpy, get_array_module, to_device
+from usidgpu.core.device import select_device
+from usidgpu.core.errors import BudgetError, DeviceError
+from usidgpu.core.memory import memory_budget, parse_bytes
 
 
 @pytest.mark.parametrize(
@@ -88,8 +83,8 @@ def test_device_from_environment(monkeypatch, no_gpu):
 
 
 def test_gpu_status_explains_itself():
-    backend.gpu_status.cache_clear()
-    usable, why = backend.gpu_status()
+    device.gpu_status.cache_clear()
+    usable, why = device.gpu_status()
     assert isinstance(usable, bool) and why
     if not usable:
         assert "CuPy" in why
@@ -109,7 +104,22 @@ def test_import_never_imports_cupy():
 
 
 def test_kernel_dir_in_checkout():
-    assert (backend.kernel_dir() / "README.md").is_file()
-    assert backend.ctype_of(np.float32) == "float" and backend.ctype_of("complex128") == "complex<double>"
+    assert (kernels.kernel_dir() / "README.md").is_file()
+    assert kernels.ctype_of(np.float32) == "float" and kernels.ctype_of("complex128") == "complex<double>"
     with pytest.raises(TypeError):
-        backend.ctype_of(np.dtype("U3"))
+        kernels.ctype_of(np.dtype("U3"))
+
+
+def test_the_old_backend_module_still_answers_and_warns():
+    import usidgpu.backend as old
+
+    with pytest.warns(DeprecationWarning, match="usidgpu.core.device.select_device"):
+        assert old.select_device("cpu").kind == "cpu"
+    with pytest.warns(DeprecationWarning, match="usidgpu.core.memory.parse_bytes"):
+        assert old.parse_bytes("1kB") == 1000
+    with pytest.raises(AttributeError):
+        old.no_such_name  # noqa: B018
+    import usidgpu.stream as old_stream
+
+    with pytest.warns(DeprecationWarning, match="usidgpu.core.stream.plan_blocks"):
+        assert callable(old_stream.plan_blocks)

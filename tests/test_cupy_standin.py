@@ -63,7 +63,7 @@ def test_install_puts_modules_with_specs_and_restores_sys_modules(monkeypatch):
 
 
 def test_install_resets_usidgpu_gpu_status():
-    from usidgpu import backend
+    from usidgpu.core import device as backend
 
     outside = backend.gpu_status()
     with cs.install():
@@ -74,7 +74,7 @@ def test_install_resets_usidgpu_gpu_status():
 
 
 def test_install_into_monkeypatch_and_cuml(monkeypatch):
-    from usidgpu import backend
+    from usidgpu.core import device as backend
 
     cs.install_into(monkeypatch, cuml=True)
     import cuml
@@ -675,7 +675,7 @@ def test_kernel_arguments_cupy_refuses(cp, harness):
 
 
 def test_usidgpu_get_kernel_goes_to_the_harness(cp, harness):
-    from usidgpu import backend
+    from usidgpu.core import kernels as backend
 
     kernel = backend.get_kernel("gather_windows.cu", "gather_windows", dtype=np.float32)
     assert harness.modules[0][1] == ("gather_windows<float>",) and kernel.name == "gather_windows<float>"

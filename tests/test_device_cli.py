@@ -35,8 +35,9 @@ def sources(tmp_path_factory):
 
         g = f.require_group("Measurement_000/Channel_000")
         g.attrs["excitation_frequency_[Hz]"] = sim["frequency"]
-        write_main(g, "Raw_Data", sim["current"].astype(np.float32).reshape(3, 4, -1), "Current", "nA",
-                   [Dimension("Y", "µm", 3), Dimension("X", "µm", 4)], [Dimension("Bias", "V", sim["bias"])])  # fmt: skip
+        pos = [Dimension("Y", "µm", 3), Dimension("X", "µm", 4)]
+        current = sim["current"].astype(np.float32).reshape(3, 4, -1)
+        write_main(g, "Raw_Data", current, "Current", "nA", pos, [Dimension("Bias", "V", sim["bias"])])
     return folder
 
 

@@ -17,8 +17,10 @@ import pytest
 from helpers import assert_waits_do_not_grow_with_blocks, make_file
 
 import usidgpu
-from usidgpu import Dimension, backend
-from usidgpu.errors import DeviceError
+from usidgpu import Dimension
+from usidgpu.core import device as core_device
+from usidgpu.core import kernels
+from usidgpu.core.errors import DeviceError
 
 KERNEL = Path(__file__).parent / "kernels" / "scale_add.cu"
 
@@ -52,28 +54,28 @@ def test_device_selection_finds_the_gpu(gpu):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kernel_loader_compiles_once_per_dtype_and_returns_the_same_kernel(gpu, dtype):
     cp = gpu.xp
-    k = backend.get_kernel(KERNEL, "scale_add", dtype=dtype)
-    assert backend.get_kernel(KERNEL, "scale_add", dtype=dtype) is k  # cached per device and dtype
+    k = kernels.get_kernel(KERNEL, "scale_add", dtype=dtype)
+    assert kernels.get_kernel(KERNEL, "scale_add", dtype=dtype) is k  # cached per device and dtype
     n = 1000
     x = cp.arange(n, dtype=dtype)
     y = cp.ones(n, dtype=dtype)
     k(((n + 255) // 256,), (256,), (x, y, dtype(2.5), np.int64(n)))
     np.testing.assert_allclose(cp.asnumpy(y), 2.5 * np.arange(n) + 1)
-    fill = backend.get_kernel(KERNEL, "fill_index")
-    assert backend.get_kernel(KERNEL, "fill_index") is fill
+    fill = kernels.get_kernel(KERNEL, "fill_index")
+    assert kernels.get_kernel(KERNEL, "fill_index") is fill
     out = cp.zeros(n, dtype=cp.float32)
     fill(((n + 255) // 256,), (256,), (out, np.int64(n)))
     np.testing.assert_array_equal(cp.asnumpy(out), np.arange(n, dtype=np.float32))
 
 
 def test_a_kernel_file_in_the_working_directory_is_never_compiled_instead(tmp_path, monkeypatch):
-    shipped = backend.kernel_dir() / "fit_gaussian2d.cu"
+    shipped = kernels.kernel_dir() / "fit_gaussian2d.cu"
     (tmp_path / "fit_gaussian2d.cu").write_text("this is not the kernel\n")
     monkeypatch.chdir(tmp_path)
-    assert backend.kernel_path("fit_gaussian2d.cu") == shipped
-    assert backend.kernel_source("fit_gaussian2d.cu") == shipped.read_text()
+    assert kernels.kernel_path("fit_gaussian2d.cu") == shipped
+    assert kernels.kernel_source("fit_gaussian2d.cu") == shipped.read_text()
     # a path with a folder part is taken as given
-    assert backend.kernel_path(Path(".") / "sub" / "k.cu") == Path("sub/k.cu")
+    assert kernels.kernel_path(Path(".") / "sub" / "k.cu") == Path("sub/k.cu")
 
 
 # ------------------------------------------------------------------------------ streaming
@@ -221,8 +223,10 @@ def test_cuda_cluster_keeps_the_gpus_a_batch_scheduler_assigned(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "dask_cuda", types.SimpleNamespace(LocalCUDACluster=FakeCluster))
     monkeypatch.setitem(sys.modules, "distributed", types.SimpleNamespace(Client=FakeClient))
-    monkeypatch.setattr(backend, "gpu_status", lambda: (True, "GPU 0: test"))
-    fake_cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 2)))
+    monkeypatch.setattr(core_device, "gpu_status", lambda: (True, "GPU 0: test"))
+    fake_cupy = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 2))
+    )
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
     ex = executors._cuda_cluster(2)

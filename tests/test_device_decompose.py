@@ -14,7 +14,7 @@ from helpers import assert_waits_do_not_grow_with_blocks, low_rank, make_file, p
 
 import usidgpu
 from usidgpu import Dimension
-from usidgpu.errors import BudgetError
+from usidgpu.core.errors import BudgetError
 
 
 @pytest.fixture
@@ -138,7 +138,8 @@ def adjusted_rand(a, b):
 
 # explicit centres are given in the clustered features: raw spectra only
 @pytest.mark.parametrize(
-    "init, features", [("k-means++", "raw"), ("random", "raw"), ("custom", "raw"), ("k-means++", "svd"), ("random", "svd")]
+    "init, features",
+    [("k-means++", "raw"), ("random", "raw"), ("custom", "raw"), ("k-means++", "svd"), ("random", "svd")],
 )
 def test_kmeans_on_the_device_equals_the_cpu(device, spectra, init, features):
     m, x, truth = spectra

@@ -225,8 +225,9 @@ def test_giv_bayesian_process_on_the_device_equals_the_function(device, tmp_path
     with h5py.File(path, "a") as f:
         g = f.require_group("Measurement_000/Channel_000")
         g.attrs["excitation_frequency_[Hz]"] = sim["frequency"]
-        usidgpu.write_main(g, "Raw_Data", sim["current"].astype(np.float32).reshape(3, 4, -1), "Current", "nA",
-                           [Dimension("Y", "µm", 3), Dimension("X", "µm", 4)], [Dimension("Bias", "V", sim["bias"])])  # fmt: skip
+        pos = [Dimension("Y", "µm", 3), Dimension("X", "µm", 4)]
+        current = sim["current"].astype(np.float32).reshape(3, 4, -1)
+        usidgpu.write_main(g, "Raw_Data", current, "Current", "nA", pos, [Dimension("Bias", "V", sim["bias"])])
     with usidgpu.open(path) as f:
         group = GIVBayesian(f.main_datasets()[0], num_samples=200, rows_per_block=5, device=device.name,
                             progress=False).run()  # fmt: skip

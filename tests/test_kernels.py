@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from usidgpu.backend import kernel_dir
+from usidgpu.core.kernels import kernel_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted(kernel_dir().glob("*.cu")) + sorted((REPO / "tests" / "kernels").glob("*.cu"))
@@ -78,7 +78,7 @@ def test_wheel_ships_kernels_and_finds_them(tmp_path):
         timeout=300,
     )
     code = (
-        "import sys, usidgpu, usidgpu.backend as b; "
+        "import sys, usidgpu, usidgpu.core.kernels as b; "
         "print(b.kernel_dir()); print(usidgpu.__file__); print('cupy' in sys.modules)"
     )
     out = subprocess.run(

@@ -17,7 +17,7 @@ from usidgpu.atoms import fit as F
 from usidgpu.atoms.fit_kernel import THREADS, check_threads, kernel_arguments
 from usidgpu.atoms.gaussian import model_and_jacobian
 from usidgpu.atoms.synthetic import lattice_image, render
-from usidgpu.backend import kernel_source
+from usidgpu.core.kernels import kernel_source
 from usidgpu.denoise.patches import origins, patch_chunks
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CPU kernel harness needs g++")
@@ -203,12 +203,18 @@ FIT_BUGS = {
         "        if (lane == 0) warp_partial[warp * N_SUM + i] = v;\n    }\n",
     ),
     "removed barrier after the trial step": (
-        "            project(trial, start[2 * col], start[2 * col + 1], radius, q_lo, q_hi);\n        }\n        __syncthreads();",
-        "            project(trial, start[2 * col], start[2 * col + 1], radius, q_lo, q_hi);\n        }\n",
+        "radius, q_lo, q_hi);\n        }\n        __syncthreads();",
+        "radius, q_lo, q_hi);\n        }\n",
     ),
     "shuffle with a partial mask": ("__shfl_down_sync(0xffffffffu", "__shfl_down_sync(0x7fffffffu"),
-    "pixel loop one past the end": ("for (int k = threadIdx.x; k < m; k += blockDim.x)", "for (int k = threadIdx.x; k <= m; k += blockDim.x)"),
-    "off-by-one parameter index": ("params[col * N_PAR + threadIdx.x] = p[threadIdx.x]", "params[col * N_PAR + threadIdx.x + 1] = p[threadIdx.x]"),
+    "pixel loop one past the end": (
+        "for (int k = threadIdx.x; k < m; k += blockDim.x)",
+        "for (int k = threadIdx.x; k <= m; k += blockDim.x)",
+    ),
+    "off-by-one parameter index": (
+        "params[col * N_PAR + threadIdx.x] = p[threadIdx.x]",
+        "params[col * N_PAR + threadIdx.x + 1] = p[threadIdx.x]",
+    ),
 }
 
 
@@ -227,7 +233,10 @@ def test_planted_fit_kernel_bugs_are_caught(columns, bug):
 GATHER_BUGS = {
     "grid-stride loop one past the end": ("idx < total;", "idx <= total;"),
     "off-by-one column": ("+ j * sx + b] - shift", "+ j * sx + b + 1] - shift"),
-    "wrong stride": ("idx += static_cast<long long>(gridDim.x) * blockDim.x", "idx += static_cast<long long>(gridDim.x) * blockDim.x + 1"),
+    "wrong stride": (
+        "idx += static_cast<long long>(gridDim.x) * blockDim.x",
+        "idx += static_cast<long long>(gridDim.x) * blockDim.x + 1",
+    ),
 }
 
 
@@ -244,7 +253,7 @@ def test_planted_gather_kernel_bugs_are_caught(bug):
 
 
 def test_every_kernel_source_is_covered_here():
-    from usidgpu.backend import kernel_dir
+    from usidgpu.core.kernels import kernel_dir
 
     assert sorted(p.name for p in kernel_dir().glob("*.cu")) == ["fit_gaussian2d.cu", "gather_windows.cu"], (
         "a new kernel needs its harness test against its NumPy twin and planted bugs in this file"

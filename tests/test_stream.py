@@ -14,8 +14,8 @@ from helpers import make_file
 
 import usidgpu
 from usidgpu import Dimension
-from usidgpu.errors import BudgetError
-from usidgpu.stream import iter_blocks, plan_blocks
+from usidgpu.core.errors import BudgetError
+from usidgpu.core.stream import iter_blocks, plan_blocks
 
 
 def test_plan_fits_budget_and_aligns_to_chunks():

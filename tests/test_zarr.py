@@ -14,7 +14,7 @@ from helpers import make_file
 import usidgpu
 from usidgpu import Dimension
 from usidgpu.cli import main as cli
-from usidgpu.errors import FileProblem
+from usidgpu.core.errors import FileProblem
 from usidgpu.usid import zarr_store
 from usidgpu.usid.zarr_store import (
     META,

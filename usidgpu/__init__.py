@@ -16,10 +16,8 @@ or found (``device="auto"``).
 
 from . import atoms
 from ._version import __version__
-from .backend import Device, gpu_available, memory_budget, select_device
-from .decompose import KMeansResult, NMFResult, PCAResult, SVDResult, kmeans, nmf, pca, svd
-from .denoise import WindowedSVDResult, spectral_denoise, windowed_svd
-from .errors import (
+from .core.device import Device, gpu_available, select_device
+from .core.errors import (
     BudgetError,
     DatasetNotFoundError,
     DeviceError,
@@ -30,7 +28,10 @@ from .errors import (
     ResultsError,
     UsidgpuError,
 )
-from .stream import Block, BlockPlan
+from .core.memory import memory_budget
+from .core.stream import Block, BlockPlan
+from .decompose import KMeansResult, NMFResult, PCAResult, SVDResult, kmeans, nmf, pca, svd
+from .denoise import WindowedSVDResult, spectral_denoise, windowed_svd
 from .usid import (
     Dimension,
     MainDataset,

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .backend import format_bytes, parse_bytes, select_device
-from .errors import DatasetNotFoundError, NotUSIDError, UsidgpuError
+from .core.device import select_device
+from .core.errors import DatasetNotFoundError, NotUSIDError, UsidgpuError
+from .core.memory import format_bytes, parse_bytes
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
 

@@ -66,7 +66,7 @@ def add_parser(sub: Any, common: Callable) -> None:
 
 
 def _fail(message: str) -> None:
-    from .errors import UsidgpuError
+    from .core.errors import UsidgpuError
 
     raise UsidgpuError(message)
 
@@ -97,8 +97,8 @@ def _check_frames(what: str, n: int, args: argparse.Namespace) -> None:
 
 def cmd_atoms(args: argparse.Namespace) -> int:
     """Run ``usidgpu atoms``; returns the exit status."""
-    from .backend import select_device
-    from .errors import FileProblem
+    from .core.device import select_device
+    from .core.errors import FileProblem
     from .imageio import image_to_usid, is_image_file, read_image
     from .usid.file import USIDFile
     from .usid.results import check_target

@@ -42,7 +42,7 @@ def add_parser(sub: Any, common: Callable) -> None:
 
 
 def _fail(message: str) -> None:
-    from .errors import UsidgpuError
+    from .core.errors import UsidgpuError
 
     raise UsidgpuError(message)
 
@@ -51,8 +51,8 @@ def cmd_bayes(args: argparse.Namespace) -> int:
     """Run ``usidgpu bayes``; returns the exit status."""
     import h5py
 
-    from .backend import select_device
     from .bayes.process import GIVBayesian
+    from .core.device import select_device
     from .usid.file import USIDFile
     from .usid.results import check_target
 

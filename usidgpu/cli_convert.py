@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .errors import FileProblem, UsidgpuError
+from .core.errors import FileProblem, UsidgpuError
 
 
 def add_parser(sub: Any, common: Any) -> None:

@@ -106,7 +106,7 @@ def _compute(args: argparse.Namespace, ds: Any, device: Any) -> Any:
 
 def cmd_decompose(args: argparse.Namespace) -> int:
     """Run one decomposition command; returns the exit status."""
-    from .backend import select_device
+    from .core.device import select_device
     from .usid.file import USIDFile
 
     device = select_device(args.device)

@@ -42,9 +42,9 @@ def _check_plot_name(plot: str | None, option: str = "--plot") -> None:
 
 def cmd_denoise(args: argparse.Namespace) -> int:
     """Run ``usidgpu denoise``; returns the exit status."""
-    from .backend import select_device
+    from .core.device import select_device
+    from .core.errors import FileProblem
     from .denoise import windowed_svd
-    from .errors import FileProblem
     from .imageio import image_to_usid, is_image_file, read_image
     from .usid.file import USIDFile
     from .usid.results import check_target

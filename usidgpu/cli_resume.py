@@ -31,7 +31,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     """Run ``usidgpu resume``; returns the exit status."""
     from pathlib import Path
 
-    from .errors import FileProblem
+    from .core.errors import FileProblem
     from .parallel.resume import matches, partial_runs, resume
     from .usid.results import sidecar_dir
 

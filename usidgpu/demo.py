@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Device, select_device
+from .core.device import Device, select_device
 
 
 @dataclass

@@ -1,46 +1,4 @@
-"""Exceptions raised by usidgpu.
+"""The errors usidgpu raises (public names; defined in :mod:`usidgpu.core.errors`)."""
 
-Every error a user can cause with bad input derives from :class:`UsidgpuError`, so the CLI can
-turn it into a one-line message (and exit status 2) while real bugs still show a traceback.
-"""
-
-from __future__ import annotations
-
-
-class UsidgpuError(Exception):
-    """Base class of every usidgpu error caused by input, configuration or environment."""
-
-
-class FileProblem(UsidgpuError, OSError):
-    """A file is missing, unreadable, not HDF5, or truncated."""
-
-
-class NotUSIDError(UsidgpuError, ValueError):
-    """An HDF5 file or dataset does not follow the USID model."""
-
-
-class NotMainError(NotUSIDError):
-    """A dataset is not a USID Main dataset; the message says which rule it breaks."""
-
-
-class DatasetNotFoundError(UsidgpuError, KeyError):
-    """A dataset path does not exist in a file."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else ""
-
-
-class NotAGridError(UsidgpuError, ValueError):
-    """A dataset's positions (or spectroscopic points) do not fill a full grid, so it has no n-d view."""
-
-
-class DeviceError(UsidgpuError, RuntimeError):
-    """The requested compute device is not usable (e.g. ``device="gpu"`` without a working GPU)."""
-
-
-class BudgetError(UsidgpuError, MemoryError):
-    """A memory budget is malformed or too small for the smallest unit of work."""
-
-
-class ResultsError(UsidgpuError, RuntimeError):
-    """A results group cannot be created, resumed or attached."""
+from .core.errors import *  # noqa: F401,F403
+from .core.errors import __all__  # noqa: F401

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FileProblem
+from .core.errors import FileProblem
 from .usid.dimension import Dimension
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")

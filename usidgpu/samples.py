@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import FileProblem
+from .core.errors import FileProblem
 
 _DIR = Path(__file__).resolve().parent / "data"
 

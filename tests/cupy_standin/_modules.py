@@ -139,10 +139,18 @@ def _populate() -> None:
 # -- activation -----------------------------------------------------------------------------------
 
 
+#: usidgpu's caches that depend on which ``cupy`` is imported: the GPU probe, compiled kernels.
+_USIDGPU_CACHES = (
+    ("usidgpu.core.device", "gpu_status"),
+    ("usidgpu.core.kernels", "_compiled_module"),
+    ("usidgpu.core.kernels", "_kernel"),
+)
+
+
 def _clear_usidgpu_caches() -> None:
-    backend = sys.modules.get("usidgpu.backend")
-    for attr in ("gpu_status", "_compiled_module", "_kernel"):
-        fn = getattr(backend, attr, None) if backend is not None else None
+    for module, attr in _USIDGPU_CACHES:
+        owner = sys.modules.get(module)
+        fn = getattr(owner, attr, None) if owner is not None else None
         if hasattr(fn, "cache_clear"):
             fn.cache_clear()
 
@@ -205,14 +213,12 @@ def install_into(monkeypatch: Any, cuml: bool = False) -> types.ModuleType:
         monkeypatch.delitem(sys.modules, n, raising=False)
     for n, m in mods.items():
         monkeypatch.setitem(sys.modules, n, m)
-    backend = sys.modules.get("usidgpu.backend")
-    if backend is not None:
-        if hasattr(backend.gpu_status, "__wrapped__"):
-            monkeypatch.setattr(backend, "gpu_status", functools.lru_cache(maxsize=1)(backend.gpu_status.__wrapped__))
-        for attr in ("_compiled_module", "_kernel"):  # compiled kernels and the kernel objects
-            fn = getattr(backend, attr, None)
-            if hasattr(fn, "__wrapped__"):
-                monkeypatch.setattr(backend, attr, functools.cache(fn.__wrapped__))
+    for module, attr in _USIDGPU_CACHES:  # fresh caches for the test, the originals back after it
+        owner = sys.modules.get(module)
+        fn = getattr(owner, attr, None) if owner is not None else None
+        if hasattr(fn, "__wrapped__"):
+            cache = functools.lru_cache(maxsize=1) if attr == "gpu_status" else functools.cache
+            monkeypatch.setattr(owner, attr, cache(fn.__wrapped__))
     return MODULES["cupy"]
 
 

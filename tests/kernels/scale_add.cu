@@ -1,4 +1,4 @@
-// Test-only kernel: exercises usidgpu.backend.get_kernel (template instantiation per dtype,
+// Test-only kernel: exercises usidgpu.core.kernels.get_kernel (template instantiation per dtype,
 // per-device caching) and the nvcc compile check. y <- alpha * x + y.
 template <typename T>
 __global__ void scale_add(const T* __restrict__ x, T* __restrict__ y, const T alpha, const long long n) {

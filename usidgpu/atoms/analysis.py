@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import Device, select_device
+from ..core.device import Device, select_device
 from .find import FoundColumns, NoColumnsError, find_columns
 from .fit import ColumnFit, refine
 from .gaussian import PARAMETERS

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from ..backend import asnumpy
+from ..core.arrays import asnumpy
 from .windows import gather
 
 

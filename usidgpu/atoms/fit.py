@@ -33,7 +33,9 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..backend import Device, asnumpy, memory_budget, select_device
+from ..core.arrays import asnumpy
+from ..core.device import Device, select_device
+from ..core.memory import memory_budget
 from .gaussian import AMPLITUDE, PARAMETERS, QA, QB, QC, X, Y, model_and_jacobian, start_values, to_physical
 from .windows import gather
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import get_kernel
+from ..core.kernels import get_kernel
 from .fit import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_START, LAMBDA_UP, STEP_TOL, q_bounds
 
 #: Threads per column: the packed fit disks hold ~50–400 pixels, a few per thread.

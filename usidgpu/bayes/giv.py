@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..core.arrays import get_array_module
 from .linear import shared_operator
 
 __all__ = [

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..core.arrays import get_array_module
 
 __all__ = ["Posterior", "SharedOperator", "posterior", "sample_posterior", "shared_operator"]
 

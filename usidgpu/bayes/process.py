@@ -178,8 +178,8 @@ class GIVBayesian(Process):
             return super().plan_blocks()
         # the samples of 1/g are chunked inside a block; the block itself holds the data and
         # about 4 output rows of N points plus 4 of 2K, all float64
-        from ..backend import memory_budget
-        from ..stream import plan_blocks as plan_rows
+        from ..core.memory import memory_budget
+        from ..core.stream import plan_blocks as plan_rows
 
         n_rows, n_cols = self.source_shape
         row_bytes = 8 * (6 * n_cols + 6 * self.model.grid.size)

@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import asnumpy, format_bytes, free_memory, select_device
-from ..errors import BudgetError, DeviceError
+from ..core.arrays import asnumpy
+from ..core.device import select_device
+from ..core.errors import BudgetError, DeviceError
+from ..core.memory import format_bytes, free_memory
 
 
 def _require_cuml() -> Any:

@@ -18,18 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import Device, asnumpy, memory_budget, select_device
-from .linalg import sum_squares
+from ..core.arrays import asnumpy
+from ..core.device import Device, select_device
+from ..core.distances import squared_distances
+from ..core.linalg import sum_squares
+from ..core.memory import memory_budget
 from .results import KMeansResult
 from .source import BlockSource, work_dtype
 from .svd import _described, _shape_dtype, svd
-
-
-def _sq_dist(xp: Any, x: Any, centers: Any, c_sq: Any, x_sq: Any) -> Any:
-    """Squared Euclidean distances (rows × k) via ‖x‖² − 2·Re(x·cᴴ) + ‖c‖² (``x_sq``: row norms²)."""
-    # the product runs in the data's precision, as scikit-learn's (float32 data: float32 GEMM)
-    cross = (x @ centers.astype(x.dtype, copy=False).conj().T).real.astype(np.float64)
-    return xp.maximum(x_sq[:, None] - 2 * cross + c_sq[None, :], 0)
 
 
 def _read_rows(src: BlockSource, rows: np.ndarray) -> Any:
@@ -64,7 +60,7 @@ def kmeans_plusplus(src: BlockSource, k: int, rng: np.random.Generator, row_sq: 
     d2 = xp.empty(m, dtype=np.float64)
     c = centers[0][None, :]
     for a, b, x in src.blocks("k-means++ centre 1"):
-        d2[a:b] = _sq_dist(xp, x, c, xp.sum((c * c.conj()).real, axis=1), row_sq[a:b])[:, 0]
+        d2[a:b] = squared_distances(xp, x, c, xp.sum((c * c.conj()).real, axis=1), row_sq[a:b])[:, 0]
     for j in range(1, k):
         cumulative = xp.cumsum(d2)
         # one transfer: the total and the candidates' positions on the cumulative distances
@@ -78,16 +74,14 @@ def kmeans_plusplus(src: BlockSource, k: int, rng: np.random.Generator, row_sq: 
         c_sq = xp.sum((cand * cand.conj()).real, axis=1)
         new_d2 = xp.empty((trials, m), dtype=np.float64)
         for a, b, x in src.blocks(f"k-means++ centre {j + 1}"):
-            new_d2[:, a:b] = xp.minimum(d2[a:b][None, :], _sq_dist(xp, x, cand, c_sq, row_sq[a:b]).T)
+            new_d2[:, a:b] = xp.minimum(d2[a:b][None, :], squared_distances(xp, x, cand, c_sq, row_sq[a:b]).T)
         best = xp.argmin(new_d2.sum(axis=1))
         centers.append(cand[best])
         d2 = new_d2[best]
     return xp.stack(centers)
 
 
-def _assign(
-    src: BlockSource, centers: Any, labels: Any, row_sq: Any, desc: str, with_sums: bool = True
-) -> tuple:
+def _assign(src: BlockSource, centers: Any, labels: Any, row_sq: Any, desc: str, with_sums: bool = True) -> tuple:
     """One pass: labels (a device array, written in place) and inertia for ``centers``;
     per-cluster sums and counts, and each block's farthest points (to refill empty clusters).
 
@@ -103,7 +97,7 @@ def _assign(
     inertia = xp.zeros((), dtype=np.float64)
     far_d, far_r = [], []  # distances and rows of each block's farthest points
     for a, b, x in src.blocks(desc):
-        d = _sq_dist(xp, x, centers, c_sq, row_sq[a:b])
+        d = squared_distances(xp, x, centers, c_sq, row_sq[a:b])
         lab = xp.argmin(d, axis=1)
         dmin = d[xp.arange(b - a), lab]
         inertia += dmin.sum()

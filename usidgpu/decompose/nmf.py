@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import Device, asnumpy, memory_budget, select_device
-from .linalg import sum_squares
+from ..core.arrays import asnumpy
+from ..core.device import Device, select_device
+from ..core.linalg import sum_squares
+from ..core.memory import memory_budget
 from .results import NMFResult
 from .source import BlockSource, work_dtype
 from .svd import _described, _shape_dtype, svd

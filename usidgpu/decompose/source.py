@@ -16,8 +16,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..backend import Device, asnumpy, format_bytes, is_cupy_array, memory_budget, select_device
-from ..errors import BudgetError
+from ..core.arrays import asnumpy, is_cupy_array
+from ..core.device import Device, select_device
+from ..core.errors import BudgetError
+from ..core.memory import format_bytes, memory_budget
 from ..usid.dataset import MainDataset
 
 
@@ -180,7 +182,7 @@ class BlockSource:
         matrix while the caller works on the previous one (disjoint slices: no buffer reuse)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from ..stream import _progress_bar, plan_blocks
+        from ..core.stream import _progress_bar, plan_blocks
 
         h5 = self._main.h5
         resident = np.empty(self.shape, dtype=self.work)

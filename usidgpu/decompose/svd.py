@@ -33,9 +33,20 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import Device, asnumpy, format_bytes
-from ..errors import BudgetError
-from .linalg import acc_dtype, column_sums, gram, normalize_signs, orthonormalize, sum_squares, svd_small, top_eigh
+from ..core.arrays import asnumpy
+from ..core.device import Device
+from ..core.errors import BudgetError
+from ..core.linalg import (
+    acc_dtype,
+    column_sums,
+    gram,
+    normalize_signs,
+    orthonormalize,
+    sum_squares,
+    svd_small,
+    top_eigh,
+)
+from ..core.memory import format_bytes
 from .results import PCAResult, SVDResult
 from .source import BlockSource, work_dtype
 
@@ -161,7 +172,8 @@ def _factorize(
         raise ValueError(f"k must be an integer in [1, {side}] for a {m}×{n} matrix, got {k!r}")
     k = int(k)
     work = work_dtype(dtype)
-    from ..backend import memory_budget, select_device
+    from ..core.device import select_device
+    from ..core.memory import memory_budget
 
     dev = select_device(device)
     total_budget = memory_budget(budget, dev)

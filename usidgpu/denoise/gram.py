@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .fft import irfft, irfft2, next_fast_len, rfft, rfft2
+from ..core.fft import irfft, irfft2, next_fast_len, rfft, rfft2
 
 
 def _autocorrelation(xp: Any, image: Any, wy: int, wx: int) -> Any:

@@ -54,7 +54,7 @@ def patch_chunks(
 def _gather_on_gpu(
     xp: Any, image: Any, window: tuple[int, int], step: tuple[int, int], rows: int, shift: float, ny: int, nx: int
 ) -> Iterator[tuple[int, int, Any]]:  # pragma: no cover - GPU only
-    from ..backend import get_kernel
+    from ..core.kernels import get_kernel
 
     wy, wx = window
     img = xp.ascontiguousarray(image)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .fft import irfft2, next_fast_len, rfft2
+from ..core.fft import irfft2, next_fast_len, rfft2
 from .patches import origins
 
 

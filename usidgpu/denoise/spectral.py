@@ -6,7 +6,8 @@ import os
 
 import numpy as np
 
-from ..backend import Device, asnumpy, select_device
+from ..core.arrays import asnumpy
+from ..core.device import Device, select_device
 from ..decompose.svd import svd
 from ..usid.dataset import MainDataset
 from ..usid.results import ResultsWriter
@@ -57,7 +58,7 @@ def spectral_denoise(
             writer.group.create_dataset("S", data=result.S)
             writer.group.create_dataset("V", data=result.V)
         xp = dev.xp
-        from ..backend import memory_budget
+        from ..core.memory import memory_budget
 
         block_budget = memory_budget(budget, dev) // 4  # buffers; the projection's temporaries take the rest
         v = xp.asarray(result.V)

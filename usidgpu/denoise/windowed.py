@@ -28,10 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import Device, asnumpy, format_bytes, memory_budget, select_device
-from ..decompose.linalg import top_eigh
+from ..core.arrays import asnumpy
+from ..core.device import Device, select_device
+from ..core.errors import BudgetError, NotAGridError
+from ..core.linalg import top_eigh
+from ..core.memory import format_bytes, memory_budget
 from ..decompose.results import Described
-from ..errors import BudgetError, NotAGridError
 from ..usid.dimension import Dimension
 from .gram import gram_step1
 from .patches import gram_by_patches, origins

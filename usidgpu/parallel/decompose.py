@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from ..decompose.kmeans import _sq_dist, kmeans_plusplus
-from ..decompose.linalg import acc_dtype, gram, normalize_signs, sum_squares, top_eigh
+from ..core.distances import squared_distances
+from ..core.linalg import acc_dtype, gram, normalize_signs, sum_squares, top_eigh
+from ..decompose.kmeans import kmeans_plusplus
 from ..decompose.source import BlockSource, work_dtype
 from ..decompose.svd import GRAM_MAX_SIDE
 from ..usid.dimension import Dimension
@@ -309,7 +310,7 @@ class BlockKMeans(Process):
     def _distances(self, block: Any, xp: Any) -> Any:
         y = self._shifted(block, xp)
         row_sq = sum_squares(xp, y, axis=1)
-        d = _sq_dist(xp, y, xp.asarray(self.centers), xp.asarray(self.c_sq), row_sq)
+        d = squared_distances(xp, y, xp.asarray(self.centers), xp.asarray(self.c_sq), row_sq)
         return y, d
 
     def _stats_partial(self, block: Any, xp: Any) -> tuple[Any, Any]:
@@ -320,7 +321,7 @@ class BlockKMeans(Process):
     def _assign_partial(self, block: Any, xp: Any) -> dict[str, Any]:
         """Labels of one block for the current centres: per-cluster sums and counts, inertia,
         its farthest points (to refill empty clusters), a digest of its labels."""
-        from ..backend import asnumpy
+        from ..core.arrays import asnumpy
 
         y, d = self._distances(block, xp)
         rows = y.shape[0]
@@ -377,7 +378,7 @@ class BlockKMeans(Process):
         row_sq = src.xp.empty(src.shape[0], dtype=np.float64)
         for a, b, y in src.blocks("k-means: row norms"):
             row_sq[a:b] = sum_squares(src.xp, y, axis=1)
-        from ..backend import asnumpy
+        from ..core.arrays import asnumpy
 
         centers = asnumpy(kmeans_plusplus(src, self.k, rng, row_sq)).astype(self.acc)
         src_offset = asnumpy(src.offset)

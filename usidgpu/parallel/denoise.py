@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import asnumpy, memory_budget
-from ..decompose.linalg import top_eigh
+from ..core.arrays import asnumpy
+from ..core.linalg import top_eigh
+from ..core.memory import memory_budget
 from ..denoise.gram import gram_step1
 from ..denoise.rank import choose_rank
 from ..denoise.rebuild import coverage, project_and_rebuild

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
-from ..errors import DeviceError
+from ..core.errors import DeviceError
 
 SCHEDULERS = ("inline", "threads", "local", "cuda")
 
@@ -143,7 +143,7 @@ def _local_cluster(workers: int | None) -> DaskExecutor:
 
 
 def _cuda_cluster(workers: int | None) -> DaskExecutor:
-    from ..backend import gpu_status
+    from ..core.device import gpu_status
 
     ok, why = gpu_status()
     if not ok:

@@ -34,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import asnumpy, memory_budget, select_device
-from ..stream import plan_blocks as plan_rows
+from ..core.arrays import asnumpy
+from ..core.device import select_device
+from ..core.memory import memory_budget
+from ..core.stream import plan_blocks as plan_rows
 from ..usid.dimension import Dimension
 from ..usid.results import ResultsWriter, _sidecar_prefix, check_target, sidecar_dir
 from .executors import Executor, get_executor

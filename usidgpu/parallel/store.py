@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ResultsError
+from ..core.errors import ResultsError
 
 PARTIAL = "partial"
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..errors import FileProblem, UsidgpuError
+from ..core.errors import FileProblem, UsidgpuError
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FileProblem
+from ..core.errors import FileProblem
 from ..usid.dimension import Dimension
 
 #: Bytes of one block handed from the reader to HDF5.

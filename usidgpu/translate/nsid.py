@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FileProblem
+from ..core.errors import FileProblem
 from ..usid.dimension import Dimension
 from ._common import Channel, clean_label, row_blocks
 

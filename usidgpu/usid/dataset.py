@@ -8,9 +8,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..backend import Device, asnumpy, format_bytes, free_memory
-from ..errors import BudgetError, NotAGridError, NotMainError
-from ..stream import Block, BlockPlan, BufferPool, iter_blocks, plan_for
+from ..core.arrays import asnumpy
+from ..core.device import Device
+from ..core.errors import BudgetError, NotAGridError, NotMainError
+from ..core.memory import format_bytes, free_memory
+from ..core.stream import Block, BlockPlan, BufferPool, iter_blocks, plan_for
 from .ancillary import Layout, dims_from_tables, infer_layout
 from .attrs import decode_str, decode_str_list, read_attrs
 from .dimension import Dimension

@@ -10,7 +10,7 @@ from typing import Any
 
 import h5py
 
-from ..errors import DatasetNotFoundError, FileProblem, NotMainError, NotUSIDError
+from ..core.errors import DatasetNotFoundError, FileProblem, NotMainError, NotUSIDError
 from .attrs import read_attrs
 from .dataset import MainDataset
 from .rules import ERROR, is_candidate, main_problems

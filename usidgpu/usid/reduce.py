@@ -9,15 +9,16 @@ NumPy's dtypes (float32 in, float32 out; integer sums exact in int64).
 
 from __future__ import annotations
 
-import functools
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..backend import Device, asnumpy, format_bytes, memory_budget, select_device
-from ..errors import BudgetError, NotAGridError
+from ..core.arrays import asnumpy
+from ..core.device import Device, select_device
+from ..core.errors import BudgetError, NotAGridError
+from ..core.memory import format_bytes, memory_budget
+from ..core.scatter import scatter
 
 if TYPE_CHECKING:
     from .dataset import MainDataset
@@ -36,47 +37,6 @@ def reduction_name(func: Any) -> str | None:
     if base not in STREAMABLE:
         return None
     return ("nan" if nan else "") + base
-
-
-# dtypes the device scatters (CUDA atomics) take directly
-_DEVICE_SCATTER = {np.dtype(t) for t in (np.int32, np.uint32, np.uint64, np.float32, np.float64)}
-
-
-def _scatter_extreme(op: str, acc, cells, values) -> None:
-    """CuPy's scatter-min/max: ``cupyx.scatter_min``/``scatter_max``. CuPy 14 deprecates them in
-    favour of ``cupy.minimum.at``/``maximum.at``, which it does not implement yet, so the
-    deprecation warning is silenced here rather than shown to every user."""
-    import cupyx
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        (cupyx.scatter_min if op == "min" else cupyx.scatter_max)(acc, cells, values)
-
-
-def _scatter(xp, op: str, acc, cells, values) -> None:
-    """acc[cells] op= values, with repeated cells combined (``ufunc.at``; on CuPy ``cupy.add.at``
-    and cupyx's scatter-min/max)."""
-    if xp is np:
-        {"add": np.add, "min": np.minimum, "max": np.maximum}[op].at(acc, cells, values)
-        return
-    fn = xp.add.at if op == "add" else functools.partial(_scatter_extreme, op)
-    dt = acc.dtype
-    if dt in _DEVICE_SCATTER:
-        fn(acc, cells, values.astype(dt, copy=False))
-    elif op == "add" and dt.kind == "c":  # complex: add real and imaginary parts as floats
-        part = values.astype(dt, copy=False)
-        fn(acc.view(acc.real.dtype), cells, part.view(acc.real.dtype))
-    elif op == "add" and dt == np.int64:  # two's complement: int64 sums are uint64 sums
-        fn(acc.view(np.uint64), cells, values.astype(np.int64, copy=False).view(np.uint64))
-    elif dt.kind in "biu" and dt.itemsize < 4:  # small integers and bools: exact in 32 bits
-        wide = np.int32 if dt.kind == "i" or dt.kind == "b" else np.uint32
-        tmp = acc.astype(wide)
-        fn(tmp, cells, values.astype(wide))
-        acc[...] = tmp.astype(dt)
-    else:  # int64 min/max: no exact device scatter, so fold on the host
-        host = acc.get()
-        {"min": np.minimum, "max": np.maximum}[op].at(host, cells.get(), values.get())
-        acc.set(host)
 
 
 def _output_dtype(base: str, dtype: np.dtype) -> np.dtype:
@@ -156,9 +116,9 @@ class _Accumulator:
             else:
                 region = slice(None)
                 n_b = xp.zeros(self.count.shape, dtype=np.float64)
-                _scatter(xp, "add", n_b, cells, n_rows)
+                scatter(xp, "add", n_b, cells, n_rows)
                 s_b = xp.zeros(self.mean.shape, dtype=self.work)
-                _scatter(xp, "add", s_b, cells, xz.sum(axis=1))
+                scatter(xp, "add", s_b, cells, xz.sum(axis=1))
                 mean_b = s_b / n_b
                 mean_rows = mean_b[cells]
             dev = x - mean_rows[:, None, :]
@@ -169,7 +129,7 @@ class _Accumulator:
                 m2_b = sq
             else:
                 m2_b = xp.zeros(self.m2.shape, dtype=np.float64)
-                _scatter(xp, "add", m2_b, cells, sq)
+                scatter(xp, "add", m2_b, cells, sq)
             # Chan et al.: merge (n_a, mean_a, M2_a) with this block's (n_b, mean_b, M2_b)
             n_a, mean_a = self.count[region], self.mean[region]
             n = n_a + n_b
@@ -187,7 +147,7 @@ class _Accumulator:
             else:
                 acc[cells] = (self.xp.minimum if op == "min" else self.xp.maximum)(acc[cells], part)
         else:
-            _scatter(self.xp, op, acc, cells, part)
+            scatter(self.xp, op, acc, cells, part)
 
     def result(self):
         xp = self.xp

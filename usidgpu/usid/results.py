@@ -30,7 +30,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import ResultsError
+from ..core.errors import ResultsError
 from .attrs import book_keeping, write_attrs
 from .dataset import MainDataset
 from .file import RESULTS_NAME, open_h5

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..backend import memory_budget
-from ..errors import NotAGridError
+from ..core.errors import NotAGridError
+from ..core.memory import memory_budget
 from .ancillary import Layout
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ def read_rows_cols(main: MainDataset, plan: SelectionPlan, budget: int | str | N
                 row_pos += e - s
     else:
         # many scattered pieces: stream whole rows over the spanned range and pick in memory
-        from ..stream import iter_blocks
+        from ..core.stream import iter_blocks
 
         span_start, span_stop = int(rows_u[0]), int(rows_u[-1]) + 1
         for block in iter_blocks(dset, budget=nbytes, device="cpu", start=span_start, stop=span_stop):

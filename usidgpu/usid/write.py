@@ -9,8 +9,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..backend import asnumpy, is_cupy_array
-from ..errors import NotUSIDError
+from ..core.arrays import asnumpy, is_cupy_array
+from ..core.errors import NotUSIDError
 from .ancillary import INDICES_DTYPE, VALUES_DTYPE, build_tables
 from .attrs import book_keeping, decode_str_list, encode_str_list, write_attrs
 from .dimension import Dimension

@@ -64,7 +64,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import FileProblem
+from ..core.errors import FileProblem
 
 REF_PREFIX = "h5ref:"
 META = "_usidgpu_h5"
@@ -887,7 +887,7 @@ class ConvertReport:
     dropped: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        from ..backend import format_bytes
+        from ..core.memory import format_bytes
 
         text = (
             f"{self.source} -> {self.destination}: {self.groups} groups, {self.datasets} datasets, "
