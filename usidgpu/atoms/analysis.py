@@ -256,7 +256,7 @@ def _mixing(group: np.ndarray, positions: np.ndarray) -> float:
 
 def _image_of(data: Any, frame: int | None) -> tuple[np.ndarray, dict[str, Any]]:
     """One image from an array, a stack or a Main dataset, and its pixel size and units."""
-    from ..denoise.windowed import frames_of
+    from ..usid.frames import frames_of
 
     frames, info = frames_of(data)
     n = frames.shape[0]
@@ -463,7 +463,7 @@ def analyze_stack(
     -------
     StackAnalysis
     """
-    from ..denoise.windowed import frames_of
+    from ..usid.frames import frames_of
 
     dev = select_device(device)
     stack, info = frames_of(frames)

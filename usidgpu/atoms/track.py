@@ -339,7 +339,7 @@ def track(
         Not an image stack, ``locate`` not giving (N, 2) positions, fewer than 2 columns in the
         first frame when the gate is to be derived from it.
     """
-    from ..denoise.windowed import frames_of
+    from ..usid.frames import frames_of
 
     stack, _ = frames_of(frames)
     finder = _default_locate if locate is None else locate

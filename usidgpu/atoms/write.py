@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..decompose.write import _target, _write
 from ..usid.dimension import Dimension
+from ..usid.results import result_source, write_result
 
 
 def table_array(table: dict[str, np.ndarray]) -> np.ndarray:
@@ -45,7 +45,7 @@ def write_columns(result: Any, main: Any = None, output: str | os.PathLike | Non
     str
         HDF5 path of the results group.
     """
-    main = _target(result, main)
+    main = result_source(result, main)
     h, w = result.image_shape
     n_frames = getattr(result, "n_frames", None)
     if main.n_positions != h * w or (n_frames is not None and main.n_spectral != n_frames):
@@ -94,4 +94,4 @@ def write_columns(result: Any, main: Any = None, output: str | os.PathLike | Non
             "in pixels of the source image"
         )
 
-    return _write(result, main, output, fill)
+    return write_result(result, main, output, fill)

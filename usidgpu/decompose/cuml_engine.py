@@ -47,8 +47,7 @@ def cuml_svd(data: Any, k: int, device: Any = None, center: bool = False) -> Any
     """TruncatedSVD (or PCA with ``center``) through cuML."""
     cuml = _require_cuml()
     from .results import PCAResult, SVDResult
-    from .source import BlockSource
-    from .svd import _described
+    from .source import BlockSource, describe_source
 
     src = BlockSource(data, "gpu")
     x = _on_device(src)
@@ -69,7 +68,7 @@ def cuml_svd(data: Any, k: int, device: Any = None, center: bool = False) -> Any
             explained_variance_ratio=asnumpy(model.explained_variance_ratio_),
             total_energy=float(var.sum() / max(asnumpy(model.explained_variance_ratio_).sum(), 1e-300))
             * (src.shape[0] - 1),
-            **_described(src, parameters=dict(num_components=k, svd_method="cuml")),
+            **describe_source(src, parameters=dict(num_components=k, svd_method="cuml")),
         )
     model = cuml.TruncatedSVD(n_components=k, output_type="cupy").fit(x)
     s = cupy.asnumpy(model.singular_values_)
@@ -80,7 +79,7 @@ def cuml_svd(data: Any, k: int, device: Any = None, center: bool = False) -> Any
         V=asnumpy(model.components_),
         method="cuml",
         total_energy=float(cupy.sum(cupy.abs(x) ** 2)),
-        **_described(src, parameters=dict(num_components=k, svd_method="cuml")),
+        **describe_source(src, parameters=dict(num_components=k, svd_method="cuml")),
     )
 
 
@@ -97,9 +96,9 @@ def cuml_kmeans(
 ) -> Any:
     """KMeans through cuML on the features of ``src``; mean spectra from the raw data."""
     cuml = _require_cuml()
-    from .kmeans import _assign_fixed
+    from .kmeans_steps import cluster_sums
     from .results import KMeansResult
-    from .svd import _described
+    from .source import describe_source
 
     x = _on_device(src)
     if isinstance(init, str) and init not in ("k-means++", "random"):
@@ -114,7 +113,7 @@ def cuml_kmeans(
         output_type="numpy",
     ).fit(x)
     labels = np.asarray(model.labels_).astype(np.int64)
-    _i, sums, counts, _f = _assign_fixed(raw, labels, k)
+    _i, sums, counts, _f = cluster_sums(raw, labels, k)
     mean = asnumpy(sums / raw.xp.asarray(np.maximum(counts, 1))[:, None]).astype(raw.work)
     params = dict(n_clusters=k, features=features, engine="cuml", max_iter=max_iter, tol=tol)
     if n_components:
@@ -127,5 +126,5 @@ def cuml_kmeans(
         inertia=float(model.inertia_),
         n_iter=int(getattr(model, "n_iter_", 0)),
         features=features,
-        **_described(raw, parameters=params),
+        **describe_source(raw, parameters=params),
     )

@@ -20,106 +20,12 @@ import numpy as np
 
 from ..core.arrays import asnumpy
 from ..core.device import Device, select_device
-from ..core.distances import squared_distances
 from ..core.linalg import sum_squares
 from ..core.memory import memory_budget
+from .kmeans_steps import assign, cluster_sums, farthest, kmeans_plusplus, read_rows
 from .results import KMeansResult
-from .source import BlockSource, work_dtype
-from .svd import _described, _shape_dtype, svd
-
-
-def _read_rows(src: BlockSource, rows: np.ndarray) -> Any:
-    """Selected rows (e.g. k-means++ candidates) as the source delivers them (work dtype, on the
-    device, minus the source's offset)."""
-    rows = np.asarray(rows)
-    if src.main is not None and src._cache is None:
-        order = np.argsort(rows)
-        uniq, inverse = np.unique(rows[order], return_inverse=True)
-        picked = np.stack([src.main.h5[int(r)] for r in uniq])[inverse]
-        out = np.empty_like(picked)
-        out[order] = picked
-        return src._to_work(out) - src.offset
-    found = {}
-    for a, b, x in src.blocks():
-        for r in rows:
-            if a <= r < b:
-                found[int(r)] = x[int(r) - a].copy()
-    return src.xp.stack([found[int(r)] for r in rows])
-
-
-def kmeans_plusplus(src: BlockSource, k: int, rng: np.random.Generator, row_sq: Any) -> Any:
-    """Greedy k-means++ centres (scikit-learn's), one streamed pass per centre, in the source's
-    (shifted) coordinates; ``row_sq`` are the rows' squared norms.
-
-    The distances stay on the device; the host sees only the few candidate rows it reads (one
-    synchronization per centre, none per block)."""
-    xp = src.xp
-    m = src.shape[0]
-    trials = 2 + int(math.log(k))
-    centers = [_read_rows(src, [int(rng.integers(m))])[0]]
-    d2 = xp.empty(m, dtype=np.float64)
-    c = centers[0][None, :]
-    for a, b, x in src.blocks("k-means++ centre 1"):
-        d2[a:b] = squared_distances(xp, x, c, xp.sum((c * c.conj()).real, axis=1), row_sq[a:b])[:, 0]
-    for j in range(1, k):
-        cumulative = xp.cumsum(d2)
-        # one transfer: the total and the candidates' positions on the cumulative distances
-        draws = xp.asarray(rng.random(trials))
-        found = asnumpy(xp.concatenate([cumulative[-1:], xp.searchsorted(cumulative, draws * cumulative[-1])]))
-        total, cand_rows = found[0], found[1:].astype(np.int64)
-        if total <= 0:  # fewer distinct points than clusters: any point will do
-            cand_rows = rng.integers(m, size=trials)
-        cand_rows = np.clip(cand_rows, 0, m - 1)
-        cand = _read_rows(src, cand_rows)
-        c_sq = xp.sum((cand * cand.conj()).real, axis=1)
-        new_d2 = xp.empty((trials, m), dtype=np.float64)
-        for a, b, x in src.blocks(f"k-means++ centre {j + 1}"):
-            new_d2[:, a:b] = xp.minimum(d2[a:b][None, :], squared_distances(xp, x, cand, c_sq, row_sq[a:b]).T)
-        best = xp.argmin(new_d2.sum(axis=1))
-        centers.append(cand[best])
-        d2 = new_d2[best]
-    return xp.stack(centers)
-
-
-def _assign(src: BlockSource, centers: Any, labels: Any, row_sq: Any, desc: str, with_sums: bool = True) -> tuple:
-    """One pass: labels (a device array, written in place) and inertia for ``centers``;
-    per-cluster sums and counts, and each block's farthest points (to refill empty clusters).
-
-    Everything is in the source's coordinates, shifted by a provisional mean: as scikit-learn
-    centres the data, this keeps float32 distances accurate for data far from the origin. All of
-    it stays on the device: the pass makes no host synchronization.
-    """
-    xp = src.xp
-    k, n = centers.shape
-    c_sq = xp.sum((centers * centers.conj()).real, axis=1, dtype=np.float64)
-    sums = xp.zeros((k, n), dtype=np.complex128 if src.is_complex else np.float64)
-    counts = xp.zeros(k, dtype=np.int64)
-    inertia = xp.zeros((), dtype=np.float64)
-    far_d, far_r = [], []  # distances and rows of each block's farthest points
-    for a, b, x in src.blocks(desc):
-        d = squared_distances(xp, x, centers, c_sq, row_sq[a:b])
-        lab = xp.argmin(d, axis=1)
-        dmin = d[xp.arange(b - a), lab]
-        inertia += dmin.sum()
-        labels[a:b] = lab
-        if with_sums:
-            onehot = xp.zeros((b - a, k), dtype=x.dtype)
-            onehot[xp.arange(b - a), lab] = 1
-            sums += (onehot.T @ x).astype(sums.dtype)
-            counts += xp.bincount(lab, minlength=k)
-            top = min(k, b - a)
-            idx = xp.argpartition(dmin, b - a - top)[b - a - top :]
-            far_d.append(dmin[idx])
-            far_r.append(idx + a)
-    return inertia, sums, counts, (far_d, far_r)
-
-
-def _farthest(xp: Any, far: tuple, count: int) -> list[int]:
-    """Rows of the ``count`` farthest points of a pass (ties: the later row first)."""
-    dist = asnumpy(xp.concatenate(far[0]))
-    rows = asnumpy(xp.concatenate(far[1]))
-    order = np.lexsort((-rows, -dist))
-    return rows[order[:count]].tolist()
+from .source import BlockSource, describe_source, matrix_shape, work_dtype
+from .svd import svd
 
 
 def kmeans(
@@ -168,7 +74,7 @@ def kmeans(
         raise ValueError(f"features must be 'raw' or 'svd', got {features!r}")
     if engine not in ("usidgpu", "cuml"):
         raise ValueError(f"engine must be 'usidgpu' or 'cuml', got {engine!r}")
-    (m, n), dtype = _shape_dtype(data)
+    (m, n), dtype = matrix_shape(data)
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= m:
         raise ValueError(f"k must be an integer in [1, {m}] (the number of positions), got {k!r}")
     k = int(k)
@@ -216,7 +122,7 @@ def kmeans(
         centers = kmeans_plusplus(src, k, rng, row_sq)
         init_name = "k-means++"
     elif isinstance(init, str) and init == "random":
-        centers = _read_rows(src, rng.choice(m, size=k, replace=False))
+        centers = read_rows(src, rng.choice(m, size=k, replace=False))
         init_name = "random"
     elif not isinstance(init, str):
         given = xp.asarray(asnumpy(init)).astype(np.complex128 if src.is_complex else np.float64)
@@ -233,7 +139,7 @@ def kmeans(
     strict = False
     it = 0
     for it in range(1, max_iter + 1):
-        _inertia, sums, counts, far = _assign(src, centers, labels, row_sq, f"k-means iteration {it}")
+        _inertia, sums, counts, far = assign(src, centers, labels, row_sq, f"k-means iteration {it}")
         new = sums / xp.maximum(counts, 1)[:, None]
         # one transfer per iteration: counts (empty clusters?), centre movement, labels changed?
         state = asnumpy(
@@ -248,7 +154,7 @@ def kmeans(
         counts_h, movement, changed = state[:k], state[k], bool(state[k + 1])
         empty = np.flatnonzero(counts_h == 0)
         if empty.size:  # refill empty clusters with the farthest points, as scikit-learn relocates them
-            new[xp.asarray(empty)] = _read_rows(src, _farthest(xp, far, empty.size)).astype(new.dtype)
+            new[xp.asarray(empty)] = read_rows(src, farthest(xp, far, empty.size)).astype(new.dtype)
             movement = float(xp.sum(xp.abs(new - centers) ** 2))
         centers = new
         if not changed:
@@ -257,10 +163,10 @@ def kmeans(
         if movement <= tol_abs:
             break
         previous[:] = labels
-    inertia, sums, counts, _far = _assign(src, centers, labels, row_sq, "k-means: final assignment")
+    inertia, sums, counts, _far = assign(src, centers, labels, row_sq, "k-means: final assignment")
     labels = asnumpy(labels)
     if features == "svd":  # the mean spectra come from the raw data, not the scores
-        _i, sums, counts, _f = _assign_fixed(raw, labels, k)
+        _i, sums, counts, _f = cluster_sums(raw, labels, k)
         mean_response = sums / xp.maximum(xp.asarray(counts), 1)[:, None]
     else:  # sums of the shifted blocks
         mean_response = sums / xp.maximum(counts, 1)[:, None] + shift
@@ -280,22 +186,5 @@ def kmeans(
         inertia=inertia,
         n_iter=it,
         features=features,
-        **_described(raw, parameters=params),
+        **describe_source(raw, parameters=params),
     )
-
-
-def _assign_fixed(src: BlockSource, labels: np.ndarray, k: int) -> tuple:
-    """Per-cluster sums of the data (not shifted, whatever the source delivers) and counts for
-    given labels, in one pass."""
-    xp = src.xp
-    n = src.shape[1]
-    sums = xp.zeros((k, n), dtype=np.complex128 if src.is_complex else np.float64)
-    for a, b, x in src.blocks("k-means: mean spectra"):
-        lab = xp.asarray(labels[a:b])
-        onehot = xp.zeros((b - a, k), dtype=x.dtype)
-        onehot[xp.arange(b - a), lab] = 1
-        sums += (onehot.T @ x).astype(sums.dtype)
-    counts = np.bincount(labels, minlength=k)
-    # the blocks of a shifted source are x − offset: add the offset's share back
-    sums += xp.asarray(counts)[:, None] * src.offset.astype(sums.dtype)[None, :]
-    return 0.0, sums, counts, []

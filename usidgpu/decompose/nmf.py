@@ -28,8 +28,8 @@ from ..core.device import Device, select_device
 from ..core.linalg import sum_squares
 from ..core.memory import memory_budget
 from .results import NMFResult
-from .source import BlockSource, work_dtype
-from .svd import _described, _shape_dtype, svd
+from .source import BlockSource, describe_source, matrix_shape, work_dtype
+from .svd import svd
 
 EPS = 1e-12  # guards the multiplicative updates against 0/0, as scikit-learn's EPSILON
 
@@ -153,7 +153,7 @@ def nmf(
         raise ValueError(f"solver must be 'hals' or 'mu', got {solver!r}")
     if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
-    (m, n), dtype = _shape_dtype(data)
+    (m, n), dtype = matrix_shape(data)
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= min(m, n):
         raise ValueError(f"k must be an integer in [1, {min(m, n)}], got {k!r}")
     work = work_dtype(dtype)
@@ -241,5 +241,5 @@ def nmf(
         reconstruction_err=errors[-1] if errors else float("nan"),
         n_iter=it,
         errors=np.asarray(errors),
-        **_described(src, parameters=params),
+        **describe_source(src, parameters=params),
     )

@@ -290,3 +290,45 @@ class BlockSource:
         if self._shifted:
             out += self.offset  # blocks arrive as x − offset
         return out
+
+
+def matrix_shape(data: Any) -> tuple[tuple[int, int], np.dtype]:
+    """(rows, columns) and dtype of a Main dataset or a 2-D array, without reading it."""
+    from ..usid.dataset import MainDataset
+
+    if isinstance(data, MainDataset):
+        return data.shape, data.dtype
+    shape = getattr(data, "shape", None)
+    if shape is None:
+        data = np.asarray(data)
+        shape = data.shape
+    if len(shape) != 2:
+        raise ValueError(f"expected a 2-D matrix (positions × spectroscopic points), got shape {tuple(shape)}")
+    return (int(shape[0]), int(shape[1])), np.dtype(data.dtype)
+
+
+def describe_source(src: BlockSource, **kwargs: Any) -> dict[str, Any]:
+    """The :class:`~usidgpu.usid.described.Described` fields of a result computed from ``src``
+    (its dimensions, quantity, units, layout, source and device), plus ``kwargs``."""
+    from ..usid.dimension import Dimension
+
+    main = src.main
+    if main is not None:
+        return dict(
+            pos_dims=list(main.pos_dims),
+            spec_dims=list(main.spec_dims),
+            quantity=main.quantity,
+            units=main.units,
+            pos_grid=main.pos_layout.is_grid,
+            spec_grid=main.spec_layout.is_grid,
+            source=main,
+            device=src.device.kind,
+            **kwargs,
+        )
+    m, n = src.shape
+    return dict(
+        pos_dims=[Dimension("Position", "", m)],
+        spec_dims=[Dimension("Point", "", n)],
+        device=src.device.kind,
+        **kwargs,
+    )

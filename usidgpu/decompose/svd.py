@@ -48,27 +48,13 @@ from ..core.linalg import (
 )
 from ..core.memory import format_bytes
 from .results import PCAResult, SVDResult
-from .source import BlockSource, work_dtype
+from .source import BlockSource, describe_source, matrix_shape, work_dtype
 
 log = logging.getLogger("usidgpu")
 
 METHODS = ("auto", "gram", "randomized", "exact")
 #: Largest Gram matrix side ``auto`` accepts (an 8192² float64 matrix is 512 MiB).
 GRAM_MAX_SIDE = 8192
-
-
-def _shape_dtype(data: Any) -> tuple[tuple[int, int], np.dtype]:
-    from ..usid.dataset import MainDataset
-
-    if isinstance(data, MainDataset):
-        return data.shape, data.dtype
-    shape = getattr(data, "shape", None)
-    if shape is None:
-        data = np.asarray(data)
-        shape = data.shape
-    if len(shape) != 2:
-        raise ValueError(f"expected a 2-D matrix (positions × spectroscopic points), got shape {tuple(shape)}")
-    return (int(shape[0]), int(shape[1])), np.dtype(data.dtype)
 
 
 def _reserve(method: str, m: int, n: int, k: int, l: int, work: np.dtype) -> int:
@@ -125,32 +111,6 @@ def _slabs_reread(data: Any, m: int, n: int, budget: int, work: np.dtype) -> boo
     return not fits and data.chunks[1] > 1
 
 
-def _described(src: BlockSource, **kwargs: Any) -> dict[str, Any]:
-    """Source description fields of a result."""
-    from ..usid.dimension import Dimension
-
-    main = src.main
-    if main is not None:
-        return dict(
-            pos_dims=list(main.pos_dims),
-            spec_dims=list(main.spec_dims),
-            quantity=main.quantity,
-            units=main.units,
-            pos_grid=main.pos_layout.is_grid,
-            spec_grid=main.spec_layout.is_grid,
-            source=main,
-            device=src.device.kind,
-            **kwargs,
-        )
-    m, n = src.shape
-    return dict(
-        pos_dims=[Dimension("Position", "", m)],
-        spec_dims=[Dimension("Point", "", n)],
-        device=src.device.kind,
-        **kwargs,
-    )
-
-
 def _factorize(
     data: Any,
     k: int,
@@ -166,7 +126,7 @@ def _factorize(
     """Shared body of :func:`svd` and :func:`pca`."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    (m, n), dtype = _shape_dtype(data)
+    (m, n), dtype = matrix_shape(data)
     side = min(m, n)
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= side:
         raise ValueError(f"k must be an integer in [1, {side}] for a {m}×{n} matrix, got {k!r}")
@@ -458,7 +418,7 @@ def svd(
         V=asnumpy(out["V"]),
         method=out["method"],
         total_energy=out["total"],
-        **_described(src, parameters=params),
+        **describe_source(src, parameters=params),
     )
 
 
@@ -505,5 +465,5 @@ def pca(
         mean=asnumpy(out["mean"]).astype(src.work),
         explained_variance=var,
         explained_variance_ratio=var / total_var if total_var > 0 else np.full_like(var, np.nan),
-        **_described(src, parameters=params),
+        **describe_source(src, parameters=params),
     )

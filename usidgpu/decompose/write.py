@@ -8,31 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..usid.dimension import Dimension
-from ..usid.results import ResultsWriter
-
-
-def _target(result: Any, main: Any) -> Any:
-    from ..usid.dataset import MainDataset
-
-    main = main if main is not None else result.source
-    if not isinstance(main, MainDataset):
-        raise TypeError(
-            "this result was computed from an array; pass the MainDataset to write it next to (result.write(main))"
-        )
-    return main
-
-
-def _begin(result: Any, main: Any, output: str | os.PathLike | None) -> ResultsWriter:
-    writer = ResultsWriter.begin(main, result.tool, result.parameters, output=output, device=result.device)
-    if writer.resumed:  # an earlier write of the same result was interrupted: start it over
-        for name in [n for n in writer.group if n != "completed_positions"]:
-            del writer.group[name]
-    return writer
-
-
-def _finish(writer: ResultsWriter) -> str:
-    writer.mark_done(0, writer.n_units)
-    return writer.finish()
+from ..usid.results import ResultsWriter, result_source, write_result
 
 
 def _check_shape(main: Any, rows: int | None, cols: int | None, what: str) -> None:
@@ -43,20 +19,9 @@ def _check_shape(main: Any, rows: int | None, cols: int | None, what: str) -> No
         raise ValueError(f"{what} has {cols} columns but {main.name} has {main.n_spectral} spectroscopic points")
 
 
-def _write(result: Any, main: Any, output: Any, fill: Any) -> str:
-    """Begin a results group, let ``fill`` write into it, attach it; a failure leaves nothing."""
-    writer = _begin(result, main, output)
-    try:
-        fill(writer)
-    except BaseException:
-        writer.discard()
-        raise
-    return _finish(writer)
-
-
 def write_svd(result: Any, main: Any = None, output: str | os.PathLike | None = None) -> str:
     """``<Source>-SVD_NNN`` (or ``-PCA_NNN``): ``U``, ``S``, ``V`` (+ ``Mean``, explained variance)."""
-    main = _target(result, main)
+    main = result_source(result, main)
     _check_shape(main, result.U.shape[0], result.V.shape[1], "this decomposition")
     comp = Dimension("Principal Component", "a. u.", result.k)
 
@@ -70,12 +35,12 @@ def write_svd(result: Any, main: Any = None, output: str | os.PathLike | None = 
             w.group.create_dataset("Explained_Variance_Ratio", data=result.explained_variance_ratio)
         w.group.attrs["total_energy"] = result.total_energy
 
-    return _write(result, main, output, fill)
+    return write_result(result, main, output, fill)
 
 
 def write_nmf(result: Any, main: Any = None, output: str | os.PathLike | None = None) -> str:
     """``<Source>-NMF_NNN``: ``Projection`` (W) and ``Components`` (H)."""
-    main = _target(result, main)
+    main = result_source(result, main)
     _check_shape(main, result.W.shape[0], result.H.shape[1], "this factorization")
     comp = Dimension("Component", "a. u.", result.k)
 
@@ -86,12 +51,12 @@ def write_nmf(result: Any, main: Any = None, output: str | os.PathLike | None = 
         w.group.attrs["reconstruction_err"] = result.reconstruction_err
         w.group.attrs["n_iter"] = result.n_iter
 
-    return _write(result, main, output, fill)
+    return write_result(result, main, output, fill)
 
 
 def write_kmeans(result: Any, main: Any = None, output: str | os.PathLike | None = None) -> str:
     """``<Source>-KMeans_NNN``: ``Labels``, ``Mean_Response``, ``Centroids``, ``Counts``."""
-    main = _target(result, main)
+    main = result_source(result, main)
     _check_shape(main, result.labels.shape[0], result.mean_response.shape[1], "this clustering")
 
     def fill(w: ResultsWriter) -> None:
@@ -118,4 +83,4 @@ def write_kmeans(result: Any, main: Any = None, output: str | os.PathLike | None
         w.group.attrs["inertia"] = result.inertia
         w.group.attrs["n_iter"] = result.n_iter
 
-    return _write(result, main, output, fill)
+    return write_result(result, main, output, fill)

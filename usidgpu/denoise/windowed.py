@@ -30,11 +30,11 @@ import numpy as np
 
 from ..core.arrays import asnumpy
 from ..core.device import Device, select_device
-from ..core.errors import BudgetError, NotAGridError
+from ..core.errors import BudgetError
 from ..core.linalg import top_eigh
 from ..core.memory import format_bytes, memory_budget
-from ..decompose.results import Described
-from ..usid.dimension import Dimension
+from ..usid.described import Described
+from ..usid.frames import frames_of
 from .gram import gram_step1
 from .patches import gram_by_patches, origins
 from .rank import choose_rank
@@ -112,56 +112,6 @@ def _pair(value: int | tuple[int, int] | None, name: str) -> tuple[int, int] | N
     if len(value) != 2 or min(value) < 1:
         raise ValueError(f"{name} must be a positive integer or a pair of them, got {value!r}")
     return value
-
-
-def frames_of(data: Any) -> tuple[np.ndarray, dict[str, Any]]:
-    """The images to denoise as a (frames, H, W) float array, and how they are described.
-
-    A 2-D array is one image, a 3-D array a stack; a Main dataset needs two position dimensions
-    on a grid (the image; the slower one gives the rows) and each spectroscopic point is a frame.
-    """
-    from ..usid.dataset import MainDataset
-
-    if isinstance(data, MainDataset):
-        if len(data.pos_dims) != 2 or not data.pos_layout.is_grid:
-            raise NotAGridError(
-                f"{data.name}: not an image: an image needs two position dimensions on a full grid; "
-                f"found {[d.name for d in data.pos_dims]} ({data.pos_layout.kind})"
-            )
-        if data.dtype.kind not in "biuf":
-            raise TypeError(f"{data.name}: images must be real data, got {data.dtype}")
-        rows, cols = data.pos_layout.slow_to_fast_sizes
-        flat = np.empty(data.shape, dtype=np.float64 if data.dtype.itemsize > 4 else np.float32)
-        for block in data.blocks():
-            flat[block.rows] = block.data
-        frames = np.ascontiguousarray(flat.T).reshape(data.n_spectral, rows, cols)
-        order = data.pos_layout.order
-        info = dict(
-            pos_dims=[data.pos_dims[order[0]], data.pos_dims[order[1]]],
-            spec_dims=list(data.spec_dims),
-            quantity=data.quantity,
-            units=data.units,
-            source=data,
-            single=False,
-        )
-        return frames, info
-    arr = np.asarray(asnumpy(data))
-    single = arr.ndim == 2
-    if single:
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise ValueError(f"expected an image (H, W) or a stack (frames, H, W), got shape {arr.shape}")
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"images must be real data, got {arr.dtype}")
-    arr = arr.astype(np.float64 if arr.dtype.itemsize > 4 else np.float32, copy=False)
-    info = dict(
-        pos_dims=[Dimension("Y", "px", arr.shape[1]), Dimension("X", "px", arr.shape[2])],
-        spec_dims=[Dimension("Frame", "", arr.shape[0])],
-        quantity="Intensity",
-        units="a. u.",
-        single=single,
-    )
-    return arr, info
 
 
 def _tiles(n: int, size: int, align: int = 1) -> list[tuple[int, int]]:

@@ -7,15 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from ..decompose.write import _target, _write
 from ..usid.dimension import Dimension
+from ..usid.results import result_source, write_result
 
 
 def write_windowed(result: Any, main: Any = None, output: str | os.PathLike | None = None) -> str:
     """``Cleaned_Image`` and ``Removed_Noise`` (Main, shaped like the source), ``Components``
     (Main: "Component" × window pixels "Window Y", "Window X"), ``Singular_Values`` (all),
     parameters as attributes. Returns the group path."""
-    main = _target(result, main)
+    main = result_source(result, main)
     frames = result.cleaned if result.cleaned.ndim == 3 else result.cleaned[None]
     n_frames, h, w = frames.shape
     if (h * w, n_frames) != main.shape:
@@ -46,4 +46,4 @@ def write_windowed(result: Any, main: Any = None, output: str | os.PathLike | No
         if result.scores is not None:
             writer.group.create_dataset("Scores", data=result.scores.astype(np.float32))
 
-    return _write(result, main, output, fill)
+    return write_result(result, main, output, fill)

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..core.distances import squared_distances
 from ..core.linalg import acc_dtype, gram, normalize_signs, sum_squares, top_eigh
-from ..decompose.kmeans import kmeans_plusplus
+from ..decompose.kmeans_steps import kmeans_plusplus
 from ..decompose.source import BlockSource, work_dtype
 from ..decompose.svd import GRAM_MAX_SIDE
 from ..usid.dimension import Dimension

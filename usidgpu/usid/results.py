@@ -519,4 +519,43 @@ def find_partial(target: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["ResultsWriter", "find_partial", "sidecar_dir"]
+def result_source(result: Any, main: Any = None) -> Any:
+    """The Main dataset a result is written next to: ``main`` if given, else the one it was
+    computed from.
+
+    Raises
+    ------
+    TypeError
+        The result was computed from an array and no Main dataset is given.
+    """
+    from .dataset import MainDataset
+
+    main = main if main is not None else getattr(result, "source", None)
+    if not isinstance(main, MainDataset):
+        raise TypeError(
+            "this result was computed from an array; pass the MainDataset to write it next to (result.write(main))"
+        )
+    return main
+
+
+def write_result(result: Any, main: Any, output: str | os.PathLike | None, fill: Any) -> str:
+    """Write a result object as a results group: begin it (``result.tool``, ``result.parameters``,
+    ``result.device``), let ``fill(writer)`` write the datasets, attach it.
+
+    A write of the same result that was interrupted earlier is started over; a failure inside
+    ``fill`` discards the group, leaving nothing behind. Returns the group's path.
+    """
+    writer = ResultsWriter.begin(main, result.tool, result.parameters, output=output, device=result.device)
+    if writer.resumed:  # an earlier write of the same result was interrupted: start it over
+        for name in [n for n in writer.group if n != "completed_positions"]:
+            del writer.group[name]
+    try:
+        fill(writer)
+    except BaseException:
+        writer.discard()
+        raise
+    writer.mark_done(0, writer.n_units)
+    return writer.finish()
+
+
+__all__ = ["ResultsWriter", "find_partial", "result_source", "sidecar_dir", "write_result"]

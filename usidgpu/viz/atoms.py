@@ -14,7 +14,7 @@ ARROW_FRACTION = 0.25
 def _frame(image, frame: int = 0) -> np.ndarray:
     """One 2-D image (float) from an image, a stack or a Main dataset."""
     if hasattr(image, "pos_dims"):  # a MainDataset
-        from ..denoise.windowed import frames_of
+        from ..usid.frames import frames_of
 
         image = frames_of(image)[0]
     arr = np.asarray(to_numpy(image), dtype=np.float64)
