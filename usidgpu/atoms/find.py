@@ -19,10 +19,11 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..core.arrays import asnumpy
+from ..core.errors import UsidgpuError
 from .windows import gather
 
 
-class NoColumnsError(ValueError):
+class NoColumnsError(UsidgpuError, ValueError):
     """An image without (enough) atomic columns to analyze: flat, without periodic structure,
     or with too few columns."""
 

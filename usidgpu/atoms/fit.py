@@ -36,21 +36,18 @@ from scipy.spatial import cKDTree
 from ..core.arrays import asnumpy
 from ..core.device import Device, select_device
 from ..core.memory import memory_budget
+from .fit_settings import (
+    ERROR_RIDGE,
+    LAMBDA_DOWN,
+    LAMBDA_MAX,
+    LAMBDA_START,
+    LAMBDA_UP,
+    POSITION_FREE,
+    STEP_TOL,
+    q_bounds,
+)
 from .gaussian import AMPLITUDE, PARAMETERS, QA, QB, QC, X, Y, model_and_jacobian, start_values, to_physical
 from .windows import gather
-
-#: Levenberg–Marquardt settings shared by the array path and the CUDA kernel.
-LAMBDA_START = 1e-3
-LAMBDA_DOWN = 1.0 / 3.0
-LAMBDA_UP = 4.0
-LAMBDA_MAX = 1e10
-SIGMA_MIN = 0.2
-#: A step this small ends the iteration: 1e-6 px for the centre (absolute: the coordinates are
-#: large numbers), 1e-6·(1 + |value|) for the other parameters.
-STEP_TOL = 1e-6
-POSITION_FREE = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
-#: Relative ridge of the covariance inverse (see :func:`covariance`).
-ERROR_RIDGE = 1e-12
 
 
 @dataclass
@@ -311,11 +308,6 @@ def refine(
             model="elliptical Gaussian + background",
         ),
     )
-
-
-def q_bounds(radius: float) -> tuple[float, float]:
-    """Bounds of qa and qc: widths between 2·radius and SIGMA_MIN (q = 1/2σ²)."""
-    return 0.5 / (2 * radius) ** 2, 0.5 / SIGMA_MIN**2
 
 
 def _project(xp: Any, p: Any, start: Any, radius: float) -> Any:

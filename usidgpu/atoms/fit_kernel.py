@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..core.kernels import get_kernel
-from .fit import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_START, LAMBDA_UP, STEP_TOL, q_bounds
+from .fit_settings import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_START, LAMBDA_UP, STEP_TOL, q_bounds
 
 #: Threads per column: the packed fit disks hold ~50–400 pixels, a few per thread.
 THREADS = 64

@@ -26,7 +26,7 @@ from llvmlite import ir
 from numba import get_num_threads, njit, prange, types
 from numba.extending import intrinsic
 
-from .fit import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_START, LAMBDA_UP, STEP_TOL, q_bounds
+from .fit_settings import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_START, LAMBDA_UP, STEP_TOL, q_bounds
 
 #: Reassociation lets LLVM split the pixel sums into SIMD lanes (the order of additions changes
 #: the last bits only); contraction lets it fuse multiply-adds. No "finite-math" flags: the
