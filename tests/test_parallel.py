@@ -16,9 +16,9 @@ from helpers import low_rank, make_file
 
 import usidgpu
 from usidgpu import Dimension
-from usidgpu.parallel.decompose import BlockKMeans, GramSVD
-from usidgpu.parallel.decompose import kmeans as par_kmeans
-from usidgpu.parallel.decompose import svd as par_svd
+from usidgpu.decompose.blockwise import BlockKMeans, GramSVD
+from usidgpu.decompose.blockwise import kmeans_blockwise as par_kmeans
+from usidgpu.decompose.blockwise import svd_blockwise as par_svd
 from usidgpu.parallel.fits import PolynomialFit
 
 distributed = pytest.importorskip("distributed")
@@ -362,3 +362,18 @@ def test_worker_killed_mid_run_still_completes_and_matches(fit_file, client):
     got = _take(path, group)
     for out in ("Coefficients", "Residual"):
         np.testing.assert_array_equal(got[out], expected[out])
+
+
+def test_the_old_block_wise_names_still_work_and_warn():
+    import usidgpu.parallel
+    import usidgpu.parallel.decompose as old
+
+    with pytest.warns(DeprecationWarning, match="usidgpu.decompose.blockwise.svd_blockwise"):
+        assert old.svd is par_svd
+    with pytest.warns(DeprecationWarning, match="usidgpu.decompose.blockwise.GramSVD"):
+        assert usidgpu.parallel.GramSVD is GramSVD
+    with pytest.warns(DeprecationWarning, match="usidgpu.denoise.blockwise.windowed_svd_blockwise"):
+        assert callable(usidgpu.parallel.windowed_svd)
+    # a run stored under the old class path still loads (resume after an upgrade)
+    with pytest.warns(DeprecationWarning):
+        assert usidgpu.parallel.load_class("usidgpu.parallel.decompose:GramSVD") is GramSVD

@@ -9,7 +9,7 @@ import pytest
 import usidgpu
 from usidgpu.atoms.synthetic import lattice_image
 from usidgpu.imageio import image_to_usid
-from usidgpu.parallel.denoise import WindowedSVD
+from usidgpu.denoise.blockwise import WindowedSVD
 
 
 @pytest.fixture(scope="module")
