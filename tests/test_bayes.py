@@ -295,3 +295,24 @@ def test_bias_of_any_phase_gives_the_same_sweeps_and_a_mixed_waveform_is_refused
         GIVModel(3 * np.sin(4 * np.pi * t), 1e3, num_samples=10)  # two periods
     with pytest.raises(ValueError, match="complex"):
         GIVModel(sine, 1e3, num_samples=10).infer(np.ones((2, n), complex))
+
+
+def test_the_g_mode_parameters_are_one_settings_object():
+    from usidgpu.bayes import DEFAULTS, GIVSettings
+
+    defaults = GIVSettings()
+    assert defaults.as_dict() == DEFAULTS == dict(
+        num_x_steps=250, r_extra=110.0, gam=0.03, sigma=10.0, sigma_c=1.0, num_samples=2000
+    )
+    mine = GIVSettings.of(defaults, num_samples=300, gam=0.05)
+    assert (mine.num_samples, mine.gam, mine.sigma) == (300, 0.05, 10.0)
+    with pytest.raises(TypeError, match="unknown G-mode parameter"):
+        GIVSettings.of(samples=3)
+    for bad in (dict(gam=0), dict(sigma=-1), dict(num_samples=1), dict(num_x_steps=3)):
+        with pytest.raises(ValueError):
+            GIVSettings(**bad)
+    sim = simulate_giv(3, 128, noise=0.03, seed=2)
+    a = giv_bayesian(sim["current"], sim["bias"], sim["frequency"], mine)
+    b = giv_bayesian(sim["current"], sim["bias"], sim["frequency"], num_samples=300, gam=0.05)
+    np.testing.assert_array_equal(a.resistance, b.resistance)
+    assert a.parameters["num_samples"] == 300

@@ -3,11 +3,12 @@
 it (:mod:`usidgpu.bayes.giv`), run on USID Main datasets by :class:`GIVBayesian`
 (:mod:`usidgpu.bayes.process`)."""
 
-from .giv import DEFAULTS, GIVModel, GIVResult, giv_bayesian, simulate_giv
+from .giv import DEFAULTS, GIVModel, GIVResult, GIVSettings, giv_bayesian, simulate_giv
 from .linear import Posterior, SharedOperator, posterior, sample_posterior, shared_operator
 
 __all__ = [
     "DEFAULTS",
+    "GIVSettings",
     "GIVBayesian",
     "GIVModel",
     "GIVResult",

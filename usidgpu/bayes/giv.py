@@ -48,7 +48,7 @@ device. Defaults are pycroscopy 0.60's: 250 grid points in all (125 per sweep), 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -58,6 +58,7 @@ from .linear import shared_operator
 
 __all__ = [
     "DEFAULTS",
+    "GIVSettings",
     "GIVModel",
     "GIVResult",
     "giv_bayesian",
@@ -68,9 +69,6 @@ __all__ = [
     "units_for",
 ]
 
-#: pycroscopy 0.60 ``GIVBayesian`` defaults (``num_x_steps=250, r_extra=110`` and its
-#: ``bayesian_parms``: ``gam=0.03, sigma=10, sigmaC=1, num_samples=2E3``; its ``e=10`` is unused).
-DEFAULTS: dict[str, Any] = dict(num_x_steps=250, r_extra=110.0, gam=0.03, sigma=10.0, sigma_c=1.0, num_samples=2000)
 
 # current units → (resistance units, capacitance units of C_fit, factor to pF)
 _UNITS = {
@@ -109,6 +107,63 @@ def half_grid_points(num_x_steps: int) -> int:
         n = (n // 2 + 1) * 2
     k = n // 2
     return k + 1 if k % 2 == 0 else k
+
+
+@dataclass(frozen=True)
+class GIVSettings:
+    """The parameters of the G-mode I–V model, in one place, with pycroscopy 0.60's defaults
+    (its ``GIVBayesian``: ``num_x_steps=250, r_extra=110`` and ``bayesian_parms``: ``gam=0.03,
+    sigma=10, sigmaC=1, num_samples=2E3``; its ``e=10`` is unused).
+
+    Attributes
+    ----------
+    num_x_steps : int
+        Bias grid points of R(V), both sweeps together (odd per sweep, see
+        :func:`half_grid_points`); at least 4.
+    r_extra : float
+        Series resistance (Ω) of the capacitive term.
+    gam : float
+        Noise standard deviation of the current.
+    sigma : float
+        Prior width of the conductance.
+    sigma_c : float
+        Prior width of the capacitance.
+    num_samples : int
+        Posterior draws of 1/g; at least 2.
+    """
+
+    num_x_steps: int = 250
+    r_extra: float = 110.0
+    gam: float = 0.03
+    sigma: float = 10.0
+    sigma_c: float = 1.0
+    num_samples: int = 2000
+
+    def __post_init__(self) -> None:
+        half_grid_points(self.num_x_steps)  # checks num_x_steps
+        for name in ("gam", "sigma", "sigma_c"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if int(self.num_samples) < 2:
+            raise ValueError(f"num_samples must be at least 2, got {self.num_samples}")
+        for name, kind in (("num_x_steps", int), ("r_extra", float), ("gam", float), ("sigma", float),
+                           ("sigma_c", float), ("num_samples", int)):  # fmt: skip
+            object.__setattr__(self, name, kind(getattr(self, name)))
+
+    @classmethod
+    def of(cls, settings: GIVSettings | None = None, **overrides: Any) -> GIVSettings:
+        """``settings`` (default: the defaults) with any of its fields given as keywords replaced."""
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown G-mode parameter(s) {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
+        return replace(settings if settings is not None else cls(), **overrides)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: The defaults of :class:`GIVSettings` as a dict (kept for code that reads them by name).
+DEFAULTS: dict[str, Any] = asdict(GIVSettings())
 
 
 def sweep_design(bias: Any, frequency: float, n_grid: int, r_extra: float) -> tuple[np.ndarray, np.ndarray]:
@@ -210,28 +265,28 @@ class GIVModel:
         One period of the bias waveform, in V.
     frequency : float
         Excitation frequency in Hz.
-    num_x_steps, r_extra, gam, sigma, sigma_c, num_samples
-        pycroscopy's parameters (see :data:`DEFAULTS`).
+    settings : GIVSettings, optional
+        The model's parameters (default: pycroscopy 0.60's).
     seed : int
         Seed of the normal draws.
     current_units : str
         Units of the measured current (sets the units and scale of R and C).
+    **parameters
+        Any field of :class:`GIVSettings` (``num_x_steps``, ``r_extra``, ``gam``, ``sigma``,
+        ``sigma_c``, ``num_samples``), replacing that of ``settings``.
     """
 
     def __init__(
         self,
         bias: Any,
         frequency: float,
+        settings: GIVSettings | None = None,
         *,
-        num_x_steps: int = DEFAULTS["num_x_steps"],
-        r_extra: float = DEFAULTS["r_extra"],
-        gam: float = DEFAULTS["gam"],
-        sigma: float = DEFAULTS["sigma"],
-        sigma_c: float = DEFAULTS["sigma_c"],
-        num_samples: int = DEFAULTS["num_samples"],
         seed: int = 0,
         current_units: str = "nA",
+        **parameters: Any,
     ) -> None:
+        self.settings = settings = GIVSettings.of(settings, **parameters)
         bias = np.asarray(bias, dtype=np.float64).ravel()
         if bias.size < 6:
             raise ValueError(f"the bias waveform needs at least 6 points (two sweeps of 3), got {bias.size}")
@@ -239,17 +294,12 @@ class GIVModel:
             raise ValueError("the bias waveform has non-finite values")
         if not (frequency and np.isfinite(frequency) and frequency > 0):
             raise ValueError(f"the excitation frequency must be positive, got {frequency}")
-        for name, val in (("gam", gam), ("sigma", sigma), ("sigma_c", sigma_c)):
-            if not val > 0:
-                raise ValueError(f"{name} must be positive, got {val}")
-        if int(num_samples) < 2:
-            raise ValueError(f"num_samples must be at least 2, got {num_samples}")
-        self.bias, self.frequency = bias, float(frequency)
-        self.num_x_steps, self.r_extra, self.gam = int(num_x_steps), float(r_extra), float(gam)
-        self.sigma, self.sigma_c, self.num_samples, self.seed = float(sigma), float(sigma_c), int(num_samples), seed
+        self.bias, self.frequency, self.seed = bias, float(frequency), seed
+        self.num_x_steps, self.r_extra, self.gam = settings.num_x_steps, settings.r_extra, settings.gam
+        self.sigma, self.sigma_c, self.num_samples = settings.sigma, settings.sigma_c, settings.num_samples
         self.r_units, self.c_units, self.c_scale = units_for(current_units)
         self.current_units = current_units
-        self.k = half_grid_points(num_x_steps)
+        self.k = half_grid_points(settings.num_x_steps)
         n = bias.size
         # pycroscopy rolls by int(-N/4): for its sine, starting at 0 V and rising, the period then
         # starts at the maximum. Any other phase is rolled to start at the maximum too; the halves
@@ -284,16 +334,7 @@ class GIVModel:
         return self.bias.size
 
     def parameters(self) -> dict[str, Any]:
-        return dict(
-            frequency=self.frequency,
-            num_x_steps=self.num_x_steps,
-            r_extra=self.r_extra,
-            gam=self.gam,
-            sigma=self.sigma,
-            sigma_c=self.sigma_c,
-            num_samples=self.num_samples,
-            seed=self.seed,
-        )
+        return dict(frequency=self.frequency, **self.settings.as_dict(), seed=self.seed)
 
     def infer(self, current: Any, xp: Any = None, chunk_bytes: int | None = None) -> GIVResult:
         """Posterior of every pixel of ``current`` (B, N) — NumPy or CuPy, computed on its device."""
@@ -387,15 +428,11 @@ def giv_bayesian(
     current: Any,
     bias: Any,
     frequency: float,
+    settings: GIVSettings | None = None,
     *,
-    num_x_steps: int = DEFAULTS["num_x_steps"],
-    r_extra: float = DEFAULTS["r_extra"],
-    gam: float = DEFAULTS["gam"],
-    sigma: float = DEFAULTS["sigma"],
-    sigma_c: float = DEFAULTS["sigma_c"],
-    num_samples: int = DEFAULTS["num_samples"],
     seed: int = 0,
     current_units: str = "nA",
+    **parameters: Any,
 ) -> GIVResult:
     """Bayesian inference of R(V) and C for every pixel of G-mode I–V data, in memory.
 
@@ -407,8 +444,8 @@ def giv_bayesian(
         The bias waveform (V), shared by all pixels.
     frequency : float
         Excitation frequency (Hz).
-    num_x_steps, r_extra, gam, sigma, sigma_c, num_samples, seed, current_units
-        See :class:`GIVModel`; defaults are pycroscopy 0.60's.
+    settings, seed, current_units, **parameters
+        See :class:`GIVModel` and :class:`GIVSettings`; defaults are pycroscopy 0.60's.
 
     Returns
     -------
@@ -421,18 +458,7 @@ def giv_bayesian(
     >>> r.resistance.shape, r.capacitance.shape
     ((4, 250), (4, 2))
     """
-    model = GIVModel(
-        bias,
-        frequency,
-        num_x_steps=num_x_steps,
-        r_extra=r_extra,
-        gam=gam,
-        sigma=sigma,
-        sigma_c=sigma_c,
-        num_samples=num_samples,
-        seed=seed,
-        current_units=current_units,
-    )
+    model = GIVModel(bias, frequency, settings, seed=seed, current_units=current_units, **parameters)
     return model.infer(current)
 
 

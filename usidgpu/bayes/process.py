@@ -31,13 +31,14 @@ positions (float32):
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 
 from ..parallel.process import Output, Process
 from ..usid.dimension import Dimension
-from .giv import DEFAULTS, GIVModel
+from .giv import GIVModel, GIVSettings
 
 FREQUENCY_ATTRS = ("excitation_frequency_[Hz]", "excitation_frequency", "frequency")
 
@@ -109,14 +110,15 @@ class GIVBayesian(Process):
         Excitation frequency in Hz (default: from the file's attributes).
     bias : array-like or str, optional
         The bias waveform (default: the spectroscopic values when they are in V).
-    num_x_steps, r_extra, gam, sigma, sigma_c, num_samples : optional
-        pycroscopy 0.60's parameters and defaults (250, 110, 0.03, 10, 1, 2000); see
-        :mod:`usidgpu.bayes.giv`.
+    settings : GIVSettings, optional
+        The model's parameters (default: pycroscopy 0.60's; see :class:`~usidgpu.bayes.giv.GIVSettings`).
     seed : int
         Seed of the posterior draws.
-    **run_options
-        ``scheduler``, ``workers``, ``device``, ``budget``, ``output``, ``rows_per_block``,
-        ``progress`` (see :class:`~usidgpu.parallel.Process`).
+    **options
+        Any field of :class:`~usidgpu.bayes.giv.GIVSettings` (``num_x_steps``, ``r_extra``,
+        ``gam``, ``sigma``, ``sigma_c``, ``num_samples``), and the run options ``scheduler``,
+        ``workers``, ``device``, ``budget``, ``output``, ``rows_per_block``, ``progress`` (see
+        :class:`~usidgpu.parallel.Process`).
     """
 
     tool = "Bayesian_Inference"
@@ -126,32 +128,20 @@ class GIVBayesian(Process):
         source: Any,
         frequency: float | None = None,
         bias: Any = None,
+        settings: GIVSettings | None = None,
         *,
-        num_x_steps: int = DEFAULTS["num_x_steps"],
-        r_extra: float = DEFAULTS["r_extra"],
-        gam: float = DEFAULTS["gam"],
-        sigma: float = DEFAULTS["sigma"],
-        sigma_c: float = DEFAULTS["sigma_c"],
-        num_samples: int = DEFAULTS["num_samples"],
         seed: int = 0,
-        **run_options: Any,
+        **options: Any,
     ) -> None:
-        super().__init__(source, **run_options)
+        names = {f.name for f in fields(GIVSettings)}
+        settings = GIVSettings.of(settings, **{k: v for k, v in options.items() if k in names})
+        super().__init__(source, **{k: v for k, v in options.items() if k not in names})
         if np.dtype(source.dtype).kind not in "fiu":
             raise ValueError(f"{source.name}: G-mode current must be real numbers, not {source.dtype}")
         self.bias_arg = bias if bias is None or isinstance(bias, str) else np.asarray(bias, float).tolist()
         waveform = find_bias(source, bias)
         self.model = GIVModel(
-            waveform,
-            find_frequency(source, frequency),
-            num_x_steps=num_x_steps,
-            r_extra=r_extra,
-            gam=gam,
-            sigma=sigma,
-            sigma_c=sigma_c,
-            num_samples=num_samples,
-            seed=seed,
-            current_units=source.units,
+            waveform, find_frequency(source, frequency), settings, seed=seed, current_units=source.units
         )
         self.current_units = source.units
 
