@@ -128,10 +128,13 @@ def run_demo(
 
     matplotlib.use("Agg", force=False)
 
-    import usidgpu
-    from usidgpu import Dimension, atoms
-    from usidgpu.samples import sample_path
-    from usidgpu.viz import plot_clusters, plot_columns, plot_decomposition, plot_denoise, save_figure
+    from .atoms.analysis import analyze
+    from .decompose import kmeans, svd
+    from .denoise import windowed_svd
+    from .samples import sample_path
+    from .usid import Dimension, validate, write_main
+    from .usid import open as open_usid
+    from .viz import plot_clusters, plot_columns, plot_decomposition, plot_denoise, save_figure
 
     dev = select_device(device)
     out = _fresh_folder(folder)
@@ -144,7 +147,7 @@ def run_demo(
     # 1. a vendor file into USID (the shipped sample is only read)
     import importlib.util
 
-    from usidgpu.translate import translate
+    from .translate import translate
 
     if importlib.util.find_spec("rsciio") is None:
         raise RuntimeError(
@@ -155,16 +158,16 @@ def run_demo(
     source = sample_path("survey-dm3")
     translate(source, survey)
     report.files.append(survey)
-    with usidgpu.open(survey) as f:
+    with open_usid(survey) as f:
         ds = f.main_datasets()[0]
         described = f"{source.name} (Gatan DM3) → {survey.name}: {ds.shape[0]} positions ({ds.pos_sizes}), {ds.dtype}"
     step("translate", t0, described)
 
     # 2. denoising (quick: a small fixed window and k, for the tests)
     t0 = time.perf_counter()
-    with usidgpu.open(survey) as f:
+    with open_usid(survey) as f:
         ds = f.main_datasets()[0]
-        den = usidgpu.windowed_svd(ds, window=16 if quick else None, k=8 if quick else None, device=dev)
+        den = windowed_svd(ds, window=16 if quick else None, k=8 if quick else None, device=dev)
         den.write(ds)
     figure = out / "01_denoise.png"
     save_figure(plot_denoise(den), figure)
@@ -178,8 +181,8 @@ def run_demo(
 
     # 3. atomic columns of the cleaned image
     t0 = time.perf_counter()
-    cols = atoms.analyze(den.cleaned, device=dev)
-    with usidgpu.open(survey) as f:
+    cols = analyze(den.cleaned, device=dev)
+    with open_usid(survey) as f:
         cols.write(f.main_datasets()[0])
     figure = out / "02_atoms.png"
     save_figure(plot_columns(cols, den.cleaned), figure)
@@ -200,7 +203,7 @@ def run_demo(
     import h5py
 
     with h5py.File(si, "w-") as f:
-        usidgpu.write_main(
+        write_main(
             f.create_group("Measurement_000/Channel_000"),
             "Raw_Data",
             data,
@@ -210,31 +213,31 @@ def run_demo(
             [Dimension("Energy loss", "eV", energy)],
         )
     report.files.append(si)
-    with usidgpu.open(si) as f:
+    with open_usid(si) as f:
         ds = f.main_datasets()[0]
-        svd = usidgpu.svd(ds, 4 if quick else 8, device=dev, progress=False)
-        svd.write(ds)
+        decomposition = svd(ds, 4 if quick else 8, device=dev, progress=False)
+        decomposition.write(ds)
     figure = out / "03_svd.png"
-    save_figure(plot_decomposition(svd), figure)
+    save_figure(plot_decomposition(decomposition), figure)
     step(
         "svd",
         t0,
         f"{data.shape[0]}×{data.shape[1]} px × {data.shape[2]} energies, S[:4] = "
-        + ", ".join(f"{v:.3g}" for v in svd.S[:4]),
+        + ", ".join(f"{v:.3g}" for v in decomposition.S[:4]),
         figure.name,
     )
 
     t0 = time.perf_counter()
-    with usidgpu.open(si) as f:
+    with open_usid(si) as f:
         ds = f.main_datasets()[0]
-        km = usidgpu.kmeans(ds, 3, device=dev, progress=False)
+        km = kmeans(ds, 3, device=dev, progress=False)
         km.write(ds)
     figure = out / "04_clusters.png"
     save_figure(plot_clusters(km), figure)
     ari = _adjusted_rand(km.labels.reshape(shape), phase)
     step("cluster", t0, f"k-means, 3 clusters; adjusted Rand index vs the true phases {ari:.3f}", figure.name)
 
-    problems = [p for path in report.files for p in usidgpu.validate(path)]
+    problems = [p for path in report.files for p in validate(path)]
     log(
         f"{'files':<13} {', '.join(p.name for p in report.files)} in {out}: "
         + ("valid USID" if not problems else f"{len(problems)} problem(s)")
