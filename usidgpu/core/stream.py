@@ -347,7 +347,7 @@ def iter_blocks(
     dtype = dset.dtype if dset.dtype.fields is not None else dset.dtype.newbyteorder("=")
     pool = pool if pool is not None else BufferPool()
     slots = pool.take(shape, dtype, n_slots, dev.is_gpu)
-    bar = _progress_bar(progress, plan)
+    bar = progress_bar(progress, plan)
     try:
         source = _prefetched(slots, dset, plan) if prefetch else _inline(slots, dset, plan)
         try:
@@ -425,7 +425,9 @@ def _prefetched(slots: _Slots, dset: h5py.Dataset, plan: BlockPlan) -> Iterator[
         thread.join()
 
 
-def _progress_bar(progress: bool | str, plan: BlockPlan):
+def progress_bar(progress: bool | str, plan: BlockPlan) -> Any:
+    """A tqdm bar over the rows of ``plan`` that shows only for passes longer than a second
+    (``progress``: False for none, True or a description); None when there is none."""
     if not progress:
         return None
     from tqdm.auto import tqdm

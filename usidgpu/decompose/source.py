@@ -182,7 +182,7 @@ class BlockSource:
         matrix while the caller works on the previous one (disjoint slices: no buffer reuse)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from ..core.stream import _progress_bar, plan_blocks
+        from ..core.stream import plan_blocks, progress_bar
 
         h5 = self._main.h5
         resident = np.empty(self.shape, dtype=self.work)
@@ -194,7 +194,7 @@ class BlockSource:
             1,
         )
         ranges = list(plan)
-        bar = _progress_bar(desc or False if self.progress else False, plan)
+        bar = progress_bar(desc or False if self.progress else False, plan)
         cache = []
 
         def read(i: int) -> None:

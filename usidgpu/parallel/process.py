@@ -39,7 +39,7 @@ from ..core.device import select_device
 from ..core.memory import memory_budget
 from ..core.stream import plan_blocks as plan_rows
 from ..usid.dimension import Dimension
-from ..usid.results import ResultsWriter, _sidecar_prefix, check_target, sidecar_dir
+from ..usid.results import ResultsWriter, check_target, sidecar_dir, sidecar_prefix
 from .executors import Executor, get_executor
 from .store import PARTIAL, BlockStore, clear_removed, read_meta, remove_store, run_lock
 
@@ -200,7 +200,7 @@ class Process:
         target = Path(self.output or self.source_file)
         parent = self.source_name.rsplit("/", 1)[0] or "/"
         base = self.source_name.rsplit("/", 1)[1]
-        return sidecar_dir(target) / f"{_sidecar_prefix(parent)}{base}-{self.tool}-{self.fingerprint()[:12]}.zarr"
+        return sidecar_dir(target) / f"{sidecar_prefix(parent)}{base}-{self.tool}-{self.fingerprint()[:12]}.zarr"
 
     def run(self) -> str:
         """Compute every block not yet done, then write the results group; returns its path.

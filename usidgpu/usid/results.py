@@ -72,7 +72,7 @@ def check_target(target: str | os.PathLike) -> None:
         )
 
 
-def _sidecar_prefix(parent_path: str) -> str:
+def sidecar_prefix(parent_path: str) -> str:
     """Sidecar files are named ``<parent path with / as ~>~<group name>.h5``."""
     flat = parent_path.strip("/").replace("/", "~")
     return f"{flat}~" if flat else ""
@@ -190,7 +190,7 @@ class ResultsWriter:
         else:
             self.group_name = self._next_name(folder)
             folder.mkdir(exist_ok=True)
-            self.sidecar_path = folder / f"{_sidecar_prefix(self.parent_path)}{self.group_name}.h5"
+            self.sidecar_path = folder / f"{sidecar_prefix(self.parent_path)}{self.group_name}.h5"
             self._h5 = open_h5(self.sidecar_path, "w")
             self.group = self._h5.require_group(self.parent_path).create_group(self.group_name)
             self._write_group_attrs(fingerprint)
@@ -223,7 +223,7 @@ class ResultsWriter:
 
     def _sidecar_groups(self, folder: Path) -> list[tuple[Path, str, int]]:
         """Sidecar files of this source and tool: (path, group name, index)."""
-        prefix = _sidecar_prefix(self.parent_path)
+        prefix = sidecar_prefix(self.parent_path)
         out = []
         if folder.is_dir():
             for p in sorted(folder.glob("*.h5")):
