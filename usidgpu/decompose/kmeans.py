@@ -24,7 +24,7 @@ from ..core.linalg import sum_squares
 from ..core.memory import memory_budget
 from .kmeans_steps import assign, cluster_sums, farthest, kmeans_plusplus, read_rows
 from .results import KMeansResult
-from .source import BlockSource, describe_source, matrix_shape, work_dtype
+from .source import BlockSource, describe_source, matrix_shape, resolve_engine, work_dtype
 from .svd import svd
 
 
@@ -40,7 +40,7 @@ def kmeans(
     budget: int | str | None = None,
     random_state: Any = 0,
     progress: bool = False,
-    engine: str = "usidgpu",
+    engine: str = "auto",
 ) -> KMeansResult:
     """k-means clustering of the positions of a Main dataset or the rows of an array, streamed.
 
@@ -61,8 +61,9 @@ def kmeans(
         scikit-learn).
     device, budget, random_state, progress
         As for :func:`usidgpu.svd`.
-    engine : {"usidgpu", "cuml"}
-        ``cuml`` runs cuML's KMeans on the GPU (the features must fit in device memory).
+    engine : {"auto", "usidgpu", "cuml"}
+        The implementation: usidgpu's streamed code (``auto``), or cuML's KMeans on the GPU (the
+        features must fit in device memory).
 
     Returns
     -------
@@ -72,8 +73,7 @@ def kmeans(
     """
     if features not in ("raw", "svd"):
         raise ValueError(f"features must be 'raw' or 'svd', got {features!r}")
-    if engine not in ("usidgpu", "cuml"):
-        raise ValueError(f"engine must be 'usidgpu' or 'cuml', got {engine!r}")
+    engine = resolve_engine(engine)
     (m, n), dtype = matrix_shape(data)
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= m:
         raise ValueError(f"k must be an integer in [1, {m}] (the number of positions), got {k!r}")

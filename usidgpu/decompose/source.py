@@ -332,3 +332,16 @@ def describe_source(src: BlockSource, **kwargs: Any) -> dict[str, Any]:
         device=src.device.kind,
         **kwargs,
     )
+
+
+#: Implementations of the decompositions (``engine=``): usidgpu's own streamed code, or RAPIDS
+#: cuML on the GPU for data that fit there. As everywhere in usidgpu, ``engine`` names which
+#: implementation computes the same result, and ``auto`` lets usidgpu choose.
+ENGINES = ("auto", "usidgpu", "cuml")
+
+
+def resolve_engine(engine: str) -> str:
+    """``auto`` → ``usidgpu`` (cuML only when asked for: it needs all the data on the device)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}")
+    return "usidgpu" if engine == "auto" else engine

@@ -48,7 +48,7 @@ from ..core.linalg import (
 )
 from ..core.memory import format_bytes
 from .results import PCAResult, SVDResult
-from .source import BlockSource, describe_source, matrix_shape, work_dtype
+from .source import BlockSource, describe_source, matrix_shape, resolve_engine, work_dtype
 
 log = logging.getLogger("usidgpu")
 
@@ -366,7 +366,7 @@ def svd(
     oversamples: int = 10,
     random_state: Any = 0,
     progress: bool = False,
-    engine: str = "usidgpu",
+    engine: str = "auto",
 ) -> SVDResult:
     """Truncated SVD ``X ≈ U · diag(S) · V`` of a Main dataset or a 2-D array, streamed.
 
@@ -392,8 +392,9 @@ def svd(
         Seed of the randomized method.
     progress : bool
         Progress bars for passes over file data.
-    engine : {"usidgpu", "cuml"}
-        ``cuml`` runs cuML's TruncatedSVD on the GPU (the data must fit in device memory).
+    engine : {"auto", "usidgpu", "cuml"}
+        The implementation: usidgpu's streamed code (``auto``), or cuML's TruncatedSVD on the GPU
+        (the data must fit in device memory).
 
     Returns
     -------
@@ -402,12 +403,11 @@ def svd(
         for float32 and 8/16-bit integers), signs fixed so the largest entry of each ``V`` row is
         positive.
     """
+    engine = resolve_engine(engine)
     if engine == "cuml":
         from .cuml_engine import cuml_svd
 
         return cuml_svd(data, k, device=device, center=False)
-    if engine != "usidgpu":
-        raise ValueError(f"engine must be 'usidgpu' or 'cuml', got {engine!r}")
     src, out = _factorize(data, k, method, device, budget, n_iter, oversamples, random_state, False, progress)
     params = dict(num_components=k, svd_method=out["method"], method_reason=out["reason"])
     if "n_iter" in out:
@@ -432,7 +432,7 @@ def pca(
     oversamples: int = 10,
     random_state: Any = 0,
     progress: bool = False,
-    engine: str = "usidgpu",
+    engine: str = "auto",
 ) -> PCAResult:
     """Principal component analysis: the truncated SVD of the data centred on its mean spectrum.
 
@@ -444,12 +444,11 @@ def pca(
         ``V`` are the principal axes (scikit-learn's ``components_``), ``scores = U · diag(S)``,
         ``explained_variance``, ``explained_variance_ratio`` and ``mean`` as in scikit-learn.
     """
+    engine = resolve_engine(engine)
     if engine == "cuml":
         from .cuml_engine import cuml_svd
 
         return cuml_svd(data, k, device=device, center=True)
-    if engine != "usidgpu":
-        raise ValueError(f"engine must be 'usidgpu' or 'cuml', got {engine!r}")
     src, out = _factorize(data, k, method, device, budget, n_iter, oversamples, random_state, True, progress)
     m = src.shape[0]
     s = asnumpy(out["S"])
