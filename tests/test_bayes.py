@@ -301,8 +301,10 @@ def test_the_g_mode_parameters_are_one_settings_object():
     from usidgpu.bayes import DEFAULTS, GIVSettings
 
     defaults = GIVSettings()
-    assert defaults.as_dict() == DEFAULTS == dict(
-        num_x_steps=250, r_extra=110.0, gam=0.03, sigma=10.0, sigma_c=1.0, num_samples=2000
+    assert (
+        defaults.as_dict()
+        == DEFAULTS
+        == dict(num_x_steps=250, r_extra=110.0, gam=0.03, sigma=10.0, sigma_c=1.0, num_samples=2000)
     )
     mine = GIVSettings.of(defaults, num_samples=300, gam=0.05)
     assert (mine.num_samples, mine.gam, mine.sigma) == (300, 0.05, 10.0)

@@ -8,8 +8,8 @@ import pytest
 
 import usidgpu
 from usidgpu.atoms.synthetic import lattice_image
-from usidgpu.imageio import image_to_usid
 from usidgpu.denoise.blockwise import WindowedSVD
+from usidgpu.imageio import image_to_usid
 
 
 @pytest.fixture(scope="module")

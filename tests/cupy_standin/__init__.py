@@ -149,11 +149,11 @@ def reset() -> None:
 
 __all__ = [
     "CONFIG",
-    "Config",
-    "Counts",
     "MODULES",
     "SITE_CUML_DIR",
     "SITE_DIR",
+    "Config",
+    "Counts",
     "activate",
     "configure",
     "counters",

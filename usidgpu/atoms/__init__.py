@@ -28,10 +28,10 @@ from .track import Tracks, link, track
 __all__ = [
     "ColumnAnalysis",
     "ColumnFit",
-    "StackAnalysis",
     "FoundColumns",
-    "NoColumnsError",
     "Lattice",
+    "NoColumnsError",
+    "StackAnalysis",
     "StrainMap",
     "SyntheticLattice",
     "Tracks",

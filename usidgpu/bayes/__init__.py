@@ -8,10 +8,10 @@ from .linear import Posterior, SharedOperator, posterior, sample_posterior, shar
 
 __all__ = [
     "DEFAULTS",
-    "GIVSettings",
     "GIVBayesian",
     "GIVModel",
     "GIVResult",
+    "GIVSettings",
     "Posterior",
     "SharedOperator",
     "giv_bayesian",

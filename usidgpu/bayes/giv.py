@@ -58,14 +58,14 @@ from .linear import shared_operator
 
 __all__ = [
     "DEFAULTS",
-    "GIVSettings",
     "GIVModel",
     "GIVResult",
+    "GIVSettings",
     "giv_bayesian",
     "half_grid_points",
     "simulate_giv",
-    "sweep_design",
     "smoothness_prior",
+    "sweep_design",
     "units_for",
 ]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -369,7 +369,7 @@ def iter_blocks(
             bar.close()
 
 
-def _inline(slots: _Slots, dset: h5py.Dataset, plan: BlockPlan) -> Iterator[tuple[int, int, int]]:
+def _inline(slots: _Slots, dset: h5py.Dataset, plan: BlockPlan) -> Generator[tuple[int, int, int], None, None]:
     for a, b in plan:
         slots.fill(0, dset, a, b)
         yield a, b, 0
@@ -378,7 +378,7 @@ def _inline(slots: _Slots, dset: h5py.Dataset, plan: BlockPlan) -> Iterator[tupl
 _DONE = object()
 
 
-def _prefetched(slots: _Slots, dset: h5py.Dataset, plan: BlockPlan) -> Iterator[tuple[int, int, int]]:
+def _prefetched(slots: _Slots, dset: h5py.Dataset, plan: BlockPlan) -> Generator[tuple[int, int, int], None, None]:
     """Blocks read by a background thread, at most ``len(slots)`` in flight."""
     free: queue.Queue = queue.Queue()
     for k in range(len(slots)):

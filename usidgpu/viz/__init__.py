@@ -22,13 +22,13 @@ from .summary import plot_decomposition
 __all__ = [
     "plot_clusters",
     "plot_columns",
-    "plot_strain",
     "plot_components",
     "plot_decomposition",
     "plot_denoise",
     "plot_giv_maps",
     "plot_maps",
     "plot_scree",
+    "plot_strain",
     "plot_tracks",
     "save_figure",
 ]
