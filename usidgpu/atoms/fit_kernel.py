@@ -109,6 +109,7 @@ def kernel_arguments(
         raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
     n, m = data.shape
     q_lo, q_hi = q_bounds(radius)
+    dtype: np.dtype
     if precision == "float64":
         dtype, tol_run, step_tol = np.dtype(np.float64), tol, STEP_TOL
         coords = (yy, xx)

@@ -194,7 +194,7 @@ class Lattice:
         best = np.inf
         for d in {tuple(np.round(u - v, 12)) for u in offsets for v in offsets}:
             for m, n in itertools.product(range(-2, 3), repeat=2):
-                length = np.linalg.norm(np.asarray(d) + m * a + n * b)
+                length = float(np.linalg.norm(np.asarray(d) + m * a + n * b))
                 if length > 1e-9 * np.linalg.norm(a):
                     best = min(best, length)
         return float(best)
@@ -333,7 +333,8 @@ def _torus_clusters(frac: np.ndarray, vectors: np.ndarray, radius: float) -> np.
     delta -= np.rint(delta)
     near = np.linalg.norm(delta @ vectors, axis=2) <= radius
     free = np.ones(len(frac), dtype=bool)
-    sites, counts = [], []
+    sites: list[np.ndarray] = []
+    counts: list[int] = []
     while free.any():
         count = (near & free[None, :]).sum(axis=1) * free
         seed = int(np.argmax(count))
@@ -343,8 +344,8 @@ def _torus_clusters(frac: np.ndarray, vectors: np.ndarray, radius: float) -> np.
         sites.append(wrapped[seed] + delta[members, seed].mean(axis=0))
         counts.append(int(count[seed]))
         free &= ~members
-    sites = np.array(sites)
-    return sites - np.floor(sites)
+    found = np.array(sites)
+    return found - np.floor(found)
 
 
 def _solve(pos: np.ndarray, idx: np.ndarray, motif: np.ndarray, refine_motif: bool) -> tuple[np.ndarray, ...]:
@@ -694,12 +695,12 @@ def find_vacancies(
             hull = ConvexHull(pos)
         except QhullError:
             raise ValueError("the columns lie on one line: their convex hull has no area") from None
-        margin = 0.5 * sep if margin is None else float(margin)
+        inset = 0.5 * sep if margin is None else float(margin)
         corners = pos[hull.vertices]
         normals, offsets = hull.equations[:, :2], hull.equations[:, 2]
 
         def inside(p: np.ndarray) -> np.ndarray:
-            return np.all(p @ normals.T + offsets <= -margin, axis=1)
+            return np.all(p @ normals.T + offsets <= -inset, axis=1)
 
     else:
         shape = tuple(int(s) for s in region)
@@ -906,9 +907,10 @@ def strain_map(
     columns = np.column_stack([stretch[:, 1, 1] - 1, stretch[:, 0, 0] - 1, stretch[:, 0, 1], theta])
     maps = None
     if shape is not None:
-        shape = tuple(int(v) for v in shape)
-        if len(shape) != 2 or min(shape) < 1:
+        size = tuple(int(v) for v in shape)
+        if len(size) != 2 or min(size) < 1:
             raise ValueError(f"shape must be an image shape (H, W), got {shape!r}")
+        shape = (size[0], size[1])
         good = np.isfinite(columns).all(axis=1)
         grid = np.mgrid[0 : shape[0], 0 : shape[1]]
         maps = np.full((4, *shape), np.nan)

@@ -68,12 +68,12 @@ def write_columns(result: Any, main: Any = None, output: str | os.PathLike | Non
             [Dimension("Fit", "a. u.", 1)],
         )
         analyses = result.frames if stack else [result]
-        vac_rows = [
+        per_frame = [
             np.column_stack([np.full(len(a.vacancies), a.frame), a.vacancies.positions, a.vacancies.sublattice])
             for a in analyses
             if a.vacancies is not None and len(a.vacancies)
         ]
-        vac_rows = np.concatenate(vac_rows).astype(np.float64) if vac_rows else np.zeros((0, 4))
+        vac_rows = np.concatenate(per_frame).astype(np.float64) if per_frame else np.zeros((0, 4))
         ds = writer.group.create_dataset("Vacancies", data=vac_rows)
         ds.attrs["columns"] = ["frame", "y", "x", "sublattice"]
         lattices = [a.lattice for a in analyses if a.lattice is not None]

@@ -141,6 +141,7 @@ class WindowedSVD(Process):
         raise RuntimeError("WindowedSVD computes with its halo: see compute_block")
 
     def finalize(self, writer: Any) -> None:
+        assert self.components is not None, "finalize runs after the components were found"
         k, n_pix = self.components.shape
         writer.write_main(
             "Components",

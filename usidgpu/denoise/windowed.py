@@ -75,10 +75,10 @@ class WindowedSVDResult(Described):
         Windows per frame.
     """
 
-    raw: np.ndarray = None
-    cleaned: np.ndarray = None
-    noise: np.ndarray = None
-    components: np.ndarray = None
+    raw: np.ndarray | None = None
+    cleaned: np.ndarray | None = None
+    noise: np.ndarray | None = None
+    components: np.ndarray | None = None
     spectrum: Any = field(default=None, repr=False)  # singular values, or a callable giving them
     k: int = 0
     k_rule: str = ""
@@ -106,12 +106,10 @@ class WindowedSVDResult(Described):
 def _pair(value: int | tuple[int, int] | None, name: str) -> tuple[int, int] | None:
     if value is None:
         return None
-    if isinstance(value, (int, np.integer)):
-        value = (int(value), int(value))
-    value = tuple(int(v) for v in value)
-    if len(value) != 2 or min(value) < 1:
+    pair = (int(value), int(value)) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
+    if len(pair) != 2 or min(pair) < 1:
         raise ValueError(f"{name} must be a positive integer or a pair of them, got {value!r}")
-    return value
+    return (pair[0], pair[1])
 
 
 def _tiles(n: int, size: int, align: int = 1) -> list[tuple[int, int]]:
@@ -162,7 +160,7 @@ def windowed_svd(
     frames, info = frames_of(image)
     single = info.pop("single")
     n_frames, h, w = frames.shape
-    step_ = _pair(step, "step")
+    step_ = _pair(step, "step") or (1, 1)
     win = _pair(window, "window")
     if win is None:
         win = (window_from_fft(frames[0]),) * 2
@@ -209,6 +207,7 @@ def windowed_svd(
     def spectrum(gram: Any = g) -> np.ndarray:
         return np.sqrt(np.maximum(asnumpy(xp.linalg.eigvalsh(gram))[::-1], 0))
 
+    singular: Any  # the values, or the function that gives them
     if k is None:
         singular = spectrum()
         k, k_rule = choose_rank(singular, n_frames * ny * nx, n_pix)

@@ -348,7 +348,8 @@ class Process:
 
     def _write_outputs(self, writer: ResultsWriter, store: BlockStore, specs: dict[str, Output]) -> None:
         for name, spec in specs.items():
-            dims, prefix = spec.dims, f"{name}_Spectroscopic_"  # outputs' own dims don't collide
+            prefix: str | None = f"{name}_Spectroscopic_"  # outputs' own dims don't collide
+            dims = spec.dims
             if dims is None:
                 dims = [Dimension(name, "a. u.", spec.columns)]
             elif isinstance(dims, str) and dims == "source":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class Dimension:
 
     name: str
     units: str
-    values: np.ndarray = field(repr=False)
+    values: Any = field(repr=False)  # an int or array-like in; a 1-D ndarray once made
     incomplete: bool = False
 
     def __post_init__(self) -> None:

@@ -126,6 +126,24 @@ class ResultsWriter:
         True when an interrupted run with the same parameters was picked up.
     """
 
+    # set by begin() (the object is made there, not by __init__)
+    source: Any
+    tool: str
+    parameters: dict[str, Any]
+    device: str
+    target: Path
+    same_file: bool
+    parent_path: str
+    source_path: str
+    source_file: str
+    source_base: str
+    group_name: str
+    sidecar_path: Path
+    group: h5py.Group
+    n_units: int
+    completed: np.ndarray
+    resumed: bool
+
     def __init__(self, *args: Any, **kwargs: Any):
         raise TypeError("use ResultsWriter.begin(...) to create or resume a results group")
 
