@@ -1,4 +1,7 @@
-"""MainDataset: n-d views, selection and reduction against NumPy on the known truth; writing."""
+"""MainDataset: n-d views, selection and reduction against NumPy on the known truth; writing.
+
+The reading tests run on HDF5 and on the zarr copy made by ``usidgpu convert`` (the ``storage``
+fixture of storage_fixtures.py); the writing tests and the HDF5-specific ones stay HDF5-only."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import warnings
 import h5py
 import numpy as np
 import pytest
+import storage_fixtures
 from helpers import make_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,25 +18,59 @@ from hypothesis import strategies as st
 import usidgpu
 from usidgpu import Dimension
 
+storage = storage_fixtures.storage  # the fixture: each reading test on HDF5, then on its zarr copy
+
 POS = [Dimension("Y", "µm", np.arange(4) * 0.25), Dimension("X", "nm", np.arange(5) * 2.0)]
 SPEC = [Dimension("Cycle", "", 3), Dimension("Bias", "V", np.linspace(-1, 1, 6))]
 SHAPE = (4, 5, 3, 6)
 
 
-@pytest.fixture(params=["slow_to_fast", "fast_to_slow"])
-def ds(request, tmp_path):
-    data = np.random.default_rng(3).standard_normal(SHAPE).astype(np.float32)
-    path = tmp_path / "d.h5"
-    make_file(path, data=data, pos=POS, spec=SPEC, dim_order=request.param)
+@pytest.fixture(scope="module")
+def ds_files(tmp_path_factory):
+    """The test file of each dimension order (HDF5, and its zarr copy), written once per module:
+    the tests only read it."""
+    files = {}
+
+    def get(order, storage):
+        if (order, storage.kind) not in files:
+            if order not in files:
+                data = np.random.default_rng(3).standard_normal(SHAPE).astype(np.float32)
+                files[order] = tmp_path_factory.mktemp(order) / "d.h5"
+                make_file(files[order], data=data, pos=POS, spec=SPEC, dim_order=order)
+            files[(order, storage.kind)] = storage.path(files[order])
+        return files[(order, storage.kind)]
+
+    return get
+
+
+def _open_ds(path, order):
     f = usidgpu.open(path)
     m = f.main_datasets()[0]
     # the truth with its axes in file order (what to_ndim returns)
-    if request.param == "fast_to_slow":
+    data = np.random.default_rng(3).standard_normal(SHAPE).astype(np.float32)
+    if order == "fast_to_slow":
         truth = np.transpose(data, (1, 0, 3, 2))
         names = ["X", "Y", "Bias", "Cycle"]
     else:
         truth, names = data, ["Y", "X", "Cycle", "Bias"]
-    yield m, truth, names
+    return f, (m, truth, names)
+
+
+@pytest.fixture(params=["slow_to_fast", "fast_to_slow"])
+def ds(request, storage, ds_files):
+    f, value = _open_ds(ds_files(request.param, storage), request.param)
+    yield value
+    f.close()
+
+
+@pytest.fixture(params=["slow_to_fast", "fast_to_slow"])
+def ds_h5(request, tmp_path):
+    """The same dataset in HDF5 only, for pyUSID (which reads HDF5 through h5py only)."""
+    path = tmp_path / "d.h5"
+    data = np.random.default_rng(3).standard_normal(SHAPE).astype(np.float32)
+    make_file(path, data=data, pos=POS, spec=SPEC, dim_order=request.param)
+    f, value = _open_ds(path, request.param)
+    yield value
     f.close()
 
 
@@ -77,8 +115,9 @@ def test_sel_equals_numpy_indexing(ds, selection):
     np.testing.assert_array_equal(m.sel(**selection), expected)
 
 
-def test_sel_agrees_with_pyusid_slice(ds, pyusid):
-    m, truth, names = ds
+# HDF5-only: pyUSID, the oracle here, reads HDF5 files through h5py only
+def test_sel_agrees_with_pyusid_slice(ds_h5, pyusid):
+    m, truth, names = ds_h5
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         u = pyusid.USIDataset(m.h5)
@@ -112,6 +151,24 @@ def test_sel_reads_scattered_rows_through_streaming(ds, monkeypatch):
     np.testing.assert_array_equal(m.sel(**key), expected)
 
 
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_blocks_cover_the_rows_in_order(ds, prefetch):
+    m, truth, names = ds
+    # as stored: rows Y-major (X fastest), columns Cycle-major (Bias fastest), whatever order the
+    # ancillary datasets list the dimensions in
+    raw = (truth if names[0] == "Y" else truth.transpose(1, 0, 3, 2)).reshape(m.shape)
+    np.testing.assert_array_equal(m[()], raw)
+    budget = 3 * 18 * 4  # a few positions per block
+    blocks = [(b.start, b.stop, b.data.copy()) for b in m.blocks(budget=budget, prefetch=prefetch)]
+    assert len(blocks) > 2 and blocks[0][0] == 0 and blocks[-1][1] == m.n_positions
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))  # contiguous, in order
+    assert max(b - a for a, b, _ in blocks) == m.block_plan(budget=budget, prefetch=prefetch).rows_per_block
+    np.testing.assert_array_equal(np.concatenate([d for _a, _b, d in blocks]), raw)
+    part = list(m.blocks(budget=budget, copy=True, start=5, stop=13))
+    assert part[0].start == 5 and part[-1].stop == 13
+    np.testing.assert_array_equal(np.concatenate([b.data for b in part]), raw[5:13])
+
+
 REDUCTIONS = ["mean", "sum", "min", "max", "var", "std", np.mean, np.amax, np.nanstd]
 
 
@@ -127,12 +184,12 @@ def test_reduce_equals_numpy(ds, func, dims):
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
 
 
-def test_reduce_nan_variants_and_callables(tmp_path):
+def test_reduce_nan_variants_and_callables(tmp_path, storage):
     data = np.random.default_rng(5).standard_normal((4, 5, 6)).astype(np.float32)
     data[1, 2, :] = np.nan
     data[0, :, 3] = np.nan
     make_file(tmp_path / "n.h5", data=data, pos=POS, spec=[Dimension("E", "eV", 6)])
-    with usidgpu.open(tmp_path / "n.h5") as f:
+    with storage.open(tmp_path / "n.h5") as f:
         m = f.main_datasets()[0]
         for name in ("nanmean", "nansum", "nanmin", "nanmax", "nanvar"):
             with warnings.catch_warnings():
@@ -145,11 +202,11 @@ def test_reduce_nan_variants_and_callables(tmp_path):
             m.reduce("X", np.median)
 
 
-def test_reduce_complex(tmp_path):
+def test_reduce_complex(tmp_path, storage):
     rng = np.random.default_rng(7)
     data = (rng.standard_normal((4, 5, 6)) + 1j * rng.standard_normal((4, 5, 6))).astype(np.complex64)
     make_file(tmp_path / "c.h5", data=data, pos=POS, spec=[Dimension("F", "kHz", 6)])
-    with usidgpu.open(tmp_path / "c.h5") as f:
+    with storage.open(tmp_path / "c.h5") as f:
         m = f.main_datasets()[0]
         np.testing.assert_allclose(m.reduce(["Y"], "mean"), data.mean(axis=0), rtol=1e-5)
         np.testing.assert_allclose(m.reduce(["Y", "F"], "var"), data.var(axis=(0, 2)), rtol=1e-5)
@@ -157,15 +214,17 @@ def test_reduce_complex(tmp_path):
             m.reduce("Y", "max")
 
 
-def test_var_is_stable_for_large_offsets(tmp_path):
+def test_var_is_stable_for_large_offsets(tmp_path, storage):
     data = (1e4 + np.random.default_rng(2).standard_normal((4, 5, 6))).astype(np.float32)
     make_file(tmp_path / "o.h5", data=data, pos=POS, spec=[Dimension("E", "eV", 6)])
-    with usidgpu.open(tmp_path / "o.h5") as f:
+    with storage.open(tmp_path / "o.h5") as f:
         got = f.main_datasets()[0].reduce(["Y", "X"], "std", budget=600)
     np.testing.assert_allclose(got, data.astype(np.float64).std(axis=(0, 1)), rtol=1e-4)
 
 
 # ------------------------------------------------------------------------------- writing
+# HDF5-only from here to test_default_chunks_are_whole_positions: these tests write (zarr stores
+# are read-only) or test HDF5 storage options (filters, chunks).
 def test_single_position_and_single_point(tmp_path, pyusid):
     path = tmp_path / "s.h5"
     spectrum = np.linspace(0, 1, 7, dtype=np.float32)
@@ -278,33 +337,34 @@ def test_default_chunks_are_whole_positions():
     assert default_chunks((3, 5), 8) == (3, 5)
 
 
-def _one_side(tmp_path, data, name="r.h5"):
+# ------------------------------------------------------------------------------- reading again
+def _one_side(tmp_path, data, storage, name="r.h5"):
     make_file(
         tmp_path / name, data=data, pos=[Dimension("X", "m", data.shape[0])], spec=[Dimension("B", "V", data.shape[1])]
     )
-    return usidgpu.open(tmp_path / name)
+    return storage.open(tmp_path / name)
 
 
-def test_var_per_cell_with_offsets_and_infinities(tmp_path):
+def test_var_per_cell_with_offsets_and_infinities(tmp_path, storage):
     rng = np.random.default_rng(0)
     d = rng.standard_normal((3, 4))
     d[1:] += 1e8  # cells at very different levels must not share a shift
-    with _one_side(tmp_path, d, "a.h5") as f:
+    with _one_side(tmp_path, d, storage, "a.h5") as f:
         m = f.main_datasets()[0]
         np.testing.assert_allclose(m.reduce("B", "var", budget=400), d.var(axis=1), rtol=1e-6)
         with pytest.raises(usidgpu.BudgetError, match="200 B is too small for reduce"):
             m.reduce("B", "var", budget=200)
     d = rng.standard_normal((3, 4))
     d[0, 0] = np.inf  # spoils its own cell only, as in NumPy
-    with _one_side(tmp_path, d, "b.h5") as f:
+    with _one_side(tmp_path, d, storage, "b.h5") as f:
         with np.errstate(invalid="ignore"):
             np.testing.assert_array_equal(np.isnan(f.main_datasets()[0].reduce("B", "std")), np.isnan(d.std(axis=1)))
             np.testing.assert_allclose(f.main_datasets()[0].reduce("B", "std")[1:], d.std(axis=1)[1:])
 
 
-def test_reduce_keeps_numpy_dtypes_and_exact_integers(tmp_path):
+def test_reduce_keeps_numpy_dtypes_and_exact_integers(tmp_path, storage):
     big = np.array([[2**60, 2**60 + 1], [3, -(2**61)]], dtype=np.int64)
-    with _one_side(tmp_path, big, "i.h5") as f:
+    with _one_side(tmp_path, big, storage, "i.h5") as f:
         m = f.main_datasets()[0]
         for func in ("max", "min", "sum"):
             got = m.reduce("X", func, budget=192)
@@ -312,11 +372,11 @@ def test_reduce_keeps_numpy_dtypes_and_exact_integers(tmp_path):
             np.testing.assert_array_equal(got, getattr(np, func)(big, axis=0))
         assert m.reduce("X", "mean").dtype == np.float64
     f32 = np.random.default_rng(1).random((5, 3)).astype(np.float32)
-    with _one_side(tmp_path, f32, "f.h5") as f:
+    with _one_side(tmp_path, f32, storage, "f.h5") as f:
         m = f.main_datasets()[0]
         for func in ("mean", "sum", "std", "var", "max", "nanmean"):
             assert m.reduce("X", func).dtype == np.float32, func
     u8 = np.arange(15, dtype=np.uint8).reshape(5, 3)
-    with _one_side(tmp_path, u8, "u.h5") as f:
+    with _one_side(tmp_path, u8, storage, "u.h5") as f:
         got = f.main_datasets()[0].reduce("X", "max")
         assert got.dtype == np.uint8 and (got == u8.max(axis=0)).all()

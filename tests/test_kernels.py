@@ -67,7 +67,7 @@ def test_wheel_ships_kernels_and_finds_them(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for source in kernel_dir().iterdir():
         assert f"usidgpu/kernels/{source.name}" in names
-    assert "usidgpu/cli.py" in names and not [n for n in names if n.startswith("tests/")]
+    assert "usidgpu/cli/__init__.py" in names and not [n for n in names if n.startswith("tests/")]
     assert "usidgpu/data/simulated_STEM_Image.h5" in names and "usidgpu/data/README.md" in names
     target = tmp_path / "site"
     subprocess.run(

@@ -1,14 +1,21 @@
-"""The malformed-file suite: one file per broken USID rule, and the right problem is named."""
+"""The malformed-file suite: one file per broken USID rule, and the right problem is named.
+
+Each file is broken in HDF5 (with h5py) and then validated as it is and as the zarr copy that
+``usidgpu convert`` makes of it (the ``storage`` fixture of storage_fixtures.py): validation
+reads, and must name the same problems in both. pyUSID, the independent oracle, reads HDF5 only."""
 
 from __future__ import annotations
 
 import h5py
 import numpy as np
 import pytest
+import storage_fixtures
 from helpers import make_file
 
 import usidgpu
 from usidgpu.cli import main as cli
+
+storage = storage_fixtures.storage  # the fixture: each reading test on HDF5, then on its zarr copy
 
 MAIN = "/Measurement_000/Channel_000/Raw_Data"
 CH = "/Measurement_000/Channel_000"
@@ -161,11 +168,12 @@ def valid_file(tmp_path):
 
 
 @pytest.mark.parametrize("rule", sorted(CASES))
-def test_each_broken_rule_is_named(valid_file, rule, pyusid, capsys):
+def test_each_broken_rule_is_named(valid_file, rule, pyusid, capsys, storage):
     severity, where, pyusid_rejects = CASES[rule]
     with h5py.File(valid_file, "r+") as f:
         _break(f, rule)
-    problems = usidgpu.validate(valid_file)
+    target = storage.path(valid_file)
+    problems = usidgpu.validate(target)
     named = [p for p in problems if p.rule == rule]
     assert named, f"{rule} not reported; got {[str(p) for p in problems]}"
     assert named[0].severity == severity
@@ -175,14 +183,14 @@ def test_each_broken_rule_is_named(valid_file, rule, pyusid, capsys):
     if pyusid_rejects is not None:
         with h5py.File(valid_file, "r") as f:
             assert bool(pyusid.hdf_utils.check_if_main(f[MAIN])) == (not pyusid_rejects)
-    code = cli(["validate", str(valid_file)])
+    code = cli(["validate", str(target)])
     out = capsys.readouterr().out
     assert rule in out
     errors = [p for p in problems if p.severity == "error"]
     assert code == (1 if errors else 0)
     if errors:
         assert "INVALID" in out
-    with usidgpu.open(valid_file) as f:
+    with usidgpu.open(target) as f:
         if rule in OPENS:
             f.dataset(MAIN)  # usable despite the problem: the data can still be read
         elif severity == "error":
@@ -190,45 +198,46 @@ def test_each_broken_rule_is_named(valid_file, rule, pyusid, capsys):
                 f.dataset(MAIN)
 
 
-def test_every_problem_is_listed_not_just_the_first(valid_file):
+def test_every_problem_is_listed_not_just_the_first(valid_file, storage):
     with h5py.File(valid_file, "r+") as f:
         _break(f, "missing-attribute")
         _break(f, "labels-mismatch")
         _break(f, "dangling-reference")
-    rules = {p.rule for p in usidgpu.validate(valid_file)}
+    rules = {p.rule for p in usidgpu.validate(storage.path(valid_file))}
     assert {"missing-attribute", "labels-mismatch", "dangling-reference"} <= rules
 
 
-def test_nan_only_data_is_valid(tmp_path):
-    path = tmp_path / "nan.h5"
-    make_file(path, data=np.full((3, 4, 5), np.nan, np.float32))
+def test_nan_only_data_is_valid(tmp_path, storage):
+    make_file(tmp_path / "nan.h5", data=np.full((3, 4, 5), np.nan, np.float32))
+    path = storage.path(tmp_path / "nan.h5")
     assert usidgpu.validate(path) == []
     with usidgpu.open(path) as f:
         assert np.isnan(f[MAIN].to_ndim()).all()
 
 
-def test_file_without_main_dataset(tmp_path, capsys):
-    path = tmp_path / "plain.h5"
-    with h5py.File(path, "w") as f:
+def test_file_without_main_dataset(tmp_path, capsys, storage):
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
         f.create_dataset("image", data=np.zeros((4, 4)))
         f["image"].attrs["quantity"] = "Height"
         f["image"].attrs["units"] = "m"
+    path = storage.path(tmp_path / "plain.h5")
     assert [p.rule for p in usidgpu.validate(path)] == ["no-main"]
     assert cli(["validate", str(path)]) == 2
     assert "not a USID file" in capsys.readouterr().err
 
 
-def test_validate_single_dataset(valid_file, capsys):
+def test_validate_single_dataset(valid_file, capsys, storage):
     with h5py.File(valid_file, "r+") as f:
         _break(f, "units-mismatch")
-    assert cli(["validate", str(valid_file), "-d", MAIN]) == 1
+    target = storage.path(valid_file)
+    assert cli(["validate", str(target), "-d", MAIN]) == 1
     assert "units-mismatch" in capsys.readouterr().out
-    assert cli(["validate", str(valid_file), "-d", "/nope"]) == 2
+    assert cli(["validate", str(target), "-d", "/nope"]) == 2
     err = capsys.readouterr().err
-    assert "no dataset '/nope'" in err and str(valid_file) in err
+    assert "no dataset '/nope'" in err and str(target) in err
 
 
-def test_empty_main_dataset(valid_file):
+def test_empty_main_dataset(valid_file, storage):
     with h5py.File(valid_file, "r+") as f:
         _break(f, "main-not-2d")
         attrs = dict(f[MAIN].attrs)
@@ -236,11 +245,13 @@ def test_empty_main_dataset(valid_file):
         d = f[CH].create_dataset("Raw_Data", shape=(0, 5), dtype=np.float32)
         for k, v in attrs.items():
             d.attrs[k] = v
-    assert "main-empty" in {p.rule for p in usidgpu.validate(valid_file)}
-    with usidgpu.open(valid_file) as f:
+    target = storage.path(valid_file)
+    assert "main-empty" in {p.rule for p in usidgpu.validate(target)}
+    with usidgpu.open(target) as f:
         assert f.main_datasets() == []
 
 
+# HDF5-only: flips bytes of the HDF5 file itself (a damaged zarr store is damaged differently)
 def test_damaged_files_never_give_a_traceback(valid_file, tmp_path, capsys):
     raw = bytearray(valid_file.read_bytes())
     rng = np.random.default_rng(11)

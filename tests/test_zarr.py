@@ -15,15 +15,10 @@ import usidgpu
 from usidgpu import Dimension
 from usidgpu.cli import main as cli
 from usidgpu.core.errors import FileProblem
-from usidgpu.usid import zarr_store
-from usidgpu.usid.zarr_store import (
-    META,
-    ZarrReference,
-    dtype_to_json,
-    h5_to_zarr,
-    open_zarr,
-    zarr_to_h5,
-)
+from usidgpu.storage import convert
+from usidgpu.storage.codec import META, dtype_to_json
+from usidgpu.storage.convert import h5_to_zarr, zarr_to_h5
+from usidgpu.storage.zarr_view import ZarrReference, open_zarr
 
 REAL = ["AFM_Force_Curve.h5", "simulated_STEM_Image.h5", "sparse_sampling.h5", "chip.h5"]
 SHO = np.dtype([("amp", "<f4"), ("phase", "<f4"), ("q", "<f8")])
@@ -290,16 +285,16 @@ def test_zarr_store_layout_and_adapter(rich_file, tmp_path):
 
 def test_streams_in_blocks(rich_file, tmp_path, monkeypatch):
     """Datasets larger than the block budget are copied block by block, both ways."""
-    monkeypatch.setattr(zarr_store, "BLOCK_BYTES", 64)
+    monkeypatch.setattr(convert, "BLOCK_BYTES", 64)
     calls = []
-    real = zarr_store._blocks
+    real = convert._blocks
 
     def spy(*args, **kwargs):
         out = list(real(*args, **kwargs))
         calls.append(len(out))
         return iter(out)
 
-    monkeypatch.setattr(zarr_store, "_blocks", spy)
+    monkeypatch.setattr(convert, "_blocks", spy)
     src = tmp_path / "src.h5"
     shutil.copyfile(rich_file, src)
     with h5py.File(src, "a") as f:
@@ -321,7 +316,7 @@ def test_contiguous_dataset_gets_chunks_and_can_be_rechunked(tmp_path):
     h5_to_zarr(src, tmp_path / "a.zarr")
     with open_zarr(tmp_path / "a.zarr") as f:
         rows, cols = f["/big"].chunks
-        assert cols == 600 and rows * cols * 4 <= zarr_store.AUTO_CHUNK_BYTES
+        assert cols == 600 and rows * cols * 4 <= convert.AUTO_CHUNK_BYTES
     h5_to_zarr(src, tmp_path / "b.zarr", chunks=(100, 600))
     with open_zarr(tmp_path / "b.zarr") as f:
         assert f["/big"].chunks == (100, 600)
@@ -474,7 +469,7 @@ def test_cli_convert_refuses_and_reports_bad_input(tmp_path, capsys, monkeypatch
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(zarr_store, "_copy_dataset_to_zarr", boom)
+    monkeypatch.setattr(convert, "_copy_dataset_to_zarr", boom)
     assert cli(["convert", str(src), str(tmp_path / "partial.zarr")]) == 2
     _one_line_error(capsys, "chip.h5", "disk on fire")
     assert not (tmp_path / "partial.zarr").exists()
@@ -483,7 +478,7 @@ def test_cli_convert_refuses_and_reports_bad_input(tmp_path, capsys, monkeypatch
     good = tmp_path / "good.zarr"
     assert cli(["convert", str(src), str(good)]) == 0
     capsys.readouterr()
-    monkeypatch.setattr(zarr_store, "_create_h5_dataset", boom)
+    monkeypatch.setattr(convert, "_create_h5_dataset", boom)
     assert cli(["convert", str(good), str(tmp_path / "partial.h5")]) == 2
     _one_line_error(capsys, "good.zarr", "disk on fire")
     assert not (tmp_path / "partial.h5").exists()
@@ -491,8 +486,6 @@ def test_cli_convert_refuses_and_reports_bad_input(tmp_path, capsys, monkeypatch
 
 def test_results_cannot_go_into_a_zarr_store(tmp_path):
     from helpers import make_file
-
-    from usidgpu.usid.zarr_store import h5_to_zarr
 
     src, store = tmp_path / "a.h5", tmp_path / "a.zarr"
     make_file(src)

@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import h5py
 import numpy as np
 
 from ..core.arrays import asnumpy, is_cupy_array
 from ..core.device import Device, select_device
 from ..core.errors import BudgetError
 from ..core.memory import format_bytes, memory_budget
+from ..storage import is_dataset
 from ..usid.dataset import MainDataset
 
 
@@ -78,7 +78,7 @@ class BlockSource:
         self._array = None
         if isinstance(data, MainDataset):
             self._main = data
-        elif isinstance(data, h5py.Dataset):
+        elif is_dataset(data):  # an h5py or zarr dataset
             self._main = MainDataset(data)
         else:
             arr = data if is_cupy_array(data) else np.asarray(data)

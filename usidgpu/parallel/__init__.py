@@ -8,11 +8,12 @@ here still work and warn.
 """
 
 from .._deprecated import moved
+from ..storage.locks import RunInProgress
+from ..storage.sidecar import BlockStore
 from .executors import DaskExecutor, Executor, ThreadExecutor, get_executor
 from .fits import PolynomialFit
 from .process import Output, Process, load_class
 from .resume import partial_runs, resume
-from .store import BlockStore, RunInProgress
 
 _OLD = {"GramSVD": "GramSVD", "BlockKMeans": "BlockKMeans", "svd": "svd_blockwise", "kmeans": "kmeans_blockwise"}
 _decompose = moved(__name__, "usidgpu.decompose.blockwise", _OLD)

@@ -38,10 +38,11 @@ from ..core.arrays import asnumpy
 from ..core.device import select_device
 from ..core.memory import memory_budget
 from ..core.stream import plan_blocks as plan_rows
+from ..storage.locks import run_lock
+from ..storage.sidecar import PARTIAL, BlockStore, clear_removed, read_meta, remove_store
 from ..usid.dimension import Dimension
 from ..usid.results import ResultsWriter, check_target, sidecar_dir, sidecar_prefix
 from .executors import Executor, get_executor
-from .store import PARTIAL, BlockStore, clear_removed, read_meta, remove_store, run_lock
 
 
 @dataclass

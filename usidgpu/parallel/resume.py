@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..storage.locks import RunInProgress, lock_holder
+from ..storage.sidecar import PARTIAL, done_count, lock_path, read_meta
 from ..usid.results import sidecar_dir
-from .store import PARTIAL, RunInProgress, lock_holder, read_meta
 
 
 def partial_runs(target: str | os.PathLike) -> list[dict[str, Any]]:
@@ -22,8 +23,7 @@ def partial_runs(target: str | os.PathLike) -> list[dict[str, Any]]:
         meta = read_meta(path)
         if meta.get("status") != PARTIAL:
             continue
-        done_dir = path / "done"
-        done = sum(1 for m in done_dir.iterdir() if m.name.isdigit()) if done_dir.is_dir() else 0
+        done = done_count(path)
         runs.append(
             dict(
                 store=str(path),
@@ -37,7 +37,7 @@ def partial_runs(target: str | os.PathLike) -> list[dict[str, Any]]:
                 blocks=meta.get("blocks", []),
                 done=done,
                 total=len(meta.get("blocks", [])),
-                running=lock_holder(path.with_name(path.name + ".lock")),
+                running=lock_holder(lock_path(path)),
             )
         )
     return runs

@@ -1,4 +1,4 @@
-"""Reading and writing HDF5 attributes the way pyUSID does.
+"""Reading and writing attributes the way pyUSID does (reading: of any store; writing: HDF5).
 
 pyUSID stores the ``labels``/``units`` of ancillary datasets as fixed-width byte arrays (``|S5``)
 holding UTF-8, and the ``quantity``/``units`` of Main datasets as plain (variable-length UTF-8)
@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from .._version import __version__
+from ..storage import Node
 
 
 def decode_str(value: Any) -> str:
@@ -89,7 +90,7 @@ def write_attrs(obj: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
         obj.attrs[str(key).strip()] = _to_attr(value)
 
 
-def read_attr(obj: h5py.HLObject, name: str) -> Any:
+def read_attr(obj: Node, name: str) -> Any:
     """One attribute, with byte strings decoded to ``str`` and string arrays to lists of ``str``."""
     value = obj.attrs[name]
     if isinstance(value, (bytes, np.bytes_)):
@@ -105,7 +106,7 @@ def read_attr(obj: h5py.HLObject, name: str) -> Any:
     return value
 
 
-def read_attrs(obj: h5py.HLObject) -> dict[str, Any]:
+def read_attrs(obj: Node) -> dict[str, Any]:
     """All attributes of ``obj`` decoded with :func:`read_attr` (unreadable ones are skipped)."""
     out: dict[str, Any] = {}
     for name in obj.attrs:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import h5py
 import numpy as np
 
 from ..core.arrays import asnumpy
@@ -13,25 +12,26 @@ from ..core.device import Device
 from ..core.errors import BudgetError, NotAGridError, NotMainError
 from ..core.memory import format_bytes, free_memory
 from ..core.stream import Block, BlockPlan, BufferPool, iter_blocks, plan_for
+from ..storage import DatasetNode, is_dataset, is_open, open_file
 from .ancillary import Layout, dims_from_tables, infer_layout
 from .attrs import decode_str, decode_str_list, read_attrs
 from .dimension import Dimension
 from .reduce import reduce_main
 from .rules import ANCILLARY_REFS, ERROR, main_problems
 from .selection import read_rows_cols, selection_plan
-from .zarr_store import is_dataset
 
 
 class MainDataset:
     """A USID Main dataset (positions × spectroscopic points) with its dimensions.
 
-    Open one with :func:`usidgpu.open` and ``f.main_datasets()`` / ``f[path]``, or wrap an
-    ``h5py.Dataset`` directly. Nothing here reads the Main data until asked: ``to_ndim()``,
-    ``sel()``, ``reduce()`` and ``blocks()`` stream it.
+    Open one with :func:`usidgpu.open` and ``f.main_datasets()`` / ``f[path]``, or wrap a
+    dataset directly (an ``h5py.Dataset``, or one of a zarr store opened by usidgpu). Nothing
+    here reads the Main data until asked: ``to_ndim()``, ``sel()``, ``reduce()`` and
+    ``blocks()`` stream it.
 
     Parameters
     ----------
-    dataset : h5py.Dataset
+    dataset : h5py.Dataset or another :class:`~usidgpu.storage.DatasetNode`
         A dataset that follows the USID Main rules.
 
     Raises
@@ -47,7 +47,7 @@ class MainDataset:
     dimension first is read from the index values.
     """
 
-    def __init__(self, dataset: h5py.Dataset):
+    def __init__(self, dataset: DatasetNode):
         if not is_dataset(dataset):
             raise NotMainError(f"{getattr(dataset, 'name', dataset)} is not an HDF5 dataset")
         errors = [p for p in main_problems(dataset) if p.severity == ERROR]
@@ -86,46 +86,44 @@ class MainDataset:
             infer_layout(spec_i),
         )
 
-    def _link_ancillaries(self, dataset: h5py.Dataset) -> None:
+    def _link_ancillaries(self, dataset: DatasetNode) -> None:
         f = dataset.file
         self._anc = {name: f[dataset.attrs[name]] for name in ANCILLARY_REFS}
 
     @property
-    def _h5(self) -> h5py.Dataset:
+    def _h5(self) -> DatasetNode:
         # Attaching results to the source file closes it (HDF5 cannot hold one file open for
         # reading and writing at once); the dataset then reopens itself, read-only, on first use.
-        if not self._dataset.id.valid:
-            from .file import open_h5
-
-            self._file = open_h5(self._path, "r")  # kept: the reopened file lives as long as we do
+        if not is_open(self._dataset):
+            self._file = open_file(self._path, "r")  # kept: the reopened file lives as long as we do
             self._dataset = self._file[self._dataset_name]
             self._link_ancillaries(self._dataset)
         return self._dataset
 
     # ---------------------------------------------------------------- description
     @property
-    def h5(self) -> h5py.Dataset:
-        """The underlying ``h5py.Dataset``."""
+    def h5(self) -> DatasetNode:
+        """The underlying dataset (``h5py.Dataset``, or a dataset of a zarr store)."""
         return self._h5
 
-    def _ancillary(self, name: str) -> h5py.Dataset:
+    def _ancillary(self, name: str) -> DatasetNode:
         _ = self._h5  # reopens the file if it was closed
         return self._anc[name]
 
     @property
-    def h5_pos_inds(self) -> h5py.Dataset:
+    def h5_pos_inds(self) -> DatasetNode:
         return self._ancillary("Position_Indices")
 
     @property
-    def h5_pos_vals(self) -> h5py.Dataset:
+    def h5_pos_vals(self) -> DatasetNode:
         return self._ancillary("Position_Values")
 
     @property
-    def h5_spec_inds(self) -> h5py.Dataset:
+    def h5_spec_inds(self) -> DatasetNode:
         return self._ancillary("Spectroscopic_Indices")
 
     @property
-    def h5_spec_vals(self) -> h5py.Dataset:
+    def h5_spec_vals(self) -> DatasetNode:
         return self._ancillary("Spectroscopic_Values")
 
     @property

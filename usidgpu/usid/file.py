@@ -1,4 +1,4 @@
-"""Opening USID HDF5 files, finding their Main datasets and results groups."""
+"""Opening USID files (HDF5, or zarr stores read-only), finding their Main datasets and results groups."""
 
 from __future__ import annotations
 
@@ -8,54 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
-
-from ..core.errors import DatasetNotFoundError, FileProblem, NotMainError, NotUSIDError
+from ..core.errors import DatasetNotFoundError, NotMainError, NotUSIDError
+from ..storage import DatasetNode, FileNode, GroupNode, is_dataset, is_group, is_open, open_file
+from ..storage.h5 import open_h5 as open_h5  # re-exported: its home before usidgpu.storage
 from .attrs import read_attrs
 from .dataset import MainDataset
 from .rules import ERROR, is_candidate, main_problems
-from .zarr_store import READ_ONLY, is_dataset, is_group, is_zarr_path, open_zarr
 
-_MODES = {"r": "r", "r+": "r+", "a": "a", "w": "w", "w-": "w-", "x": "x"}
 #: <Source>-<Tool>_NNN, as pyUSID's create_results_group names results groups.
 RESULTS_NAME = re.compile(r"^(?P<source>[^-]+)-(?P<tool>[^-]+)_(?P<index>\d{3,})$")
 
 
-def open_h5(path: str | os.PathLike, mode: str = "r") -> h5py.File:
-    """Open an HDF5 file, turning every way it can fail into a one-line :class:`FileProblem`."""
-    p = Path(path)
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {sorted(_MODES)}, got {mode!r}")
-    if mode in ("r", "r+"):
-        if not p.exists():
-            raise FileProblem(f"{p}: no such file")
-        if p.is_dir():
-            raise FileProblem(f"{p}: is a directory, not an HDF5 file")
-        if not os.access(p, os.R_OK):
-            raise FileProblem(f"{p}: permission denied")
-        try:
-            hdf5 = h5py.is_hdf5(str(p))
-        except OSError as exc:
-            raise FileProblem(f"{p}: cannot be read ({exc})") from None
-        if not hdf5:
-            kind = "empty file" if p.stat().st_size == 0 else "not an HDF5 file"
-            raise FileProblem(f"{p}: {kind}")
-    try:
-        return h5py.File(str(p), _MODES[mode])
-    except OSError as exc:
-        text = str(exc)
-        if "truncated" in text or "eof" in text.lower():
-            reason = "the HDF5 file is truncated (incomplete copy or interrupted write)"
-        elif "lock" in text.lower():
-            reason = "the file is locked by another process (set HDF5_USE_FILE_LOCKING=FALSE to override)"
-        elif "Permission" in text or "permission" in text:
-            reason = "permission denied"
-        else:
-            reason = f"HDF5 cannot open it ({text.splitlines()[0] if text else type(exc).__name__})"
-        raise FileProblem(f"{p}: {reason}") from None
-
-
-def results_groups_of(dataset: h5py.Dataset, tool: str | None = None) -> list[tuple[re.Match, h5py.Group]]:
+def results_groups_of(dataset: DatasetNode, tool: str | None = None) -> list[tuple[re.Match, GroupNode]]:
     """Groups beside ``dataset`` named ``<its name>-<Tool>_NNN`` (only ``tool``'s, if given)."""
     parent = dataset.parent
     base = dataset.name.rsplit("/", 1)[1]
@@ -120,23 +84,18 @@ class USIDFile:
 
         self.path = resolve(path) if mode == "r" else Path(path)
         self.mode = mode
-        if is_zarr_path(self.path):  # a zarr store (see usidgpu.usid.zarr_store): read-only
-            if mode != "r":
-                raise FileProblem(f"{self.path}: {READ_ONLY}")
-            self._h5 = open_zarr(self.path)
-        else:
-            self._h5 = open_h5(self.path, mode)
+        self._h5 = open_file(self.path, mode)  # HDF5, or a zarr store (read-only)
         self._closed_by_user = False
 
     @property
-    def h5(self) -> h5py.File:
-        """The underlying ``h5py.File``.
+    def h5(self) -> FileNode:
+        """The underlying file: an ``h5py.File``, or a read-only view of a zarr store.
 
         A read-only file closed by attaching results to it (see :class:`usidgpu.ResultsWriter`)
         reopens itself here; one closed with :meth:`close` stays closed.
         """
-        if not self._h5.id.valid and self.mode == "r" and not self._closed_by_user:
-            self._h5 = open_h5(self.path, "r")
+        if not is_open(self._h5) and self.mode == "r" and not self._closed_by_user:
+            self._h5 = open_file(self.path, "r")
         return self._h5
 
     def __enter__(self) -> USIDFile:
@@ -147,15 +106,15 @@ class USIDFile:
 
     def close(self) -> None:
         self._closed_by_user = True
-        if self._h5.id.valid:
+        if is_open(self._h5):
             self._h5.close()
 
     @property
     def closed(self) -> bool:
-        return self._closed_by_user or not self._h5.id.valid
+        return self._closed_by_user or not is_open(self._h5)
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"mode {self._h5.mode!r}" if self._h5.id.valid else "mode 'r'"
+        state = "closed" if self.closed else f"mode {self._h5.mode!r}" if is_open(self._h5) else "mode 'r'"
         return f"<usidgpu.USIDFile {str(self.path)!r} ({state})>"
 
     @property
@@ -225,7 +184,7 @@ class USIDFile:
 
 
 def open(path: str | os.PathLike, mode: str = "r") -> USIDFile:  # noqa: A001 - public API name
-    """Open a USID HDF5 file.
+    """Open a USID file: HDF5, or a zarr store (read-only; see ``usidgpu convert``).
 
     Parameters
     ----------
@@ -241,6 +200,6 @@ def open(path: str | os.PathLike, mode: str = "r") -> USIDFile:  # noqa: A001 - 
     Raises
     ------
     FileProblem
-        Missing, unreadable, not HDF5 or truncated.
+        Missing, unreadable, not HDF5 (nor zarr) or truncated; a zarr store asked for writing.
     """
     return USIDFile(path, mode)

@@ -31,6 +31,8 @@ import h5py
 import numpy as np
 
 from ..core.errors import ResultsError
+from ..storage import is_open
+from ..storage.h5 import close_handles
 from .attrs import book_keeping, write_attrs
 from .dataset import MainDataset
 from .file import RESULTS_NAME, open_h5
@@ -269,7 +271,7 @@ class ResultsWriter:
             )
 
     def _target_is_open(self) -> bool:
-        return self.same_file and self.source.h5.file.id.valid
+        return self.same_file and is_open(self.source.h5.file)
 
     def _next_name(self, folder: Path) -> str:
         indices = [i for _p, _n, i in self._sidecar_groups(folder)]
@@ -429,14 +431,7 @@ def _close_handles(path: Path) -> None:
     first closes all read-only handles (usidgpu's file and dataset objects reopen themselves
     on their next use).
     """
-    target = os.path.realpath(path)
-    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
-        try:
-            name = fid.name.decode() if isinstance(fid.name, bytes) else fid.name
-            if os.path.realpath(name) == target:
-                h5py.File(fid).close()
-        except (OSError, ValueError, RuntimeError):
-            continue  # already closed through another handle
+    close_handles(path)
 
 
 def _references(obj: h5py.HLObject) -> dict[str, h5py.Reference]:

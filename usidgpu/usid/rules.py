@@ -1,4 +1,4 @@
-"""The rules of the USID model, checked on HDF5 objects without reading Main data.
+"""The rules of the USID model, checked on the nodes of a file (HDF5 or zarr) without reading Main data.
 
 :func:`main_problems` is the structural check that decides whether a dataset *is* a Main dataset;
 it follows pyUSID's ``check_if_main`` rule by rule (so usidgpu finds the same Main datasets as
@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import h5py
 import numpy as np
 
+from ..storage import DatasetNode, is_dataset, is_reference
 from .ancillary import GRID, SPARSE, infer_layout
 from .attrs import decode_str_list, is_str_value
-from .zarr_store import is_dataset, is_reference
 
 ANCILLARY_REFS = ("Position_Indices", "Position_Values", "Spectroscopic_Indices", "Spectroscopic_Values")
 
@@ -57,7 +56,7 @@ def is_candidate(obj: object) -> bool:
     return is_dataset(obj) and any(name in obj.attrs for name in ANCILLARY_REFS)
 
 
-def dereference(dset: h5py.Dataset, name: str) -> tuple[h5py.Dataset | None, Problem | None]:
+def dereference(dset: DatasetNode, name: str) -> tuple[DatasetNode | None, Problem | None]:
     """Follow the reference attribute ``name`` of ``dset`` to an ancillary dataset."""
     path = dset.name
     if name not in dset.attrs:
@@ -74,7 +73,7 @@ def dereference(dset: h5py.Dataset, name: str) -> tuple[h5py.Dataset | None, Pro
         return None, Problem(path, "dangling-reference", f"attribute {name!r} is a null reference")
     try:
         target = dset.file[ref]
-    except Exception:  # h5py raises ValueError/KeyError/OSError depending on how it dangles
+    except Exception:  # stores raise ValueError/KeyError/OSError depending on how it dangles
         return None, Problem(
             path, "dangling-reference", f"attribute {name!r} points to an object that no longer exists"
         )
@@ -88,7 +87,7 @@ def dereference(dset: h5py.Dataset, name: str) -> tuple[h5py.Dataset | None, Pro
     return target, None
 
 
-def _labels_units(anc: h5py.Dataset, problems: list[Problem]) -> tuple[list[str] | None, list[str] | None]:
+def _labels_units(anc: DatasetNode, problems: list[Problem]) -> tuple[list[str] | None, list[str] | None]:
     out = []
     for attr in ("labels", "units"):
         if attr not in anc.attrs:
@@ -105,7 +104,7 @@ def _labels_units(anc: h5py.Dataset, problems: list[Problem]) -> tuple[list[str]
     return out[0], out[1]
 
 
-def _pair_problems(main: h5py.Dataset, inds: h5py.Dataset, vals: h5py.Dataset, spectroscopic: bool) -> list[Problem]:
+def _pair_problems(main: DatasetNode, inds: DatasetNode, vals: DatasetNode, spectroscopic: bool) -> list[Problem]:
     side = "Spectroscopic" if spectroscopic else "Position"
     axis = 1 if spectroscopic else 0
     problems: list[Problem] = []
@@ -165,7 +164,7 @@ def _pair_problems(main: h5py.Dataset, inds: h5py.Dataset, vals: h5py.Dataset, s
     return problems
 
 
-def main_problems(dset: h5py.Dataset) -> list[Problem]:
+def main_problems(dset: DatasetNode) -> list[Problem]:
     """Every structural rule of a USID Main dataset that ``dset`` breaks (empty: it is Main).
 
     The rules are those of pyUSID's ``check_if_main``: 2-D; the four object-reference attributes
@@ -212,7 +211,7 @@ def main_problems(dset: h5py.Dataset) -> list[Problem]:
     return problems
 
 
-def _table_problems(main_path: str, inds: h5py.Dataset, vals: h5py.Dataset, spectroscopic: bool) -> list[Problem]:
+def _table_problems(main_path: str, inds: DatasetNode, vals: DatasetNode, spectroscopic: bool) -> list[Problem]:
     side = "spectroscopic" if spectroscopic else "position"
     problems: list[Problem] = []
     if inds.dtype.kind not in "iu":
@@ -259,7 +258,7 @@ def _table_problems(main_path: str, inds: h5py.Dataset, vals: h5py.Dataset, spec
     return problems
 
 
-def content_problems(dset: h5py.Dataset) -> list[Problem]:
+def content_problems(dset: DatasetNode) -> list[Problem]:
     """Checks beyond pyUSID's for a dataset that passed :func:`main_problems`."""
     problems: list[Problem] = []
     all_labels: list[str] = []

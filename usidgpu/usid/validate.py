@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import h5py
-
+from ..storage import DatasetNode, FileNode, is_reference
 from .file import USIDFile, results_groups_of
 from .rules import ERROR, WARNING, Problem, content_problems, is_candidate, main_problems
-from .zarr_store import is_reference
 
 
-def _results_problems(main: h5py.Dataset) -> list[Problem]:
+def _results_problems(main: DatasetNode) -> list[Problem]:
     problems: list[Problem] = []
     for _match, group in results_groups_of(main):
         if "source_000" not in group.attrs:
@@ -71,8 +69,8 @@ def validate(path: str | os.PathLike | USIDFile) -> list[Problem]:
         return _validate_open(f.h5)
 
 
-def _validate_open(h5: h5py.File) -> list[Problem]:
-    candidates: list[h5py.Dataset] = []
+def _validate_open(h5: FileNode) -> list[Problem]:
+    candidates: list[DatasetNode] = []
 
     def visit(_name: str, obj: Any) -> None:
         if is_candidate(obj):
@@ -93,7 +91,7 @@ def _validate_open(h5: h5py.File) -> list[Problem]:
     return problems
 
 
-def dataset_problems(dset: h5py.Dataset) -> list[Problem]:
+def dataset_problems(dset: DatasetNode) -> list[Problem]:
     """Every problem of one dataset checked as a Main dataset (structure, contents, results)."""
     problems = main_problems(dset)
     if not [p for p in problems if p.severity == ERROR]:

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..core.arrays import asnumpy, is_cupy_array
 from ..core.errors import NotUSIDError
+from ..storage import DatasetNode, copy_dataset, is_dataset, is_group, read_only_reason
 from .ancillary import INDICES_DTYPE, VALUES_DTYPE, build_tables
 from .attrs import book_keeping, decode_str_list, encode_str_list, write_attrs
 from .dimension import Dimension
@@ -18,7 +19,7 @@ from .dimension import Dimension
 #: Target size of one default chunk: USID recommends 100 kB – 1 MB of whole positions.
 DEFAULT_CHUNK_BYTES = 1024**2
 
-DimsSpec = Any  # Sequence[Dimension] | MainDataset | tuple[h5py.Dataset, h5py.Dataset]
+DimsSpec = Any  # Sequence[Dimension] | MainDataset | tuple[DatasetNode, DatasetNode]
 
 
 def default_chunks(shape: tuple[int, int], itemsize: int, target: int = DEFAULT_CHUNK_BYTES) -> tuple[int, int]:
@@ -76,8 +77,8 @@ def _sanitize_name(name: str, what: str) -> str:
 
 
 def _matches(
-    inds: h5py.Dataset,
-    vals: h5py.Dataset,
+    inds: DatasetNode,
+    vals: DatasetNode,
     ref_i: np.ndarray,
     ref_v: np.ndarray,
     dims: Sequence[Dimension],
@@ -128,11 +129,7 @@ def write_ancillary(
     names = (prefix + "Indices", prefix + "Values")
     if names[0] in group or names[1] in group:
         old_i, old_v = group.get(names[0]), group.get(names[1])
-        if (
-            isinstance(old_i, h5py.Dataset)
-            and isinstance(old_v, h5py.Dataset)
-            and _matches(old_i, old_v, inds, vals, ordered, spectroscopic)
-        ):
+        if is_dataset(old_i) and is_dataset(old_v) and _matches(old_i, old_v, inds, vals, ordered, spectroscopic):
             return old_i, old_v
         raise NotUSIDError(
             f"{group.name} already holds {names[0]}/{names[1]} describing other dimensions; "
@@ -149,9 +146,10 @@ def write_ancillary(
     return h5_inds, h5_vals
 
 
-def same_dataset(a: h5py.Dataset, b: h5py.Dataset) -> bool:
-    """True when two ancillary datasets hold the same table: shape, dtype, values, labels, units."""
-    if not (isinstance(a, h5py.Dataset) and isinstance(b, h5py.Dataset)):
+def same_dataset(a: DatasetNode, b: DatasetNode) -> bool:
+    """True when two ancillary datasets (of any store) hold the same table: shape, dtype, values,
+    labels, units."""
+    if not (is_dataset(a) and is_dataset(b)):
         return False
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
@@ -163,7 +161,7 @@ def same_dataset(a: h5py.Dataset, b: h5py.Dataset) -> bool:
     return bool(np.array_equal(a[()], b[()]))
 
 
-def _copy_into(group: h5py.Group, obj: h5py.Dataset) -> h5py.Dataset:
+def _copy_into(group: h5py.Group, obj: DatasetNode) -> h5py.Dataset:
     """Copy an ancillary dataset from another file into ``group``'s file.
 
     It goes to the same path as in its own file, which lets results written in a side file be
@@ -180,26 +178,11 @@ def _copy_into(group: h5py.Group, obj: h5py.Dataset) -> h5py.Dataset:
             if same_dataset(group[name], obj):
                 return group[name]
             name += "_"
-        _copy_dataset(obj, group, name)
-        return group[name]
+        return copy_dataset(obj, group, name)
     parent = path.rsplit("/", 1)[0] or "/"
     target_file.require_group(parent)
-    _copy_dataset(obj, target_file[parent], path.rsplit("/", 1)[1])
+    copy_dataset(obj, target_file[parent], path.rsplit("/", 1)[1])
     return target_file[path]
-
-
-def _copy_dataset(obj: Any, group: h5py.Group, name: str) -> None:
-    """HDF5's own copy between HDF5 files; values and attributes from a zarr store (read-only
-    adapter, no ``copy``). Ancillary tables are small."""
-    if isinstance(obj, h5py.Dataset):
-        obj.file.copy(obj, group, name=name)
-        return
-    new = group.create_dataset(name, data=obj[()])
-    for key, value in obj.attrs.items():
-        # references (and arrays of them) point into the store: not needed by an ancillary table
-        if hasattr(value, "path") or getattr(getattr(value, "dtype", None), "kind", "") == "O":
-            continue
-        new.attrs[key] = value
 
 
 def _resolve_ancillary(
@@ -211,13 +194,13 @@ def _resolve_ancillary(
     axis = 1 if spectroscopic else 0
     if isinstance(spec, MainDataset):
         pair = (spec.h5_spec_inds, spec.h5_spec_vals) if spectroscopic else (spec.h5_pos_inds, spec.h5_pos_vals)
-    elif isinstance(spec, (tuple, list)) and len(spec) == 2 and all(isinstance(x, h5py.Dataset) for x in spec):
+    elif isinstance(spec, (tuple, list)) and len(spec) == 2 and all(is_dataset(x) for x in spec):
         pair = tuple(spec)
     else:
         dims = [spec] if isinstance(spec, Dimension) else list(spec)
         if not dims or not all(isinstance(d, Dimension) for d in dims):
             raise TypeError(
-                f"{side} dimensions must be Dimensions, a MainDataset, or an (indices, values) pair of h5py datasets"
+                f"{side} dimensions must be Dimensions, a MainDataset, or an (indices, values) pair of datasets"
             )
         if dims[0].incomplete:
             expected = dims[0].size
@@ -258,7 +241,7 @@ def _n_entries(spec: DimsSpec, spectroscopic: bool) -> int | None:
 
     if isinstance(spec, MainDataset):
         return spec.n_spectral if spectroscopic else spec.n_positions
-    if isinstance(spec, (tuple, list)) and len(spec) == 2 and all(isinstance(x, h5py.Dataset) for x in spec):
+    if isinstance(spec, (tuple, list)) and len(spec) == 2 and all(is_dataset(x) for x in spec):
         return spec[0].shape[1 if spectroscopic else 0]
     dims = [spec] if isinstance(spec, Dimension) else list(spec)
     if dims and all(isinstance(d, Dimension) for d in dims):
@@ -302,8 +285,9 @@ def write_main(
         What is measured and its units, e.g. ``"Current"``, ``"nA"``.
     pos_dims, spec_dims : sequence of Dimension, MainDataset, or (indices, values)
         Dimensions listed **slowest-varying first** (NumPy C order: the last varies fastest).
-        A MainDataset, or a pair of existing h5py ancillary datasets, is reused instead of
-        writing new ones (copied to the same path when it lives in another file).
+        A MainDataset, or a pair of existing ancillary datasets (HDF5, or of a zarr store), is
+        reused instead of writing new ones (copied to the same path when it lives in another
+        file).
     dtype : dtype, optional
         Storage dtype (default: that of ``data``). Real, complex and compound dtypes are fine.
     attrs : mapping, optional
@@ -332,10 +316,11 @@ def write_main(
 
     if isinstance(group, USIDFile):
         group = group.h5
-    if not isinstance(group, h5py.Group):
+    if not is_group(group):
         raise TypeError(f"group must be an h5py.Group or File opened for writing, got {type(group).__name__}")
-    if group.file.mode != "r+":
-        raise NotUSIDError(f"{group.file.filename} is open read-only; open it with mode='r+' or 'a' to write")
+    reason = read_only_reason(group)
+    if reason is not None:
+        raise NotUSIDError(reason)
     if dim_order not in ("slow_to_fast", "fast_to_slow"):
         raise ValueError("dim_order must be 'slow_to_fast' or 'fast_to_slow'")
     name = _sanitize_name(name, "dataset name")

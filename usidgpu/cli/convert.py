@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .core.errors import FileProblem, UsidgpuError
+from ..core.errors import FileProblem, UsidgpuError
 
 
 def add_parser(sub: Any, common: Any) -> None:
@@ -28,6 +28,7 @@ def add_parser(sub: Any, common: Any) -> None:
         help="zarr chunk shape for every dataset of that rank, e.g. 256,512 (default: keep the HDF5 chunks)",
     )
     common(p)
+    p.set_defaults(func=cmd_convert)
 
 
 def _chunks(text: str | None) -> tuple[int, ...] | None:
@@ -50,8 +51,10 @@ def _remove(path: Path) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .samples import resolve
-    from .usid.zarr_store import h5_to_zarr, is_h5_path, is_zarr_path, zarr_to_h5
+    from ..samples import resolve
+    from ..storage.convert import h5_to_zarr, zarr_to_h5
+    from ..storage.h5 import is_h5_path
+    from ..storage.zarr_view import is_zarr_path
 
     src = resolve(args.input)
     dst = Path(args.output)

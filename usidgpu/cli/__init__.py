@@ -1,0 +1,77 @@
+"""The ``usidgpu`` command line.
+
+Exit status: 0 success; 1 ``validate`` found problems; 2 bad input (missing file, not HDF5,
+truncated, not USID, no such dataset, bad option) with a one-line message naming the file and
+the problem — no traceback unless ``--debug``.
+
+One module per command (``info``, ``validate``, ``samples``, ``decompose`` for ``svd | pca | nmf |
+cluster``, ``denoise``, ``atoms``, ``bayes``, ``translate``, ``convert``, ``resume``, ``demo``), each
+with ``add_parser(subparsers, common)``, which registers the command and sets its ``cmd_*`` function
+as the parser's ``func`` default, and that function; :mod:`usidgpu.cli.common` holds what they share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .._version import __version__
+from ..core.errors import UsidgpuError
+from . import atoms, bayes, convert, decompose, demo, denoise, info, resume, samples, translate, validate
+from .common import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    Parser,
+    add_common_options,
+    check_common_options,
+    print_error,
+)
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_PROBLEMS", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command; each command's parser carries its ``cmd_*`` function as ``func``."""
+    parser = Parser(
+        prog="usidgpu",
+        description="USID HDF5 data on GPUs and CPUs: inspect, validate, stream and analyze.",
+    )
+    parser.add_argument("--version", action="version", version=f"usidgpu {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    # the order of the commands in ``usidgpu --help``
+    for command in (info, validate, decompose, denoise, resume, demo, atoms, bayes, convert, translate, samples):
+        command.add_parser(sub, add_common_options)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``usidgpu`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        # the global options are checked up front, so a bad value fails before any work
+        check_common_options(args)
+        if getattr(args, "file", None) is not None:
+            from ..samples import resolve
+
+            args.file = str(resolve(args.file))
+        return args.func(args)
+    except UsidgpuError as exc:
+        if args.debug:
+            raise
+        print_error(exc)
+        return EXIT_BAD_INPUT
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        # h5py reports damaged files through these; say which file and what failed
+        if args.debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = getattr(args, "file", None) or getattr(args, "out", None)
+        print_error(f"{where}: {msg}" if where else msg)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("usidgpu: interrupted", file=sys.stderr)
+        return 130
