@@ -172,3 +172,51 @@ def test_module_and_console_script(usid_file):
         pytest.skip("console script not on PATH (package not installed)")
     out = subprocess.run([script, "validate", str(usid_file)], capture_output=True, text=True)
     assert out.returncode == 0 and "valid USID" in out.stdout
+
+
+def test_an_error_usidgpu_does_not_know_is_reported_as_a_bug(usid_file, capsys, monkeypatch):
+    """Only usidgpu's own errors (every input problem it detects), OS errors and HDF5's reports of
+    a damaged file are bad input (exit 2); anything else is a bug and says so (exit 70)."""
+    from usidgpu.cli import build_parser
+
+    def broken(args):
+        raise ValueError("an internal invariant failed")
+
+    monkeypatch.setattr("usidgpu.cli.build_parser", lambda: _with_info(build_parser(), broken))
+    assert cli(["info", str(usid_file)]) == 70
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error (a bug in usidgpu" in err and "ValueError" in err
+    assert "--debug" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="invariant"):
+        cli(["info", str(usid_file), "--debug"])
+
+
+def _with_info(parser, func):
+    for action in parser._subparsers._group_actions:  # the sub-command table
+        action.choices["info"].set_defaults(func=func)
+    return parser
+
+
+def test_library_input_errors_are_usidgpu_errors_and_keep_their_builtin_type():
+    import usidgpu
+    from usidgpu.core.errors import InvalidInput, UnknownName, UsidgpuError
+
+    with pytest.raises(InvalidInput) as exc:
+        usidgpu.svd(np.zeros((4, 3)), 9)
+    assert isinstance(exc.value, UsidgpuError) and isinstance(exc.value, ValueError)
+    assert issubclass(UnknownName, KeyError)
+
+
+def test_hdf5_reports_of_damage_are_recognised(tmp_path):
+    from usidgpu.storage.h5 import raised_by_hdf5
+
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["a"] = 1
+        try:
+            f["missing/deeper"]
+        except KeyError as exc:  # raised inside h5py
+            assert raised_by_hdf5(exc)
+    try:
+        {}["x"]
+    except KeyError as exc:  # raised here
+        assert not raised_by_hdf5(exc)

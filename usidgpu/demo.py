@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .core.device import Device, select_device
+from .core.errors import MissingDependency
 
 
 @dataclass
@@ -150,7 +151,7 @@ def run_demo(
     from .translate import translate
 
     if importlib.util.find_spec("rsciio") is None:
-        raise RuntimeError(
+        raise MissingDependency(
             "the demo translates a Gatan DM3 file, which needs rosettasciio: pip install 'usidgpu[vendor]'"
         )
     t0 = time.perf_counter()

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..core.device import Device, select_device
+from ..core.errors import InvalidInput
 from .find import FoundColumns, NoColumnsError, find_columns
 from .fit import ColumnFit, refine
 from .gaussian import PARAMETERS
@@ -124,7 +125,7 @@ class ColumnAnalysis:
             columns that do not hold a lattice.
         """
         if self.lattice is None:
-            raise ValueError("no lattice was fitted to these columns: no strain without a reference lattice")
+            raise InvalidInput("no lattice was fitted to these columns: no strain without a reference lattice")
         if reference is None:
             lattice, words = self.lattice, "the lattice fitted on all columns"
         elif isinstance(reference, Lattice):
@@ -133,20 +134,22 @@ class ColumnAnalysis:
             chosen = np.asarray(reference)
             if chosen.dtype == bool:
                 if chosen.shape != (len(self),):
-                    raise ValueError(
+                    raise InvalidInput(
                         f"a reference mask needs one entry per column ({len(self)}), got shape {chosen.shape}"
                     )
             elif chosen.size == 0 or chosen.ndim != 1 or not np.issubdtype(chosen.dtype, np.integer):
-                raise ValueError(
+                raise InvalidInput(
                     "reference must be a Lattice, a boolean mask of the columns or their integer indices, "
                     f"got {chosen.dtype} of shape {chosen.shape}"
                 )
             elif chosen.min() < -len(self) or chosen.max() >= len(self):
-                raise ValueError(f"reference indices must lie in [0, {len(self)}), got {chosen.min()} … {chosen.max()}")
+                raise InvalidInput(
+                    f"reference indices must lie in [0, {len(self)}), got {chosen.min()} … {chosen.max()}"
+                )
             try:
                 lattice = lattice_fit(self.positions[chosen], vectors=self.lattice.vectors)
             except ValueError as exc:
-                raise ValueError(f"the reference columns hold no lattice: {exc}") from None
+                raise InvalidInput(f"the reference columns hold no lattice: {exc}") from None
             words = f"the lattice of {len(self.positions[chosen])} reference columns"
         strain = strain_map(self.positions, lattice, self.image_shape, neighbours)
         strain.reference = words
@@ -262,10 +265,10 @@ def _image_of(data: Any, frame: int | None) -> tuple[np.ndarray, dict[str, Any]]
     n = frames.shape[0]
     if frame is None:
         if n > 1:
-            raise ValueError(f"{n} frames: choose one with frame=…, or link all of them with usidgpu.atoms.track")
+            raise InvalidInput(f"{n} frames: choose one with frame=…, or link all of them with usidgpu.atoms.track")
         frame = 0
     if not -n <= frame < n:
-        raise ValueError(f"frame {frame} does not exist ({n} frame(s))")
+        raise InvalidInput(f"frame {frame} does not exist ({n} frame(s))")
     meta = dict(_pixel_meta(info), frame=frame % n)
     return np.asarray(frames[frame], dtype=np.float64), meta
 

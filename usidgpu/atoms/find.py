@@ -19,7 +19,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..core.arrays import asnumpy
-from ..core.errors import UsidgpuError
+from ..core.errors import InvalidInput, UsidgpuError
 from .windows import gather
 
 
@@ -100,7 +100,7 @@ def column_spacing(image: np.ndarray, min_distance: float = 2.0) -> float:
     """
     img = _host_image(image)
     if img.ndim != 2 or min(img.shape) < 8:
-        raise ValueError(f"need a 2-D image of at least 8 × 8 pixels, got shape {img.shape}")
+        raise InvalidInput(f"need a 2-D image of at least 8 × 8 pixels, got shape {img.shape}")
     top, left = (max(0, (n - SPACING_CROP) // 2) for n in img.shape)
     img = img[top : top + SPACING_CROP, left : left + SPACING_CROP]
     img = np.nan_to_num(img - np.nanmean(img))
@@ -180,16 +180,16 @@ def find_columns(
     """
     img = _host_image(image)
     if img.ndim != 2:
-        raise ValueError(f"find_columns needs a 2-D image, got shape {img.shape}")
+        raise InvalidInput(f"find_columns needs a 2-D image, got shape {img.shape}")
     if not np.isfinite(img).all():
-        raise ValueError("the image contains NaN or infinite values")
+        raise InvalidInput("the image contains NaN or infinite values")
     if not 0 <= threshold < 1:
-        raise ValueError(f"threshold is a fraction in [0, 1), got {threshold}")
+        raise InvalidInput(f"threshold is a fraction in [0, 1), got {threshold}")
     if spacing is None:
         spacing = column_spacing(img)
     spacing = float(spacing)
     if not spacing > 1:
-        raise ValueError(f"the column spacing must be more than 1 px, got {spacing}")
+        raise InvalidInput(f"the column spacing must be more than 1 px, got {spacing}")
     sigma = max(0.5, spacing / 12) if smooth is None else float(smooth)
     smoothed = ndimage.gaussian_filter(img, sigma) if sigma > 0 else img
     footprint = _disk(max(1.0, 0.5 * spacing))

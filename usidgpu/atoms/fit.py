@@ -35,6 +35,7 @@ from scipy.spatial import cKDTree
 
 from ..core.arrays import asnumpy
 from ..core.device import Device, select_device
+from ..core.errors import InvalidInput
 from ..core.memory import memory_budget
 from .fit_settings import (
     ERROR_RIDGE,
@@ -108,16 +109,16 @@ def choose_engine(engine: str, dev: Device) -> str:
     else the NumPy array engine.
     """
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        raise InvalidInput(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "auto":
         return "kernel" if dev.is_gpu else ("numba" if numba_available() else "array")
     if engine == "kernel" and not dev.is_gpu:
-        raise ValueError("engine='kernel' is the CUDA kernel: it needs device='gpu'")
+        raise InvalidInput("engine='kernel' is the CUDA kernel: it needs device='gpu'")
     if engine == "numba":
         if dev.is_gpu:
-            raise ValueError("engine='numba' is the compiled CPU engine: use device='cpu'")
+            raise InvalidInput("engine='numba' is the compiled CPU engine: use device='cpu'")
         if not numba_available():
-            raise ValueError("engine='numba' needs numba (pip install 'usidgpu[fast]'); engine='array' needs nothing")
+            raise InvalidInput("engine='numba' needs numba (pip install 'usidgpu[fast]'); engine='array' needs nothing")
     return engine
 
 
@@ -125,10 +126,10 @@ def nearest_neighbour_distance(positions: np.ndarray) -> float:
     """Median distance from each position to its nearest other one."""
     pos = asnumpy(positions).astype(np.float64)
     if len(pos) < 2:
-        raise ValueError("need at least two columns to infer their spacing; give radius explicitly")
+        raise InvalidInput("need at least two columns to infer their spacing; give radius explicitly")
     d, _ = cKDTree(pos).query(pos, k=2)
     if d[:, 1].min() < 1e-6:
-        raise ValueError("duplicate start positions: each column must be given once")
+        raise InvalidInput("duplicate start positions: each column must be given once")
     return float(np.median(d[:, 1]))
 
 
@@ -184,7 +185,7 @@ def _neighbours(positions: np.ndarray, radius: float) -> np.ndarray:
         out = np.full((n, max(int(counts.max(initial=0)), 1), 2), 1e9)
         out[src, slot] = positions[dst]
     if closest < 1e-6:
-        raise ValueError("duplicate start positions: each column must be given once")
+        raise InvalidInput("duplicate start positions: each column must be given once")
     return out
 
 
@@ -242,9 +243,9 @@ def refine(
 
         precision = choose_precision(precision)
     elif precision == "float32":
-        raise ValueError(f"precision='float32' is the CUDA kernel's; the {engine} engine fits in float64")
+        raise InvalidInput(f"precision='float32' is the CUDA kernel's; the {engine} engine fits in float64")
     elif precision not in ("auto", "float64"):
-        raise ValueError(f"precision must be 'auto', 'float64' or 'float32', got {precision!r}")
+        raise InvalidInput(f"precision must be 'auto', 'float64' or 'float32', got {precision!r}")
     else:
         precision = "float64"
     spacing = getattr(positions, "spacing", None)
@@ -252,22 +253,22 @@ def refine(
     start = asnumpy(getattr(positions, "positions", positions)).astype(np.float64)
     img = asnumpy(image) if not dev.is_gpu else image
     if np.ndim(img) != 2:
-        raise ValueError(f"refine needs a 2-D image, got shape {np.shape(img)}")
+        raise InvalidInput(f"refine needs a 2-D image, got shape {np.shape(img)}")
     if start.ndim != 2 or start.shape[1] != 2:
-        raise ValueError(f"positions must be an (N, 2) array of (y, x), got shape {start.shape}")
+        raise InvalidInput(f"positions must be an (N, 2) array of (y, x), got shape {start.shape}")
     if len(start) == 0:
         empty = np.zeros((0, 7))
         return ColumnFit(empty, empty, np.zeros(0, bool), np.zeros(0), np.zeros(0, int), np.zeros(0, int), start, 0.0)
     h, w = np.shape(img)
     if not ((start[:, 0] >= -0.5) & (start[:, 0] < h - 0.5) & (start[:, 1] >= -0.5) & (start[:, 1] < w - 0.5)).all():
-        raise ValueError("every start position must lie inside the image")
+        raise InvalidInput("every start position must lie inside the image")
     if not bool(xp.isfinite(xp.asarray(img)).all()):
-        raise ValueError("the image contains NaN or infinite values")
+        raise InvalidInput("the image contains NaN or infinite values")
     if radius is None:
         radius = 0.5 * (spacing if spacing is not None else nearest_neighbour_distance(start))
     radius = float(radius)
     if not (radius >= 1 and math.isfinite(radius)):
-        raise ValueError(f"the fit radius must be a finite number of at least 1 px, got {radius}")
+        raise InvalidInput(f"the fit radius must be a finite number of at least 1 px, got {radius}")
     neighbours = _neighbours(start, radius)  # also refuses duplicate positions
     img_dev = xp.asarray(img, dtype=np.float64)
     if engine == "numba":  # no per-pixel arrays: one call for all columns

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import InvalidInput
 from ..core.kernels import get_kernel
 from .fit_settings import LAMBDA_DOWN, LAMBDA_MAX, LAMBDA_START, LAMBDA_UP, STEP_TOL, q_bounds
 
@@ -44,7 +45,7 @@ DIAG_FLOOR = {"float64": 1e-9, "float32": 1e-6}
 def check_threads(threads: int) -> int:
     """Validate the block size of the fit kernel (see its launch contract)."""
     if not isinstance(threads, (int, np.integer)) or threads % 32 or not N_SUM <= threads <= MAX_THREADS:
-        raise ValueError(
+        raise InvalidInput(
             f"the fit kernel needs a block of a multiple of 32 threads between {N_SUM} and {MAX_THREADS}, "
             f"got {threads!r}"
         )
@@ -65,7 +66,7 @@ def fp64_ratio() -> int | None:
 def choose_precision(precision: str) -> str:
     """Resolve ``auto`` for the current device; validate the name."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise InvalidInput(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
     ratio = fp64_ratio()
@@ -106,7 +107,7 @@ def kernel_arguments(
         ``finish(args[4])`` → the fitted parameters in float64 and absolute coordinates.
     """
     if precision not in ("float64", "float32"):
-        raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
+        raise InvalidInput(f"precision must be 'float64' or 'float32', got {precision!r}")
     n, m = data.shape
     q_lo, q_hi = q_bounds(radius)
     dtype: np.dtype

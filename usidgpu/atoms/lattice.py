@@ -46,6 +46,8 @@ from numpy.typing import ArrayLike
 from scipy.interpolate import LinearNDInterpolator
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
+from ..core.errors import InvalidInput
+
 #: Neighbours per column whose difference vectors are clustered (three shells of a square lattice).
 NEIGHBOURS = 12
 #: A cluster of difference vectors is a lattice translation if it holds this fraction of the largest.
@@ -72,17 +74,17 @@ def _check_positions(positions: ArrayLike, name: str = "positions", minimum: int
     try:
         arr = np.asarray(positions, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a numeric array of shape (N, 2) with columns (y, x): {exc}") from None
+        raise InvalidInput(f"{name} must be a numeric array of shape (N, 2) with columns (y, x): {exc}") from None
     if arr.ndim == 1 and arr.size == 0:
         arr = arr.reshape(0, 2)
     if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(f"{name} must be an array of shape (N, 2) with columns (y, x), got shape {arr.shape}")
+        raise InvalidInput(f"{name} must be an array of shape (N, 2) with columns (y, x), got shape {arr.shape}")
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         first = int(np.argmax(bad))
-        raise ValueError(f"{name} has {int(bad.sum())} rows with NaN or infinite values (first: row {first})")
+        raise InvalidInput(f"{name} has {int(bad.sum())} rows with NaN or infinite values (first: row {first})")
     if len(arr) < minimum:
-        raise ValueError(f"{name}: need at least {minimum} columns, got {len(arr)}")
+        raise InvalidInput(f"{name}: need at least {minimum} columns, got {len(arr)}")
     return arr
 
 
@@ -167,14 +169,16 @@ class Lattice:
         self.vectors = np.asarray(self.vectors, dtype=np.float64)
         self.motif = np.atleast_2d(np.asarray(self.motif, dtype=np.float64))
         if self.origin.shape != (2,):
-            raise ValueError(f"origin must be (y, x), got shape {self.origin.shape}")
+            raise InvalidInput(f"origin must be (y, x), got shape {self.origin.shape}")
         if self.vectors.shape != (2, 2) or not np.isfinite(self.vectors).all():
-            raise ValueError(f"vectors must be a finite (2, 2) array of rows (dy, dx), got shape {self.vectors.shape}")
+            raise InvalidInput(
+                f"vectors must be a finite (2, 2) array of rows (dy, dx), got shape {self.vectors.shape}"
+            )
         a, b = self.vectors
         if abs(_det(a, b)) < np.sin(MIN_ANGLE) * np.linalg.norm(a) * np.linalg.norm(b):
-            raise ValueError(f"base vectors {a.tolist()} and {b.tolist()} are (nearly) collinear")
+            raise InvalidInput(f"base vectors {a.tolist()} and {b.tolist()} are (nearly) collinear")
         if self.motif.ndim != 2 or self.motif.shape[1] != 2 or len(self.motif) == 0:
-            raise ValueError(f"motif must be an (M, 2) array of fractional coordinates, got shape {self.motif.shape}")
+            raise InvalidInput(f"motif must be an (M, 2) array of fractional coordinates, got shape {self.motif.shape}")
 
     @property
     def n_sites(self) -> int:
@@ -212,10 +216,10 @@ class Lattice:
         """
         idx = np.atleast_2d(np.asarray(indices))
         if idx.ndim != 2 or idx.shape[1] not in (2, 3):
-            raise ValueError(f"indices must have rows (i, j) or (i, j, m), got shape {idx.shape}")
+            raise InvalidInput(f"indices must have rows (i, j) or (i, j, m), got shape {idx.shape}")
         m = idx[:, 2].astype(int) if idx.shape[1] == 3 else np.zeros(len(idx), dtype=int)
         if len(m) and (m.min() < 0 or m.max() >= self.n_sites):
-            raise ValueError(f"motif index out of range 0..{self.n_sites - 1}")
+            raise InvalidInput(f"motif index out of range 0..{self.n_sites - 1}")
         frac = idx[:, :2].astype(np.float64) + self.motif[m]
         return self.origin + frac @ self.vectors
 
@@ -307,17 +311,17 @@ def _approximate_vectors(pos: np.ndarray, spacing: float | None) -> np.ndarray:
         dist, _ = cKDTree(pos).query(pos, k=2)
         spacing = float(np.median(dist[:, 1]))
     if not spacing > 0:
-        raise ValueError(f"spacing must be positive, got {spacing} (duplicate positions?)")
+        raise InvalidInput(f"spacing must be positive, got {spacing} (duplicate positions?)")
     clusters = _cluster_differences(pos, spacing)
     if not clusters:
-        raise ValueError("no difference vectors between the columns: are they all at one point?")
+        raise InvalidInput("no difference vectors between the columns: are they all at one point?")
     top = clusters[0][1]
     translations = sorted((c for c, n in clusters if n >= POPULATED * top), key=lambda v: float(np.hypot(*v)))
     a = translations[0]
     for v in translations[1:]:
         if abs(_det(a, v)) > np.sin(MIN_ANGLE) * np.linalg.norm(a) * np.linalg.norm(v):
             return np.array([a, v])
-    raise ValueError(
+    raise InvalidInput(
         "the columns do not form a 2-D lattice: every frequent difference vector is collinear with "
         f"{np.round(a, 3).tolist()} (a single row of columns?)"
     )
@@ -358,7 +362,7 @@ def _solve(pos: np.ndarray, idx: np.ndarray, motif: np.ndarray, refine_motif: bo
         design = np.column_stack([np.ones(len(pos)), i + motif[m, 0], j + motif[m, 1]])
     coef, _, rank, _ = np.linalg.lstsq(design, pos, rcond=None)
     if rank < design.shape[1]:
-        raise ValueError(
+        raise InvalidInput(
             f"cannot fit a lattice to {len(pos)} columns: they do not span two independent lattice directions "
             f"(and every motif site)"
         )
@@ -430,7 +434,7 @@ def lattice_fit(
     else:
         approx = np.asarray(vectors, dtype=np.float64)
         if approx.shape != (2, 2):
-            raise ValueError(f"vectors must be a (2, 2) array with rows (dy, dx), got shape {approx.shape}")
+            raise InvalidInput(f"vectors must be a (2, 2) array with rows (dy, dx), got shape {approx.shape}")
         given = True
     centre = pos.mean(axis=0)
     order = np.argsort(np.sum((pos - centre) ** 2, axis=1), kind="stable")
@@ -450,7 +454,9 @@ def lattice_fit(
     else:
         start_motif = np.atleast_2d(np.asarray(motif, dtype=np.float64))
         if start_motif.ndim != 2 or start_motif.shape[1] != 2:
-            raise ValueError(f"motif must be an (M, 2) array of fractional coordinates, got shape {start_motif.shape}")
+            raise InvalidInput(
+                f"motif must be an (M, 2) array of fractional coordinates, got shape {start_motif.shape}"
+            )
 
         # The reference column sits on one of the motif sites: take the one under which the
         # first batch of columns lies closest to the lattice.
@@ -579,14 +585,14 @@ def assign_sublattices(
     pos = _check_positions(positions)
     values = np.asarray(intensities, dtype=np.float64)
     if values.shape != (len(pos),):
-        raise ValueError(f"intensities must have shape ({len(pos)},) (one per column), got {values.shape}")
+        raise InvalidInput(f"intensities must have shape ({len(pos)},) (one per column), got {values.shape}")
     if not np.isfinite(values).all():
-        raise ValueError("intensities contain NaN or infinite values")
+        raise InvalidInput("intensities contain NaN or infinite values")
     n_sublattices = int(n_sublattices)
     if n_sublattices < 1:
-        raise ValueError(f"n_sublattices must be at least 1, got {n_sublattices}")
+        raise InvalidInput(f"n_sublattices must be at least 1, got {n_sublattices}")
     if len(pos) < n_sublattices:
-        raise ValueError(f"need at least {n_sublattices} columns for {n_sublattices} sublattices, got {len(pos)}")
+        raise InvalidInput(f"need at least {n_sublattices} columns for {n_sublattices} sublattices, got {len(pos)}")
     if n_sublattices == 1:
         return np.zeros(len(pos), dtype=np.int64)
     classes = _kmeans_1d(values, n_sublattices)
@@ -688,13 +694,13 @@ def find_vacancies(
     """
     pos = _check_positions(positions, minimum=3)
     if not tolerance > 0:
-        raise ValueError(f"tolerance must be positive, got {tolerance}")
+        raise InvalidInput(f"tolerance must be positive, got {tolerance}")
     sep = lattice.min_separation
     if region is None:
         try:
             hull = ConvexHull(pos)
         except QhullError:
-            raise ValueError("the columns lie on one line: their convex hull has no area") from None
+            raise InvalidInput("the columns lie on one line: their convex hull has no area") from None
         inset = 0.5 * sep if margin is None else float(margin)
         corners = pos[hull.vertices]
         normals, offsets = hull.equations[:, :2], hull.equations[:, 2]
@@ -705,7 +711,7 @@ def find_vacancies(
     else:
         shape = tuple(int(s) for s in region)
         if len(shape) != 2 or min(shape) < 1:
-            raise ValueError(f"region must be an image shape (H, W), got {region!r}")
+            raise InvalidInput(f"region must be an image shape (H, W), got {region!r}")
         margin = float(np.max(np.linalg.norm(lattice.vectors, axis=1))) if margin is None else float(margin)
         corners = np.array([[0, 0], [0, shape[1] - 1], [shape[0] - 1, 0], [shape[0] - 1, shape[1] - 1]], float)
 
@@ -742,7 +748,7 @@ def find_vacancies(
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (len(pos),):
-            raise ValueError(f"labels must have shape ({len(pos)},) (one per column), got {labels.shape}")
+            raise InvalidInput(f"labels must have shape ({len(pos)},) (one per column), got {labels.shape}")
         column_site = lattice.nearest_sites(pos)[0][:, 2]
         majority = np.full(lattice.n_sites, -1, dtype=np.int64)
         for s in range(lattice.n_sites):
@@ -886,7 +892,7 @@ def strain_map(
     pos = _check_positions(positions, minimum=3)
     neighbours = int(neighbours)
     if neighbours < 2:
-        raise ValueError(f"neighbours must be at least 2, got {neighbours}")
+        raise InvalidInput(f"neighbours must be at least 2, got {neighbours}")
     k = min(neighbours, len(pos) - 1)
     _, idx = cKDTree(pos).query(pos, k=k + 1)
     diffs = pos[idx[:, 1:]] - pos[:, None, :]  # (N, k, 2)
@@ -909,7 +915,7 @@ def strain_map(
     if shape is not None:
         size = tuple(int(v) for v in shape)
         if len(size) != 2 or min(size) < 1:
-            raise ValueError(f"shape must be an image shape (H, W), got {shape!r}")
+            raise InvalidInput(f"shape must be an image shape (H, W), got {shape!r}")
         shape = (size[0], size[1])
         good = np.isfinite(columns).all(axis=1)
         grid = np.mgrid[0 : shape[0], 0 : shape[1]]

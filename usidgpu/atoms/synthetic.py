@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.errors import InvalidInput
+
 #: Motifs in fractional cell coordinates (u along the first base vector, v along the second) and
 #: the relative intensity of each site. "perovskite": an ABO3 [001] projection with bright A
 #: columns at the corners and dimmer B columns at the cell centre (oxygen invisible, as in HAADF).
@@ -115,12 +117,12 @@ def lattice_image(
     SyntheticLattice
     """
     if motif not in MOTIFS:
-        raise ValueError(f"unknown motif {motif!r}; choose from {sorted(MOTIFS)}")
+        raise InvalidInput(f"unknown motif {motif!r}; choose from {sorted(MOTIFS)}")
     rng = np.random.default_rng(seed)
     fractions, default_int = MOTIFS[motif]
     heights = np.asarray(intensities if intensities is not None else default_int, dtype=np.float64)
     if heights.shape != (len(fractions),):
-        raise ValueError(f"motif {motif!r} has {len(fractions)} sites; got {heights.size} intensities")
+        raise InvalidInput(f"motif {motif!r} has {len(fractions)} sites; got {heights.size} intensities")
     vec = base_vectors(spacing, angle_deg)
     h, w = shape
     margin = 0.0 if margin is None else float(margin)
@@ -148,7 +150,7 @@ def lattice_image(
         (ideal[:, 0] > pad) & (ideal[:, 0] < h - 1 - pad) & (ideal[:, 1] > pad) & (ideal[:, 1] < w - 1 - pad)
     )
     if vacancies > interior.size:
-        raise ValueError(f"{vacancies} vacancies asked for, only {interior.size} interior sites")
+        raise InvalidInput(f"{vacancies} vacancies asked for, only {interior.size} interior sites")
     empty = rng.choice(interior, size=vacancies, replace=False) if vacancies else np.zeros(0, dtype=int)
     present = np.ones(len(ideal), dtype=bool)
     present[empty] = False

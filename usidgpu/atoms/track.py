@@ -35,6 +35,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from ..core.errors import InvalidInput
+
 #: Default gate as a fraction of the median nearest-neighbour distance of the first frame.
 GATE_FRACTION = 0.4
 METHODS = ("assignment", "nearest")
@@ -103,7 +105,7 @@ class Tracks:
         """
         rows = self.table[self.table[:, 1] == track_id]
         if not len(rows):
-            raise ValueError(f"no trajectory with id {track_id} (ids are 0..{self.n_tracks - 1})")
+            raise InvalidInput(f"no trajectory with id {track_id} (ids are 0..{self.n_tracks - 1})")
         out = rows[:, [0, 2, 3]].copy()
         if corrected:
             out[:, 1:] -= self.drift[out[:, 0].astype(int)]
@@ -115,13 +117,13 @@ def _check_frame(positions: ArrayLike, frame: int) -> np.ndarray:
     try:
         arr = np.asarray(positions, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"frame {frame}: positions must be a numeric (N, 2) array: {exc}") from None
+        raise InvalidInput(f"frame {frame}: positions must be a numeric (N, 2) array: {exc}") from None
     if arr.size == 0:
         return arr.reshape(0, 2)
     if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(f"frame {frame}: positions must have shape (N, 2) with columns (y, x), got {arr.shape}")
+        raise InvalidInput(f"frame {frame}: positions must have shape (N, 2) with columns (y, x), got {arr.shape}")
     if not np.isfinite(arr).all():
-        raise ValueError(f"frame {frame}: positions contain NaN or infinite values")
+        raise InvalidInput(f"frame {frame}: positions contain NaN or infinite values")
     return arr
 
 
@@ -226,19 +228,19 @@ def link(
     """
     frames = [_check_frame(p, t) for t, p in enumerate(positions_per_frame)]
     if not frames:
-        raise ValueError("positions_per_frame is empty: need at least one frame")
+        raise InvalidInput("positions_per_frame is empty: need at least one frame")
     gate = float(max_displacement)
     if not gate > 0 or not np.isfinite(gate):
-        raise ValueError(f"max_displacement must be a positive number of pixels, got {max_displacement!r}")
+        raise InvalidInput(f"max_displacement must be a positive number of pixels, got {max_displacement!r}")
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise InvalidInput(f"method must be one of {METHODS}, got {method!r}")
     if isinstance(memory, bool) or not isinstance(memory, (int, np.integer)) or memory < 0:
-        raise ValueError(f"memory must be a whole number of frames >= 0, got {memory!r}")
+        raise InvalidInput(f"memory must be a whole number of frames >= 0, got {memory!r}")
     n = len(frames)
     if drift is not None:
         guess = np.asarray(drift, dtype=np.float64)
         if guess.shape != (n, 2):
-            raise ValueError(f"drift must have shape ({n}, 2) (cumulative, one row per frame), got {guess.shape}")
+            raise InvalidInput(f"drift must have shape ({n}, 2) (cumulative, one row per frame), got {guess.shape}")
         steps = np.diff(guess, axis=0)
     else:
         steps = None
@@ -350,7 +352,7 @@ def track(
     if max_displacement is None:
         first = positions[0]
         if len(first) < 2:
-            raise ValueError(
+            raise InvalidInput(
                 f"frame 0 has {len(first)} column(s): need at least 2 to derive max_displacement; pass it explicitly"
             )
         dist, _ = cKDTree(first).query(first, k=2)

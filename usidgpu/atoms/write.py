@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import InvalidInput
 from ..usid.dimension import Dimension
 from ..usid.results import result_source, write_result
 
@@ -50,7 +51,7 @@ def write_columns(result: Any, main: Any = None, output: str | os.PathLike | Non
     n_frames = getattr(result, "n_frames", None)
     if main.n_positions != h * w or (n_frames is not None and main.n_spectral != n_frames):
         what = f"{n_frames} frames of " if n_frames is not None else ""
-        raise ValueError(
+        raise InvalidInput(
             f"this analysis is of {what}a {h}×{w} image but {main.name} has {main.n_positions} positions "
             f"and {main.n_spectral} spectroscopic point(s)"
         )

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from ..core.arrays import get_array_module
+from ..core.errors import InvalidInput, InvalidType
 from .linear import shared_operator
 
 __all__ = [
@@ -102,7 +103,7 @@ def half_grid_points(num_x_steps: int) -> int:
     """
     n = int(num_x_steps)
     if n < 4:
-        raise ValueError(f"num_x_steps must be at least 4, got {num_x_steps}")
+        raise InvalidInput(f"num_x_steps must be at least 4, got {num_x_steps}")
     if n % 4 == 0:
         n = (n // 2 + 1) * 2
     k = n // 2
@@ -143,9 +144,9 @@ class GIVSettings:
         half_grid_points(self.num_x_steps)  # checks num_x_steps
         for name in ("gam", "sigma", "sigma_c"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise InvalidInput(f"{name} must be positive, got {getattr(self, name)}")
         if int(self.num_samples) < 2:
-            raise ValueError(f"num_samples must be at least 2, got {self.num_samples}")
+            raise InvalidInput(f"num_samples must be at least 2, got {self.num_samples}")
         for name, kind in (("num_x_steps", int), ("r_extra", float), ("gam", float), ("sigma", float),
                            ("sigma_c", float), ("num_samples", int)):  # fmt: skip
             object.__setattr__(self, name, kind(getattr(self, name)))
@@ -155,7 +156,7 @@ class GIVSettings:
         """``settings`` (default: the defaults) with any of its fields given as keywords replaced."""
         unknown = set(overrides) - {f.name for f in fields(cls)}
         if unknown:
-            raise TypeError(f"unknown G-mode parameter(s) {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
+            raise InvalidType(f"unknown G-mode parameter(s) {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
         return replace(settings if settings is not None else cls(), **overrides)
 
     def as_dict(self) -> dict[str, Any]:
@@ -182,10 +183,10 @@ def sweep_design(bias: Any, frequency: float, n_grid: int, r_extra: float) -> tu
     v = np.asarray(bias, dtype=np.float64)
     n = v.size
     if n < 3:
-        raise ValueError(f"a sweep needs at least 3 bias points, got {n}")
+        raise InvalidInput(f"a sweep needs at least 3 bias points, got {n}")
     vmax = float(v.max())
     if not vmax > 0:
-        raise ValueError("the bias sweep never goes above 0 V: no grid to put the conductance on")
+        raise InvalidInput("the bias sweep never goes above 0 V: no grid to put the conductance on")
     x = np.linspace(-vmax, vmax, n_grid)
     dx = x[1] - x[0]
     dt = 1.0 / (frequency * (n - 1))  # t = linspace(0, 1/f, N_s): pycroscopy's convention
@@ -289,11 +290,11 @@ class GIVModel:
         self.settings = settings = GIVSettings.of(settings, **parameters)
         bias = np.asarray(bias, dtype=np.float64).ravel()
         if bias.size < 6:
-            raise ValueError(f"the bias waveform needs at least 6 points (two sweeps of 3), got {bias.size}")
+            raise InvalidInput(f"the bias waveform needs at least 6 points (two sweeps of 3), got {bias.size}")
         if not np.all(np.isfinite(bias)):
-            raise ValueError("the bias waveform has non-finite values")
+            raise InvalidInput("the bias waveform has non-finite values")
         if not (frequency and np.isfinite(frequency) and frequency > 0):
-            raise ValueError(f"the excitation frequency must be positive, got {frequency}")
+            raise InvalidInput(f"the excitation frequency must be positive, got {frequency}")
         self.bias, self.frequency, self.seed = bias, float(frequency), seed
         self.num_x_steps, self.r_extra, self.gam = settings.num_x_steps, settings.r_extra, settings.gam
         self.sigma, self.sigma_c, self.num_samples = settings.sigma, settings.sigma_c, settings.num_samples
@@ -310,7 +311,7 @@ class GIVModel:
         half = n // 2
         falling, rising = np.diff(bias[order[:half]]), np.diff(bias[order[half:]])
         if not (np.mean(falling <= 0) > 0.9 and np.mean(rising >= 0) > 0.9):
-            raise ValueError(
+            raise InvalidInput(
                 "the bias waveform must be one period of a triangle- or sine-like sweep: from its maximum down "
                 "to its minimum in one half and back up in the other"
             )
@@ -340,11 +341,11 @@ class GIVModel:
         """Posterior of every pixel of ``current`` (B, N) — NumPy or CuPy, computed on its device."""
         xp = xp or get_array_module(current)
         if xp.iscomplexobj(current):
-            raise ValueError("G-mode currents are real; got complex data (take the real part explicitly if meant)")
+            raise InvalidInput("G-mode currents are real; got complex data (take the real part explicitly if meant)")
         y = xp.asarray(current, dtype=xp.float64)
         y = y[None] if y.ndim == 1 else y
         if y.shape[1] != self.n_points:
-            raise ValueError(f"the current has {y.shape[1]} points per pixel, the bias waveform {self.n_points}")
+            raise InvalidInput(f"the current has {y.shape[1]} points per pixel, the bias waveform {self.n_points}")
         if chunk_bytes is None:
             chunk_bytes = (256 if xp is not np else 4) * 2**20
         k = self.k

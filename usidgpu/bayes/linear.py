@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..core.arrays import get_array_module
+from ..core.errors import InvalidInput
 
 __all__ = ["Posterior", "SharedOperator", "posterior", "sample_posterior", "shared_operator"]
 
@@ -107,7 +108,7 @@ def _noise_weighted(xp: Any, a: Any, noise_precision: Any) -> Any:
         return o[:, None] * a
     if o.ndim == 2:
         return o @ a
-    raise ValueError(f"noise precision must be a scalar, (N,) or (N, N); got shape {o.shape}")
+    raise InvalidInput(f"noise precision must be a scalar, (N,) or (N, N); got shape {o.shape}")
 
 
 def posterior(
@@ -151,11 +152,11 @@ def posterior(
     n_pix = y.shape[0]
     if A.ndim == 2:
         if y.shape[1] != A.shape[0]:
-            raise ValueError(f"y has {y.shape[1]} points per pixel, the design matrix {A.shape[0]} rows")
+            raise InvalidInput(f"y has {y.shape[1]} points per pixel, the design matrix {A.shape[0]} rows")
         op = shared_operator(A, m0, p0, noise_precision)
         return Posterior(op.mean(y), op.cov, op.chol, True)
     if A.ndim != 3 or A.shape[0] != n_pix or A.shape[1] != y.shape[1]:
-        raise ValueError(f"per-pixel design matrices must be (B, N, P) = ({n_pix}, {y.shape[1]}, P); got {A.shape}")
+        raise InvalidInput(f"per-pixel design matrices must be (B, N, P) = ({n_pix}, {y.shape[1]}, P); got {A.shape}")
     oa = _noise_weighted(xp, A.transpose(1, 0, 2).reshape(A.shape[1], -1), noise_precision)
     oa = oa.reshape(A.shape[1], n_pix, A.shape[2]).transpose(1, 0, 2)  # O A_b  (B, N, P)
     q = xp.matmul(xp.swapaxes(A, 1, 2), oa) + p0  # posterior precisions (B, P, P)

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import InvalidInput
 from ..parallel.process import Output, Process
 from ..usid.dimension import Dimension
 from .giv import GIVModel, GIVSettings
@@ -61,7 +62,7 @@ def find_bias(source: Any, bias: Any = None) -> np.ndarray:
         dims = source.spec_dims
         if len(dims) == 1 and dims[0].units.strip() == "V":
             return np.asarray(dims[0].values, dtype=np.float64)
-        raise ValueError(
+        raise InvalidInput(
             f"{what}: no bias waveform: its spectroscopic dimension(s) "
             f"{[f'{d.name} ({d.units})' for d in dims]} are not one dimension in V; name it with bias="
         )
@@ -78,11 +79,11 @@ def find_bias(source: Any, bias: Any = None) -> np.ndarray:
                     found = np.asarray(attrs[bias], dtype=np.float64)
                     break
         if found is None:
-            raise ValueError(f"{what}: no dataset or attribute {bias!r} holds the bias waveform")
+            raise InvalidInput(f"{what}: no dataset or attribute {bias!r} holds the bias waveform")
         bias = found
     v = np.asarray(bias, dtype=np.float64).ravel()
     if v.size != n:
-        raise ValueError(f"{what}: the bias waveform has {v.size} points, the data {n} per position")
+        raise InvalidInput(f"{what}: the bias waveform has {v.size} points, the data {n} per position")
     return v
 
 
@@ -93,7 +94,7 @@ def find_frequency(source: Any, frequency: float | None = None) -> float:
         for key in FREQUENCY_ATTRS:
             if key in attrs:
                 return float(np.asarray(attrs[key]).ravel()[0])
-    raise ValueError(
+    raise InvalidInput(
         f"{source.name}: the excitation frequency is unknown: give it (frequency=, or --frequency on the command "
         f"line; none of the attributes {', '.join(FREQUENCY_ATTRS)} is set on the dataset or its groups)"
     )
@@ -137,7 +138,7 @@ class GIVBayesian(Process):
         settings = GIVSettings.of(settings, **{k: v for k, v in options.items() if k in names})
         super().__init__(source, **{k: v for k, v in options.items() if k not in names})
         if np.dtype(source.dtype).kind not in "fiu":
-            raise ValueError(f"{source.name}: G-mode current must be real numbers, not {source.dtype}")
+            raise InvalidInput(f"{source.name}: G-mode current must be real numbers, not {source.dtype}")
         self.bias_arg = bias if bias is None or isinstance(bias, str) else np.asarray(bias, float).tolist()
         waveform = find_bias(source, bias)
         self.model = GIVModel(

@@ -2,7 +2,11 @@
 
 Exit status: 0 success; 1 ``validate`` found problems; 2 bad input (missing file, not HDF5,
 truncated, not USID, no such dataset, bad option) with a one-line message naming the file and
-the problem — no traceback unless ``--debug``.
+the problem — no traceback unless ``--debug``; 70 a bug in usidgpu: any error that is neither one
+of usidgpu's own (:mod:`usidgpu.core.errors`, raised for every input problem usidgpu detects) nor
+an operating-system error or the HDF5 library describing a damaged file is reported as such, in
+one line, and ``--debug`` shows its traceback.
+Turning every ``ValueError`` or ``KeyError`` into "bad input" would hide the bugs.
 
 One module per command (``info``, ``validate``, ``samples``, ``decompose`` for ``svd | pca | nmf |
 cluster``, ``denoise``, ``atoms``, ``bayes``, ``translate``, ``convert``, ``resume``, ``demo``), each
@@ -18,9 +22,11 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..core.errors import UsidgpuError
+from ..storage.h5 import raised_by_hdf5
 from . import atoms, bayes, convert, decompose, demo, denoise, info, resume, samples, translate, validate
 from .common import (
     EXIT_BAD_INPUT,
+    EXIT_BUG,
     EXIT_OK,
     EXIT_PROBLEMS,
     Parser,
@@ -29,7 +35,7 @@ from .common import (
     print_error,
 )
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_PROBLEMS", "build_parser", "main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_BUG", "EXIT_OK", "EXIT_PROBLEMS", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,14 +70,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print_error(exc)
         return EXIT_BAD_INPUT
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
-        # h5py reports damaged files through these; say which file and what failed
+    except OSError as exc:
+        # the file system and HDF5's I/O layer (a damaged or locked file): say which file and what
         if args.debug:
             raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = getattr(args, "file", None) or getattr(args, "out", None)
-        print_error(f"{where}: {msg}" if where else msg)
+        print_error(f"{where}: {_first_line(exc)}" if where else _first_line(exc))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("usidgpu: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        if raised_by_hdf5(exc):  # the HDF5 library describing a damaged file
+            where = getattr(args, "file", None) or getattr(args, "out", None)
+            print_error(f"{where}: damaged HDF5 file: {_first_line(exc)}" if where else _first_line(exc))
+            return EXIT_BAD_INPUT
+        # not an input problem usidgpu knows: a bug, and said to be one
+        print(
+            f"usidgpu: internal error (a bug in usidgpu {__version__}; please report it with the command): "
+            f"{type(exc).__name__}: {_first_line(exc)} — rerun with --debug for the traceback",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

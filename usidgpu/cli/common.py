@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..core.device import select_device
-from ..core.errors import UsidgpuError
+from ..core.errors import InvalidInput, UsidgpuError
 from ..core.memory import parse_bytes
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
+#: A bug in usidgpu: an error that is no input problem usidgpu knows of (EX_SOFTWARE).
+EXIT_BUG = 70
 """0 success; 1 ``validate`` found problems; 2 bad input (with a one-line message)."""
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -83,7 +85,7 @@ def check_plot_name(plot: str | None, option: str = "--plot") -> None:
         from ..viz.save import FORMATS
 
         if Path(plot).suffix.lower().lstrip(".") not in FORMATS:
-            raise ValueError(f"{option} {plot}: use a .png, .pdf or .svg file name")
+            raise InvalidInput(f"{option} {plot}: use a .png, .pdf or .svg file name")
 
 
 def fail(message: str) -> NoReturn:

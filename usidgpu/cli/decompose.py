@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import InvalidInput
 from .common import add_scheduler_options, check_plot_name
 
 
@@ -154,7 +155,7 @@ def _block_wise(args: argparse.Namespace, device: Any) -> int:
     if args.command == "cluster" and (args.features != "raw" or args.engine != "usidgpu"):
         problems.append("--features svd or --engine cuml (block-wise k-means clusters raw spectra)")
     if problems:
-        raise ValueError(f"{args.file}: --scheduler {args.scheduler} does not go with " + "; ".join(problems))
+        raise InvalidInput(f"{args.file}: --scheduler {args.scheduler} does not go with " + "; ".join(problems))
     options = dict(
         scheduler=args.scheduler,
         workers=args.workers,

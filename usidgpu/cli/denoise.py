@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import InvalidInput
 from .common import add_scheduler_options, check_plot_name
 
 
@@ -45,7 +46,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     check_plot_name(args.plot)
     if args.scheduler is not None and (args.step != 1 or args.no_write or args.plot):
-        raise ValueError(
+        raise InvalidInput(
             f"{args.file}: --scheduler runs the step-1 windowed SVD and writes its results group; "
             "drop --step, --no-write and --plot (plot the results group afterwards)"
         )

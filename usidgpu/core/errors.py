@@ -11,10 +11,15 @@ __all__ = [
     "DatasetNotFoundError",
     "DeviceError",
     "FileProblem",
+    "InvalidInput",
+    "InvalidType",
+    "MissingDependency",
     "NotAGridError",
     "NotMainError",
     "NotUSIDError",
     "ResultsError",
+    "SelectionError",
+    "UnknownName",
     "UsidgpuError",
 ]
 
@@ -56,3 +61,26 @@ class BudgetError(UsidgpuError, MemoryError):
 
 class ResultsError(UsidgpuError, RuntimeError):
     """A results group cannot be created, resumed or attached."""
+
+
+class InvalidInput(UsidgpuError, ValueError):
+    """An argument or the data are not what a function accepts (the message says what and why)."""
+
+
+class InvalidType(UsidgpuError, TypeError):
+    """An argument or the data have a type or dtype a function does not take."""
+
+
+class UnknownName(UsidgpuError, KeyError):
+    """A name (a dimension, a field) that the object does not have."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class SelectionError(UsidgpuError, IndexError):
+    """An index or selection outside what a dataset holds."""
+
+
+class MissingDependency(UsidgpuError, ImportError):
+    """An optional package needed for this feature is not installed (the message says which)."""

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InvalidType
+
 _CTYPES = {
     np.dtype(np.float32): "float",
     np.dtype(np.float64): "double",
@@ -62,7 +64,7 @@ def ctype_of(dtype: Any) -> str:
     try:
         return _CTYPES[dt]
     except KeyError:
-        raise TypeError(f"no CUDA kernel type for dtype {dt}") from None
+        raise InvalidType(f"no CUDA kernel type for dtype {dt}") from None
 
 
 @functools.cache

@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 
 from .device import Device, select_device
-from .errors import BudgetError
+from .errors import BudgetError, InvalidInput, InvalidType
 from .memory import format_bytes, memory_budget
 
 #: Blocks larger than this gain nothing in throughput and delay the first result.
@@ -124,7 +124,7 @@ def plan_blocks(
     """
     stop = n_rows if stop is None else stop
     if not 0 <= start <= stop <= n_rows:
-        raise ValueError(f"row range [{start}, {stop}) is outside [0, {n_rows})")
+        raise InvalidInput(f"row range [{start}, {stop}) is outside [0, {n_rows})")
     row_bytes = max(int(row_bytes), 1)
     per_buffer = min(int(budget) // max(n_buffers, 1), max(int(max_block_bytes), row_bytes))
     rows = per_buffer // row_bytes
@@ -329,13 +329,13 @@ def iter_blocks(
     """
     dev = select_device(device)
     if dset.ndim != 2:
-        raise ValueError(f"{dset.name}: expected a 2-D dataset, got shape {dset.shape}")
+        raise InvalidInput(f"{dset.name}: expected a 2-D dataset, got shape {dset.shape}")
     if dev.is_gpu and dset.dtype.fields is not None and dev.requested == "auto":
         # compound rows (e.g. band-excitation data) cannot live in a CuPy array: "auto" means
         # the device that can take them, the CPU
         dev = select_device("cpu")
     if dev.is_gpu and dset.dtype.fields is not None:
-        raise TypeError(
+        raise InvalidType(
             f"{dset.name}: compound dtype {dset.dtype} cannot live in a CuPy array; stream it with device='cpu'"
         )
     plan = plan_for(dset, budget, dev, prefetch, start, stop, max_block_bytes)

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..core.distances import squared_distances
+from ..core.errors import InvalidInput, InvalidType
 from ..core.linalg import acc_dtype, gram, normalize_signs, sum_squares, top_eigh
 from ..parallel.process import Output, Process
 from ..usid.dimension import Dimension
@@ -97,15 +98,15 @@ class GramSVD(Process):
         if k is None:
             k = num_components
         elif num_components is not None and int(num_components) != int(k):
-            raise ValueError(f"k={k} and num_components={num_components} disagree")
+            raise InvalidInput(f"k={k} and num_components={num_components} disagree")
         if svd_method != "gram":
-            raise ValueError(f"GramSVD computes the Gram method only, got svd_method={svd_method!r}")
+            raise InvalidInput(f"GramSVD computes the Gram method only, got svd_method={svd_method!r}")
         m, n = self.source_shape
         side = min(m, n)
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= side:
-            raise ValueError(f"k must be an integer in [1, {side}] for a {m}×{n} matrix, got {k!r}")
+            raise InvalidInput(f"k must be an integer in [1, {side}] for a {m}×{n} matrix, got {k!r}")
         if n > GRAM_MAX_SIDE:
-            raise ValueError(
+            raise InvalidInput(
                 f"{source.name} has {n} spectroscopic points: its {n}×{n} Gram matrix is too large "
                 f"(at most {GRAM_MAX_SIDE}); use usidgpu.svd(..., method='randomized')"
             )
@@ -149,7 +150,7 @@ class GramSVD(Process):
         # XᴴX = YᴴY + conj(c)s1ᵀ + conj(s1)cᵀ + m·conj(c)cᵀ
         g = g + np.outer(c.conj(), s1) + np.outer(s1.conj(), c) + m * np.outer(c.conj(), c)
         if not np.isfinite(g).all():
-            raise ValueError(
+            raise InvalidInput(
                 f"{self.source_name} contains NaN or infinite values; "
                 "the SVD needs finite data (clean or mask them first)"
             )
@@ -250,29 +251,31 @@ class BlockKMeans(Process):
         if k is None:
             k = n_clusters
         elif n_clusters is not None and int(n_clusters) != int(k):
-            raise ValueError(f"k={k} and n_clusters={n_clusters} disagree")
+            raise InvalidInput(f"k={k} and n_clusters={n_clusters} disagree")
         m, n = self.source_shape
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= m:
-            raise ValueError(f"k must be an integer in [1, {m}] (the number of positions), got {k!r}")
+            raise InvalidInput(f"k must be an integer in [1, {m}] (the number of positions), got {k!r}")
         if features != "raw":
-            raise ValueError(f"BlockKMeans clusters raw spectra only (features='raw'), got {features!r}")
+            raise InvalidInput(f"BlockKMeans clusters raw spectra only (features='raw'), got {features!r}")
         if isinstance(init, str):
             if init not in ("k-means++", "random"):
-                raise ValueError(f"init must be 'k-means++', 'random' or an array of centres, got {init!r}")
+                raise InvalidInput(f"init must be 'k-means++', 'random' or an array of centres, got {init!r}")
         else:
             init = np.asarray(init)
             if init.shape != (k, n):
-                raise ValueError(f"initial centres must have shape ({k}, {n}), got {init.shape}")
+                raise InvalidInput(f"initial centres must have shape ({k}, {n}), got {init.shape}")
         if int(max_iter) < 1:
-            raise ValueError(f"max_iter must be at least 1, got {max_iter}")
+            raise InvalidInput(f"max_iter must be at least 1, got {max_iter}")
         if init_sample is not None and not k <= int(init_sample) <= m:
-            raise ValueError(f"init_sample must be in [{k}, {m}], got {init_sample}")
+            raise InvalidInput(f"init_sample must be in [{k}, {m}], got {init_sample}")
         self.k, self.init, self.max_iter, self.tol = int(k), init, int(max_iter), float(tol)
         if random_state is None and (isinstance(init, str) or init_sample is not None):
             # a seed drawn now and recorded: a resumed run must start from the same centres
             random_state = int(np.random.SeedSequence().entropy % 2**63)
         if random_state is not None and not isinstance(random_state, (int, np.integer)):
-            raise TypeError(f"random_state must be an int or None (it is recorded for resuming), got {random_state!r}")
+            raise InvalidType(
+                f"random_state must be an int or None (it is recorded for resuming), got {random_state!r}"
+            )
         self.random_state = None if random_state is None else int(random_state)
         self.init_sample = None if init_sample is None else int(init_sample)
         self.work = work_dtype(source.dtype)
@@ -391,7 +394,7 @@ class BlockKMeans(Process):
         self.offset = _provisional_mean(self.source, self.work)
         s1, s2 = self.reduce(self._stats_partial, _add)
         if not (np.isfinite(s1).all() and np.isfinite(s2).all()):
-            raise ValueError(f"{self.source_name} contains NaN or infinite values; k-means needs finite data")
+            raise InvalidInput(f"{self.source_name} contains NaN or infinite values; k-means needs finite data")
         tol_abs = self.tol * float(np.mean(s2 / m - np.abs(s1 / m) ** 2))
         rng = np.random.default_rng(self.random_state)
         centers = self._initial_centers(rng)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core.arrays import asnumpy
 from ..core.device import select_device
-from ..core.errors import BudgetError, DeviceError
+from ..core.errors import BudgetError, DeviceError, InvalidInput
 from ..core.memory import format_bytes, free_memory
 
 
@@ -102,7 +102,7 @@ def cuml_kmeans(
 
     x = _on_device(src)
     if isinstance(init, str) and init not in ("k-means++", "random"):
-        raise ValueError(f"init must be 'k-means++', 'random' or an array of centres, got {init!r}")
+        raise InvalidInput(f"init must be 'k-means++', 'random' or an array of centres, got {init!r}")
     init_arg = init if isinstance(init, str) else asnumpy(init)
     model = cuml.KMeans(
         n_clusters=k,

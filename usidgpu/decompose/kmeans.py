@@ -20,6 +20,7 @@ import numpy as np
 
 from ..core.arrays import asnumpy
 from ..core.device import Device, select_device
+from ..core.errors import InvalidInput
 from ..core.linalg import sum_squares
 from ..core.memory import memory_budget
 from .kmeans_steps import assign, cluster_sums, farthest, kmeans_plusplus, read_rows
@@ -72,11 +73,11 @@ def kmeans(
         raw data), ``counts``, ``inertia``, ``n_iter``.
     """
     if features not in ("raw", "svd"):
-        raise ValueError(f"features must be 'raw' or 'svd', got {features!r}")
+        raise InvalidInput(f"features must be 'raw' or 'svd', got {features!r}")
     engine = resolve_engine(engine)
     (m, n), dtype = matrix_shape(data)
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= m:
-        raise ValueError(f"k must be an integer in [1, {m}] (the number of positions), got {k!r}")
+        raise InvalidInput(f"k must be an integer in [1, {m}] (the number of positions), got {k!r}")
     k = int(k)
     dev = select_device(device)
     total_budget = memory_budget(budget, dev)
@@ -89,7 +90,7 @@ def kmeans(
     if features == "svd":
         n_components = int(n_components or min(16, n, m))
         if not 1 <= n_components <= min(m, n):
-            raise ValueError(f"n_components must be in [1, {min(m, n)}] for {m} × {n} data, got {n_components}")
+            raise InvalidInput(f"n_components must be in [1, {min(m, n)}] for {m} × {n} data, got {n_components}")
         r = svd(data, n_components, device=dev, budget=total_budget // 2, progress=progress)
         feats = (r.U * r.S).astype(work)
         src = BlockSource(feats, dev, total_budget, reserve=reserve, row_overhead=row_overhead, shift=True)
@@ -116,7 +117,7 @@ def kmeans(
             s2 += sum_squares(xp, y, axis=0)
     if not (bool(xp.isfinite(s1).all()) and bool(xp.isfinite(s2).all())):
         name = raw.main.name if raw.main is not None else "the data"
-        raise ValueError(f"{name} contains NaN or infinite values; k-means needs finite data")
+        raise InvalidInput(f"{name} contains NaN or infinite values; k-means needs finite data")
     tol_abs = tol * float(xp.mean(s2 / m - xp.abs(s1 / m) ** 2))
     if isinstance(init, str) and init == "k-means++":
         centers = kmeans_plusplus(src, k, rng, row_sq)
@@ -127,11 +128,11 @@ def kmeans(
     elif not isinstance(init, str):
         given = xp.asarray(asnumpy(init)).astype(np.complex128 if src.is_complex else np.float64)
         if given.shape != (k, n_feat):
-            raise ValueError(f"initial centres must have shape ({k}, {n_feat}), got {given.shape}")
+            raise InvalidInput(f"initial centres must have shape ({k}, {n_feat}), got {given.shape}")
         centers = given - shift
         init_name = "custom"
     else:
-        raise ValueError(f"init must be 'k-means++', 'random' or an array of centres, got {init!r}")
+        raise InvalidInput(f"init must be 'k-means++', 'random' or an array of centres, got {init!r}")
     centers = centers.astype(np.complex128 if src.is_complex else np.float64)
 
     labels = xp.full(m, -1, dtype=np.int64)

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..core.arrays import asnumpy
 from ..core.device import Device, select_device
+from ..core.errors import InvalidInput
 from ..core.linalg import sum_squares
 from ..core.memory import memory_budget
 from .results import NMFResult
@@ -150,15 +151,15 @@ def nmf(
         complex data.
     """
     if solver not in ("hals", "mu"):
-        raise ValueError(f"solver must be 'hals' or 'mu', got {solver!r}")
+        raise InvalidInput(f"solver must be 'hals' or 'mu', got {solver!r}")
     if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+        raise InvalidInput(f"max_iter must be a positive integer, got {max_iter!r}")
     (m, n), dtype = matrix_shape(data)
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= min(m, n):
-        raise ValueError(f"k must be an integer in [1, {min(m, n)}], got {k!r}")
+        raise InvalidInput(f"k must be an integer in [1, {min(m, n)}], got {k!r}")
     work = work_dtype(dtype)
     if work.kind == "c":
-        raise ValueError("NMF needs real, non-negative data; these data are complex (take the amplitude first)")
+        raise InvalidInput("NMF needs real, non-negative data; these data are complex (take the amplitude first)")
     dev = select_device(device)
     total_budget = memory_budget(budget, dev)
     reserve = (m * k + 4 * k * n + 4 * k * k) * 8
@@ -167,19 +168,19 @@ def nmf(
     lowest, mean, norm_sq, where = _data_stats(src)
     if not (np.isfinite(lowest) and np.isfinite(mean) and np.isfinite(norm_sq)):
         name = src.main.name if src.main is not None else "the data"
-        raise ValueError(f"{name} contains NaN or infinite values; NMF needs finite, non-negative data")
+        raise InvalidInput(f"{name} contains NaN or infinite values; NMF needs finite, non-negative data")
     if lowest < 0:
         name = src.main.name if src.main is not None else "the data"
-        raise ValueError(
+        raise InvalidInput(
             f"NMF needs non-negative data, but {name} has values down to {lowest:g} "
             f"(position {where[0]}, point {where[1]}); shift or clip the data first"
         )
     if isinstance(init, tuple):
         w0, h0 = (np.asarray(asnumpy(a), dtype=work) for a in init)
         if w0.shape != (m, k) or h0.shape != (k, n):
-            raise ValueError(f"init=(W, H) needs shapes ({m}, {k}) and ({k}, {n}), got {w0.shape} and {h0.shape}")
+            raise InvalidInput(f"init=(W, H) needs shapes ({m}, {k}) and ({k}, {n}), got {w0.shape} and {h0.shape}")
         if (w0 < 0).any() or (h0 < 0).any() or not (np.isfinite(w0).all() and np.isfinite(h0).all()):
-            raise ValueError("init=(W, H) must be finite and non-negative")
+            raise InvalidInput("init=(W, H) must be finite and non-negative")
         init_name = "custom"
     elif init in ("nndsvd", "nndsvda"):
         w0, h0 = _nndsvd(src, k, mean, init, total_budget, work)
@@ -191,7 +192,7 @@ def nmf(
         w0 = (avg * np.abs(rng.standard_normal((m, k)))).astype(work)
         init_name = "random"
     else:
-        raise ValueError(f"init must be 'nndsvda', 'nndsvd', 'random' or a (W, H) pair, got {init!r}")
+        raise InvalidInput(f"init must be 'nndsvda', 'nndsvd', 'random' or a (W, H) pair, got {init!r}")
     w = xp.array(w0, copy=True)  # updated in place: never the caller's arrays
     h = xp.array(h0, copy=True)
     pending: list[Any] = []  # errors² of the iterations since the last check, on the device

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..core.arrays import asnumpy, is_cupy_array
 from ..core.device import Device, select_device
-from ..core.errors import BudgetError
+from ..core.errors import BudgetError, InvalidInput, InvalidType
 from ..core.memory import format_bytes, memory_budget
 from ..storage import is_dataset
 from ..usid.dataset import MainDataset
@@ -27,14 +27,14 @@ def work_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype arithmetic runs in: float32 in, float32 out; float64 where 32 bits lose data."""
     dtype = np.dtype(dtype)
     if dtype.fields is not None:
-        raise TypeError(f"cannot decompose compound dtype {dtype}; decompose one field (e.g. data['Amplitude'])")
+        raise InvalidType(f"cannot decompose compound dtype {dtype}; decompose one field (e.g. data['Amplitude'])")
     if dtype.kind == "c":
         return np.dtype(np.complex128 if dtype.itemsize > 8 else np.complex64)
     if dtype.kind == "f":
         return np.dtype(np.float64 if dtype.itemsize > 4 else np.float32)
     if dtype.kind in "biu":
         return np.dtype(np.float32 if dtype.itemsize <= 2 else np.float64)
-    raise TypeError(f"cannot decompose data of dtype {dtype}")
+    raise InvalidType(f"cannot decompose data of dtype {dtype}")
 
 
 class BlockSource:
@@ -83,13 +83,13 @@ class BlockSource:
         else:
             arr = data if is_cupy_array(data) else np.asarray(data)
             if arr.ndim != 2:
-                raise ValueError(f"expected a 2-D array (positions × spectroscopic points), got shape {arr.shape}")
+                raise InvalidInput(f"expected a 2-D array (positions × spectroscopic points), got shape {arr.shape}")
             self._array = arr
         self.shape: tuple[int, int] = tuple(int(s) for s in (self._main.shape if self._main else self._array.shape))
         self.dtype = np.dtype(self._main.dtype if self._main else self._array.dtype)
         self.work = work_dtype(self.dtype)
         if min(self.shape) < 1:
-            raise ValueError(f"cannot decompose an empty matrix of shape {self.shape}")
+            raise InvalidInput(f"cannot decompose an empty matrix of shape {self.shape}")
         self.budget = memory_budget(budget, self.device)
         available = self.budget - int(reserve)
         row = self.shape[1] * self.work.itemsize + int(row_overhead)
@@ -303,7 +303,7 @@ def matrix_shape(data: Any) -> tuple[tuple[int, int], np.dtype]:
         data = np.asarray(data)
         shape = data.shape
     if len(shape) != 2:
-        raise ValueError(f"expected a 2-D matrix (positions × spectroscopic points), got shape {tuple(shape)}")
+        raise InvalidInput(f"expected a 2-D matrix (positions × spectroscopic points), got shape {tuple(shape)}")
     return (int(shape[0]), int(shape[1])), np.dtype(data.dtype)
 
 
@@ -343,5 +343,5 @@ ENGINES = ("auto", "usidgpu", "cuml")
 def resolve_engine(engine: str) -> str:
     """``auto`` → ``usidgpu`` (cuML only when asked for: it needs all the data on the device)."""
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}")
+        raise InvalidInput(f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}")
     return "usidgpu" if engine == "auto" else engine

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..core.arrays import asnumpy
 from ..core.device import Device
-from ..core.errors import BudgetError
+from ..core.errors import BudgetError, InvalidInput
 from ..core.linalg import (
     acc_dtype,
     column_sums,
@@ -125,11 +125,11 @@ def _factorize(
 ) -> tuple[BlockSource, dict[str, Any]]:
     """Shared body of :func:`svd` and :func:`pca`."""
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise InvalidInput(f"method must be one of {METHODS}, got {method!r}")
     (m, n), dtype = matrix_shape(data)
     side = min(m, n)
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= side:
-        raise ValueError(f"k must be an integer in [1, {side}] for a {m}×{n} matrix, got {k!r}")
+        raise InvalidInput(f"k must be an integer in [1, {side}] for a {m}×{n} matrix, got {k!r}")
     k = int(k)
     work = work_dtype(dtype)
     from ..core.device import select_device
@@ -187,7 +187,7 @@ def _real(dtype: np.dtype) -> np.dtype:
 def _require_finite(xp: Any, a: Any, src: BlockSource) -> None:
     if not bool(xp.isfinite(a).all()):
         name = src.main.name if src.main is not None else "the data"
-        raise ValueError(
+        raise InvalidInput(
             f"{name} contains NaN or infinite values; the SVD needs finite data (clean or mask them first)"
         )
 
@@ -277,7 +277,7 @@ def _randomized(src: BlockSource, k: int, l: int, n_iter: int, random_state: Any
     X̃ᴴX̃Z = YᴴYZ − m·conj(μ_y)(μ_yᵀZ): rank-one corrections, never a centred copy of the data.
     """
     if n_iter < 1:
-        raise ValueError(f"n_iter (passes applying XᴴX) must be at least 1, got {n_iter}")
+        raise InvalidInput(f"n_iter (passes applying XᴴX) must be at least 1, got {n_iter}")
     xp = src.xp
     m, n = src.shape
     acc = acc_dtype(src.work)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import InvalidInput
 from ..usid.dimension import Dimension
 from ..usid.results import ResultsWriter, result_source, write_result
 
@@ -14,9 +15,9 @@ from ..usid.results import ResultsWriter, result_source, write_result
 def _check_shape(main: Any, rows: int | None, cols: int | None, what: str) -> None:
     """The result must belong to ``main``: one row per position, one column per point."""
     if rows is not None and rows != main.n_positions:
-        raise ValueError(f"{what} has {rows} rows but {main.name} has {main.n_positions} positions")
+        raise InvalidInput(f"{what} has {rows} rows but {main.name} has {main.n_positions} positions")
     if cols is not None and cols != main.n_spectral:
-        raise ValueError(f"{what} has {cols} columns but {main.name} has {main.n_spectral} spectroscopic points")
+        raise InvalidInput(f"{what} has {cols} columns but {main.name} has {main.n_spectral} spectroscopic points")
 
 
 def write_svd(result: Any, main: Any = None, output: str | os.PathLike | None = None) -> str:

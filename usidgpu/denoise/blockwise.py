@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..core.arrays import asnumpy
+from ..core.errors import InvalidInput
 from ..core.linalg import top_eigh
 from ..core.memory import memory_budget
 from ..parallel.process import Output, Process
@@ -50,11 +51,11 @@ class WindowedSVD(Process):
     def __init__(self, source: Any, window: int, k: int | None = None, **run_options: Any) -> None:
         super().__init__(source, **run_options)
         if len(source.pos_dims) != 2 or not source.pos_layout.is_grid:
-            raise ValueError(f"{source.name}: not an image (two position dimensions on a full grid)")
+            raise InvalidInput(f"{source.name}: not an image (two position dimensions on a full grid)")
         self.h, self.w = (int(n) for n in source.pos_layout.slow_to_fast_sizes)
         self.window = int(window)
         if not 1 <= self.window <= min(self.h, self.w):
-            raise ValueError(f"a {self.window}-px window does not fit the {self.h}×{self.w} image")
+            raise InvalidInput(f"a {self.window}-px window does not fit the {self.h}×{self.w} image")
         self.k_given = None if k is None else int(k)
         self.n_frames = source.n_spectral
         self.quantity, self.units = source.quantity, source.units

@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import InvalidInput
+
 
 def origins(size: int, window: int, step: int) -> int:
     """Number of window origins along one axis: ``0, step, …`` while the window fits."""
     if window > size:
-        raise ValueError(f"a window of {window} px does not fit an image side of {size} px")
+        raise InvalidInput(f"a window of {window} px does not fit an image side of {size} px")
     return (size - window) // step + 1
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..core.arrays import asnumpy
 from ..core.device import Device, select_device
+from ..core.errors import InvalidType
 from ..decompose.svd import svd
 from ..usid.dataset import MainDataset
 from ..usid.results import ResultsWriter
@@ -46,7 +47,7 @@ def spectral_denoise(
         HDF5 path of the results group.
     """
     if not isinstance(main, MainDataset):
-        raise TypeError("spectral_denoise needs a MainDataset (open the file with usidgpu.open)")
+        raise InvalidType("spectral_denoise needs a MainDataset (open the file with usidgpu.open)")
     dev = select_device(device)
     result = svd(main, k, method=method, device=dev, budget=budget, progress=progress)
     params = dict(num_components=k, svd_method=result.method)

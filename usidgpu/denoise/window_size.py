@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.errors import InvalidInput
+
 
 def lattice_period(image: np.ndarray) -> float:
     """The dominant spatial period (pixels) of an image, from its tapered FFT."""
     img = np.asarray(image, dtype=np.float64)
     if img.ndim != 2 or min(img.shape) < 8:
-        raise ValueError(f"need a 2-D image of at least 8 × 8 pixels, got shape {img.shape}")
+        raise InvalidInput(f"need a 2-D image of at least 8 × 8 pixels, got shape {img.shape}")
     lo, hi = np.nanmin(img), np.nanmax(img)
     img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
     img = np.nan_to_num(img - img.mean())

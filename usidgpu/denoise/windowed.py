@@ -30,7 +30,7 @@ import numpy as np
 
 from ..core.arrays import asnumpy
 from ..core.device import Device, select_device
-from ..core.errors import BudgetError
+from ..core.errors import BudgetError, InvalidInput
 from ..core.linalg import top_eigh
 from ..core.memory import format_bytes, memory_budget
 from ..usid.described import Described
@@ -108,7 +108,7 @@ def _pair(value: int | tuple[int, int] | None, name: str) -> tuple[int, int] | N
         return None
     pair = (int(value), int(value)) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
     if len(pair) != 2 or min(pair) < 1:
-        raise ValueError(f"{name} must be a positive integer or a pair of them, got {value!r}")
+        raise InvalidInput(f"{name} must be a positive integer or a pair of them, got {value!r}")
     return (pair[0], pair[1])
 
 
@@ -169,7 +169,7 @@ def windowed_svd(
         window_rule = "given"
     wy, wx = win
     if wy > h or wx > w:
-        raise ValueError(f"a {wy}×{wx} window does not fit the {h}×{w} image")
+        raise InvalidInput(f"a {wy}×{wx} window does not fit the {h}×{w} image")
     ny, nx = origins(h, wy, step_[0]), origins(w, wx, step_[1])
     n_pix = wy * wx
     total = memory_budget(budget, dev)
@@ -202,7 +202,7 @@ def windowed_svd(
     # results group), then the top-k eigen-windows alone — for 64 × 64 windows a third of the
     # time of a full eigendecomposition
     if k is not None and (not isinstance(k, (int, np.integer)) or not 1 <= k <= n_pix):
-        raise ValueError(f"k must be an integer in [1, {n_pix}] (pixels per window), got {k!r}")
+        raise InvalidInput(f"k must be an integer in [1, {n_pix}] (pixels per window), got {k!r}")
 
     def spectrum(gram: Any = g) -> np.ndarray:
         return np.sqrt(np.maximum(asnumpy(xp.linalg.eigvalsh(gram))[::-1], 0))

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import InvalidInput
 from ..usid.dimension import Dimension
 from ..usid.results import result_source, write_result
 
@@ -19,7 +20,7 @@ def write_windowed(result: Any, main: Any = None, output: str | os.PathLike | No
     frames = result.cleaned if result.cleaned.ndim == 3 else result.cleaned[None]
     n_frames, h, w = frames.shape
     if (h * w, n_frames) != main.shape:
-        raise ValueError(
+        raise InvalidInput(
             f"this result has {n_frames} frame(s) of {h}×{w} pixels but {main.name} has shape {main.shape}"
         )
     noise = result.noise if result.noise.ndim == 3 else result.noise[None]

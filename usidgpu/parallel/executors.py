@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
-from ..core.errors import DeviceError
+from ..core.errors import DeviceError, InvalidInput
 
 SCHEDULERS = ("inline", "threads", "local", "cuda")
 
@@ -57,7 +57,7 @@ class Executor:
 
 def _combine_tree(parts: list[Any], combine: Callable[[Any, Any], Any]) -> Any:
     if not parts:
-        raise ValueError("nothing to reduce: no blocks")
+        raise InvalidInput("nothing to reduce: no blocks")
     while len(parts) > 1:
         parts = [combine(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
     return parts[0]
@@ -111,7 +111,7 @@ class DaskExecutor(Executor):
         # the combines run on the workers too: only the final value travels back here
         parts = self.client.map(fn, list(items), pure=False, retries=self.retries)
         if not parts:
-            raise ValueError("nothing to reduce: no blocks")
+            raise InvalidInput("nothing to reduce: no blocks")
         while len(parts) > 1:
             parts = [
                 self.client.submit(combine, parts[i], parts[i + 1], pure=False, retries=self.retries)
@@ -207,6 +207,6 @@ def get_executor(scheduler: str | Executor | Any | None = None, workers: int | N
         return DaskExecutor(client, None, name=scheduler)
     if type(scheduler).__name__ == "Client":
         return DaskExecutor(scheduler, None, name=str(getattr(scheduler, "scheduler", "dask")), owned=False)
-    raise ValueError(
+    raise InvalidInput(
         f"unknown scheduler {scheduler!r}: use one of {SCHEDULERS} or a dask scheduler address (tcp://host:port)"
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import InvalidInput
 from ..usid.dimension import Dimension
 from .process import Output, Process
 
@@ -32,12 +33,12 @@ class PolynomialFit(Process):
     def __init__(self, source: Any, degree: int = 1, **run_options: Any) -> None:
         super().__init__(source, **run_options)
         if np.dtype(source.dtype).kind not in "biuf":
-            raise ValueError(f"{source.name}: a polynomial fit needs real data, got {source.dtype}")
+            raise InvalidInput(f"{source.name}: a polynomial fit needs real data, got {source.dtype}")
         if len(source.spec_dims) != 1:
-            raise ValueError(f"{source.name}: a polynomial fit needs one spectroscopic dimension")
+            raise InvalidInput(f"{source.name}: a polynomial fit needs one spectroscopic dimension")
         self.degree = int(degree)
         if not 0 <= self.degree < source.n_spectral:
-            raise ValueError(f"degree must be in [0, {source.n_spectral - 1}], got {degree}")
+            raise InvalidInput(f"degree must be in [0, {source.n_spectral - 1}], got {degree}")
         self.x = np.asarray(source.spec_dims[0].values, dtype=np.float64)
         self.x_name, self.x_units = source.spec_dims[0].name, source.spec_dims[0].units
         self.y_units = source.units

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..core.arrays import asnumpy
 from ..core.device import select_device
+from ..core.errors import InvalidInput, ResultsError
 from ..core.memory import memory_budget
 from ..core.stream import plan_blocks as plan_rows
 from ..storage.locks import run_lock
@@ -178,7 +179,7 @@ class Process:
         if self._rows_per_block is not None:
             rows = int(self._rows_per_block)
             if rows < 1:
-                raise ValueError(f"rows_per_block must be at least 1, got {self._rows_per_block}")
+                raise InvalidInput(f"rows_per_block must be at least 1, got {self._rows_per_block}")
         else:
             row_bytes = n_cols * np.dtype(self.source.dtype).itemsize * 4  # the block, its float copy, outputs
             rows = plan_rows(n_rows, row_bytes, memory_budget(self.budget, self.device), n_buffers=1).rows_per_block
@@ -213,7 +214,7 @@ class Process:
         """
         check_target(self.output or self.source_file)
         if Path(self.source_file).is_dir():
-            raise ValueError(
+            raise InvalidInput(
                 f"{self.source_file}: block-wise runs read HDF5 sources; convert the zarr store first "
                 "(usidgpu convert STORE.zarr FILE.h5)"
             )
@@ -285,16 +286,16 @@ class Process:
         """Catch output specifications that could only fail after all the work."""
         for name, spec in specs.items():
             if not (isinstance(spec.columns, (int, np.integer)) and spec.columns >= 1):
-                raise ValueError(f"{type(self).__name__}: output {name!r} needs at least one column: {spec.columns}")
+                raise InvalidInput(f"{type(self).__name__}: output {name!r} needs at least one column: {spec.columns}")
             if isinstance(spec.dims, str) and spec.dims == "source" and spec.columns != self.source_shape[1]:
-                raise ValueError(
+                raise InvalidInput(
                     f"{type(self).__name__}: output {name!r} uses the source's spectroscopic dimensions, so it needs "
                     f"{self.source_shape[1]} columns, not {spec.columns}"
                 )
             if isinstance(spec.dims, (list, tuple)):
                 size = int(np.prod([d.size for d in spec.dims]))
                 if size != spec.columns:
-                    raise ValueError(
+                    raise InvalidInput(
                         f"{type(self).__name__}: output {name!r} has {spec.columns} columns but its dims hold {size}"
                     )
 
@@ -321,7 +322,7 @@ class Process:
 
     def _consolidate(self, store: BlockStore, specs: dict[str, Output]) -> str:
         if not store.done().all():
-            raise RuntimeError(f"{store.path}: {int((~store.done()).sum())} block(s) are not done")
+            raise ResultsError(f"{store.path}: {int((~store.done()).sum())} block(s) are not done")
         _remove_if_broken(store.meta.get("sidecar"))
         writer = ResultsWriter.begin(
             self.source, self.tool, self.parameters(), output=self.output, device=self.device, n_units=1
@@ -427,7 +428,7 @@ def _run_block(task: tuple[Process, BlockStore, int]) -> int:
     values = process.compute_block(block, xp, (a, b), (ra, rb))
     missing = set(process.outputs()) - set(values)
     if missing:
-        raise ValueError(f"{type(process).__name__}.compute returned no {sorted(missing)}")
+        raise InvalidInput(f"{type(process).__name__}.compute returned no {sorted(missing)}")
     store.write_block(index, {name: asnumpy(v) for name, v in values.items()})
     return index
 

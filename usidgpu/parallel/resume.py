@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import ResultsError
 from ..storage.locks import RunInProgress, lock_holder
 from ..storage.sidecar import PARTIAL, done_count, lock_path, read_meta
 from ..usid.results import sidecar_dir
@@ -90,7 +91,7 @@ def resume(
         except (RuntimeError, ValueError, OSError) as exc:
             failures.append(f"{run['store']}: {exc}")
     if failures:
-        raise RuntimeError("; ".join(failures) + (f" (resumed: {', '.join(written)})" if written else ""))
+        raise ResultsError("; ".join(failures) + (f" (resumed: {', '.join(written)})" if written else ""))
     return written
 
 
@@ -114,5 +115,5 @@ def _resume_one(run: dict[str, Any], scheduler: Any, workers: int | None, progre
             progress=progress,
         )
         if Path(process.store_path()) != Path(run["store"]):
-            raise RuntimeError("the source or the process changed since the run began; it cannot be resumed")
+            raise ResultsError("the source or the process changed since the run began; it cannot be resumed")
         return process.run()

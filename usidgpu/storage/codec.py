@@ -34,6 +34,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..core.errors import InvalidInput
+
 #: prefix of an object reference written as a string
 REF_PREFIX = "h5ref:"
 #: the reserved attribute that records HDF5 types, storage and links on every node
@@ -63,9 +65,10 @@ def dtype_to_json(dt: np.dtype) -> Any:
     enum = h5py.check_enum_dtype(dt)
     if enum is not None:
         return {"enum": np.dtype(dt.str).str, "mapping": {str(k): int(v) for k, v in enum.items()}}
-    if dt.names is not None:
+    if dt.names is not None and dt.fields is not None:
+        fields = dt.fields
         return {
-            "compound": [[name, dtype_to_json(dt.fields[name][0]), int(dt.fields[name][1])] for name in dt.names],
+            "compound": [[name, dtype_to_json(fields[name][0]), int(fields[name][1])] for name in dt.names],
             "itemsize": int(dt.itemsize),
         }
     if dt.subdtype is not None:
@@ -102,7 +105,7 @@ def dtype_from_json(spec: Any) -> np.dtype:
         )
     if "subarray" in spec:
         return np.dtype((dtype_from_json(spec["subarray"]), tuple(spec["shape"])))
-    raise ValueError(f"unknown dtype description {spec!r}")
+    raise InvalidInput(f"unknown dtype description {spec!r}")
 
 
 def has_special(spec: Any) -> bool:

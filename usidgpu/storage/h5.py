@@ -16,7 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..core.errors import FileProblem
+from ..core.errors import FileProblem, InvalidInput
 
 H5_SUFFIXES = (".h5", ".hdf5", ".hf5")
 _MODES = {"r": "r", "r+": "r+", "a": "a", "w": "w", "w-": "w-", "x": "x"}
@@ -50,7 +50,7 @@ def open_h5(path: str | os.PathLike, mode: str = "r") -> h5py.File:
     """
     p = Path(path)
     if mode not in _MODES:
-        raise ValueError(f"mode must be one of {sorted(_MODES)}, got {mode!r}")
+        raise InvalidInput(f"mode must be one of {sorted(_MODES)}, got {mode!r}")
     if mode in ("r", "r+"):
         if not p.exists():
             raise FileProblem(f"{p}: no such file")
@@ -121,3 +121,21 @@ def attr_type(obj: h5py.HLObject, name: str) -> tuple[np.dtype, tuple[int, ...] 
 def object_key(obj: h5py.HLObject) -> Any:
     """A hashable identity of an HDF5 object: equal for every hard link to the same object."""
     return obj.id
+
+
+def raised_by_hdf5(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside h5py, i.e. is the HDF5 library reporting a problem with a
+    file (a damaged B-tree, a truncated heap, an undecodable name).
+
+    HDF5 reports a damaged file through RuntimeError, KeyError, ValueError or UnicodeDecodeError as
+    well as OSError, so the type alone cannot tell a damaged file from a bug in usidgpu; where the
+    error was raised can: the innermost frame of its traceback lies in h5py (its Python modules or
+    its Cython ``.pyx`` files).
+    """
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    parts = Path(tb.tb_frame.f_code.co_filename).parts
+    return "h5py" in parts

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import FileProblem
+from ..core.errors import FileProblem, InvalidInput
 from ..usid.dimension import Dimension
 
 #: Bytes of one block handed from the reader to HDF5.
@@ -72,7 +72,7 @@ def row_blocks(
     shape = tuple(int(s) for s in array.shape)
     order = pos_axes + spec_axes
     if sorted(order) != list(range(len(shape))):
-        raise ValueError(f"axes {order} do not cover an array of shape {shape}")
+        raise InvalidInput(f"axes {order} do not cover an array of shape {shape}")
     n_spec = int(np.prod([shape[a] for a in spec_axes])) if spec_axes else 1
     itemsize = np.dtype(array.dtype).itemsize
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.errors import InvalidInput
 from .dimension import Dimension
 
 INDICES_DTYPE = np.uint32
@@ -84,7 +85,7 @@ def infer_layout(indices: np.ndarray) -> Layout:
     """
     inds = np.asarray(indices)
     if inds.ndim != 2:
-        raise ValueError(f"an index table must be 2-D, got shape {inds.shape}")
+        raise InvalidInput(f"an index table must be 2-D, got shape {inds.shape}")
     n, d = inds.shape
     if n == 0 or d == 0:
         return Layout(IRREGULAR, (0,) * d, tuple(range(d)), n)
@@ -146,14 +147,14 @@ def build_tables(dims: Sequence[Dimension], fastest_first: bool = False) -> tupl
     values : ndarray of float32, shape (n_entries, n_dims)
     """
     if len(dims) == 0:
-        raise ValueError("at least one Dimension is needed")
+        raise InvalidInput("at least one Dimension is needed")
     incomplete = {d.incomplete for d in dims}
     if len(incomplete) > 1:
-        raise ValueError("cannot mix incomplete (sparse) and complete dimensions on one side")
+        raise InvalidInput("cannot mix incomplete (sparse) and complete dimensions on one side")
     if incomplete.pop():
         n = dims[0].size
         if any(d.size != n for d in dims):
-            raise ValueError(
+            raise InvalidInput(
                 "incomplete (sparse) dimensions must all list one value per position; got lengths "
                 + ", ".join(f"{d.name}={d.size}" for d in dims)
             )

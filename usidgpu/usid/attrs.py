@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from .._version import __version__
+from ..core.errors import InvalidType
 from ..storage import Node
 
 
@@ -27,12 +28,12 @@ def decode_str(value: Any) -> str:
     """One attribute value as ``str``: bytes are UTF-8 decoded, a 1-element array is unpacked."""
     if isinstance(value, np.ndarray):
         if value.size != 1:
-            raise TypeError(f"expected a single string, got an array of shape {value.shape}")
+            raise InvalidType(f"expected a single string, got an array of shape {value.shape}")
         value = value.reshape(-1)[0]
     if isinstance(value, (bytes, np.bytes_)):
         value = bytes(value).decode("utf-8", errors="replace")
     if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
+        raise InvalidType(f"expected a string, got {type(value).__name__}")
     return value.split("\x00", 1)[0]
 
 
@@ -51,7 +52,7 @@ def decode_str_list(value: Any) -> list[str]:
         return [decode_str(value).strip()]
     arr = np.asarray(value)
     if arr.dtype.kind not in "SUO":
-        raise TypeError(f"expected a list of strings, got dtype {arr.dtype}")
+        raise InvalidType(f"expected a list of strings, got dtype {arr.dtype}")
     return [decode_str(v).strip() for v in arr.reshape(-1)]
 
 
@@ -86,7 +87,7 @@ def write_attrs(obj: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
         if value is None:
             continue
         if isinstance(value, Mapping):
-            raise TypeError(f"attribute {key!r} is a nested mapping; flatten it first")
+            raise InvalidType(f"attribute {key!r} is a nested mapping; flatten it first")
         obj.attrs[str(key).strip()] = _to_attr(value)
 
 

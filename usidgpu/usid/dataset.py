@@ -9,7 +9,7 @@ import numpy as np
 
 from ..core.arrays import asnumpy
 from ..core.device import Device
-from ..core.errors import BudgetError, NotAGridError, NotMainError
+from ..core.errors import BudgetError, InvalidInput, NotAGridError, NotMainError, UnknownName
 from ..core.memory import format_bytes, free_memory
 from ..core.stream import Block, BlockPlan, BufferPool, iter_blocks, plan_for
 from ..storage import DatasetNode, is_dataset, is_open, open_file
@@ -260,7 +260,7 @@ class MainDataset:
         for d in self.dims:
             if d.name == name:
                 return d
-        raise KeyError(f"{self.name} has no dimension {name!r}; its dimensions are {self.dim_names}")
+        raise UnknownName(f"{self.name} has no dimension {name!r}; its dimensions are {self.dim_names}")
 
     def to_ndim(self) -> np.ndarray:
         """The whole dataset as an n-d NumPy array, axes in file order (pyUSID's ``get_n_dim_form``).
@@ -451,10 +451,10 @@ class MainDataset:
         if block.ndim == 1:
             block = block.reshape(1, -1)
         if block.ndim != 2 or block.shape[1] != self.shape[1]:
-            raise ValueError(f"{self.name}: a block must have shape (n, {self.shape[1]}), got {block.shape}")
+            raise InvalidInput(f"{self.name}: a block must have shape (n, {self.shape[1]}), got {block.shape}")
         stop = start + block.shape[0]
         if not 0 <= start <= stop <= self.shape[0]:
-            raise ValueError(f"{self.name}: rows [{start}, {stop}) are outside [0, {self.shape[0]})")
+            raise InvalidInput(f"{self.name}: rows [{start}, {stop}) are outside [0, {self.shape[0]})")
         if self._h5.dtype.fields is None:
             block = block.astype(self._h5.dtype, copy=False)
         self._h5.write_direct(np.ascontiguousarray(block), dest_sel=np.s_[start:stop])

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import InvalidInput, InvalidType
+
 
 @dataclass(frozen=True, eq=False)
 class Dimension:
@@ -39,21 +41,21 @@ class Dimension:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
-            raise ValueError(f"a Dimension needs a non-empty name, got {self.name!r}")
+            raise InvalidInput(f"a Dimension needs a non-empty name, got {self.name!r}")
         if not isinstance(self.units, str):
-            raise TypeError(f"units of Dimension {self.name!r} must be a string, got {self.units!r}")
+            raise InvalidType(f"units of Dimension {self.name!r} must be a string, got {self.units!r}")
         values = self.values
         if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
             if values < 1:
-                raise ValueError(f"Dimension {self.name!r} needs at least one value, got {values}")
+                raise InvalidInput(f"Dimension {self.name!r} needs at least one value, got {values}")
             values = np.arange(int(values))
         values = np.asarray(values)
         if values.ndim != 1 or values.size == 0:
-            raise ValueError(
+            raise InvalidInput(
                 f"values of Dimension {self.name!r} must be a non-empty 1-D array, got shape {values.shape}"
             )
         if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
-            raise TypeError(f"values of Dimension {self.name!r} must be numeric, got {values.dtype}")
+            raise InvalidType(f"values of Dimension {self.name!r} must be numeric, got {values.dtype}")
         values = values.copy()
         values.flags.writeable = False
         object.__setattr__(self, "name", self.name.strip())

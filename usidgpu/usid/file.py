@@ -25,6 +25,8 @@ def results_groups_of(dataset: DatasetNode, tool: str | None = None) -> list[tup
     base = dataset.name.rsplit("/", 1)[1]
     found = []
     for key in parent:
+        if not isinstance(key, str):  # h5py gives an undecodable (damaged) link name as bytes
+            continue
         match = RESULTS_NAME.match(key)
         if not match or match.group("source") != base or (tool is not None and match.group("tool") != tool):
             continue

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..core.arrays import asnumpy
-from ..core.errors import NotAGridError
+from ..core.errors import InvalidInput, InvalidType, NotAGridError
 from .dimension import Dimension
 
 
@@ -36,7 +36,7 @@ def frames_of(data: Any) -> tuple[np.ndarray, dict[str, Any]]:
                 f"found {[d.name for d in data.pos_dims]} ({data.pos_layout.kind})"
             )
         if data.dtype.kind not in "biuf":
-            raise TypeError(f"{data.name}: images must be real data, got {data.dtype}")
+            raise InvalidType(f"{data.name}: images must be real data, got {data.dtype}")
         rows, cols = data.pos_layout.slow_to_fast_sizes
         flat = np.empty(data.shape, dtype=np.float64 if data.dtype.itemsize > 4 else np.float32)
         for block in data.blocks():
@@ -57,9 +57,9 @@ def frames_of(data: Any) -> tuple[np.ndarray, dict[str, Any]]:
     if single:
         arr = arr[None]
     if arr.ndim != 3:
-        raise ValueError(f"expected an image (H, W) or a stack (frames, H, W), got shape {arr.shape}")
+        raise InvalidInput(f"expected an image (H, W) or a stack (frames, H, W), got shape {arr.shape}")
     if arr.dtype.kind not in "biuf":
-        raise TypeError(f"images must be real data, got {arr.dtype}")
+        raise InvalidType(f"images must be real data, got {arr.dtype}")
     arr = arr.astype(np.float64 if arr.dtype.itemsize > 4 else np.float32, copy=False)
     info = dict(
         pos_dims=[Dimension("Y", "px", arr.shape[1]), Dimension("X", "px", arr.shape[2])],

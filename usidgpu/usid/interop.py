@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.errors import InvalidType, SelectionError
 from .ancillary import Layout
 from .selection import SelectionPlan, read_rows_cols
 
@@ -81,7 +82,7 @@ def _axis_indices(key: Any, size: int) -> tuple[np.ndarray, bool]:
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         k = int(key)
         if not -size <= k < size:
-            raise IndexError(f"index {k} is out of range for an axis of size {size}")
+            raise SelectionError(f"index {k} is out of range for an axis of size {size}")
         return np.array([k % size]), True
     if isinstance(key, slice):
         return np.arange(size)[key], False
@@ -89,19 +90,19 @@ def _axis_indices(key: Any, size: int) -> tuple[np.ndarray, bool]:
     if arr.dtype == bool:
         return np.flatnonzero(arr), False
     if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
-        raise TypeError(f"unsupported index {key!r}")
+        raise InvalidType(f"unsupported index {key!r}")
     return arr.astype(np.int64) % max(size, 1), False
 
 
 def _expand_key(key: Any, ndim: int) -> tuple:
     key = key if isinstance(key, tuple) else (key,)
     if any(k is None for k in key):
-        raise TypeError("new axes (None) are not supported here")
+        raise InvalidType("new axes (None) are not supported here")
     if any(k is Ellipsis for k in key):
         i = key.index(Ellipsis)
         key = key[:i] + (slice(None),) * (ndim - len(key) + 1) + key[i + 1 :]
     if len(key) > ndim:
-        raise IndexError(f"too many indices: {len(key)} for {ndim} axes")
+        raise SelectionError(f"too many indices: {len(key)} for {ndim} axes")
     return key + (slice(None),) * (ndim - len(key))
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core.arrays import asnumpy
 from ..core.device import Device, select_device
-from ..core.errors import BudgetError, NotAGridError
+from ..core.errors import BudgetError, InvalidInput, InvalidType, NotAGridError, UnknownName
 from ..core.memory import format_bytes, memory_budget
 from ..core.scatter import scatter
 
@@ -67,7 +67,7 @@ class _Accumulator:
         self.base = name[3:] if self.nan else name
         self.dtype = np.dtype(dtype)
         if self.dtype.kind == "c" and self.base in ("min", "max"):
-            raise TypeError(f"'{name}' is not defined for complex data")
+            raise InvalidType(f"'{name}' is not defined for complex data")
         self.out_dtype = _output_dtype(self.base, self.dtype)
         self.work = np.dtype(np.complex128 if self.dtype.kind == "c" else np.float64)
         shape = (n_cells, n_cols)
@@ -186,12 +186,12 @@ def reduce_main(
     """Implementation of :meth:`MainDataset.reduce`."""
     names = [dims] if isinstance(dims, str) else list(dims)
     if not names:
-        raise ValueError("name at least one dimension to reduce over")
+        raise InvalidInput("name at least one dimension to reduce over")
     pos_names = [d.name for d in main.pos_dims]
     spec_names = [d.name for d in main.spec_dims]
     unknown = [n for n in names if n not in pos_names and n not in spec_names]
     if unknown:
-        raise KeyError(f"{main.name} has no dimension(s) {unknown}; its dimensions are {pos_names + spec_names}")
+        raise UnknownName(f"{main.name} has no dimension(s) {unknown}; its dimensions are {pos_names + spec_names}")
     pos_red = [c for c, n in enumerate(pos_names) if n in names]
     spec_red = [c for c, n in enumerate(spec_names) if n in names]
     spec_all = len(spec_red) == len(spec_names)
@@ -202,12 +202,12 @@ def reduce_main(
         raise NotAGridError(f"{main.name}: positions are not a full grid; reduce over all of them or none")
     name = reduction_name(func)
     if name is None and pos_red:
-        raise ValueError(
+        raise InvalidInput(
             f"{func!r} cannot be streamed over position dimensions; use one of "
             f"{sorted(STREAMABLE)} or their nan-variants"
         )
     if main.dtype.fields is not None:
-        raise TypeError(f"{main.name}: cannot reduce compound dtype {main.dtype}; reduce one field")
+        raise InvalidType(f"{main.name}: cannot reduce compound dtype {main.dtype}; reduce one field")
     dev = select_device(device)
     xp = dev.xp
     # the read buffers get a sixth of the budget: the per-block temporaries (a float64 copy,

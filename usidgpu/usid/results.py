@@ -30,7 +30,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..core.errors import ResultsError
+from ..core.errors import InvalidInput, InvalidType, ResultsError
 from ..storage import is_open
 from ..storage.h5 import close_handles
 from .attrs import book_keeping, write_attrs
@@ -335,7 +335,7 @@ class ResultsWriter:
     def mark_done(self, start: int, stop: int) -> None:
         """Record units ``[start, stop)`` as done (written to the sidecar and flushed)."""
         if not 0 <= start <= stop <= self.n_units:
-            raise ValueError(f"range [{start}, {stop}) is outside [0, {self.n_units})")
+            raise InvalidInput(f"range [{start}, {stop}) is outside [0, {self.n_units})")
         # the results of these units reach the disk before the flags that say they are done,
         # so a crash between the two can only make a rerun redo work, never skip it
         self._h5.flush()
@@ -545,7 +545,7 @@ def result_source(result: Any, main: Any = None) -> Any:
 
     main = main if main is not None else getattr(result, "source", None)
     if not isinstance(main, MainDataset):
-        raise TypeError(
+        raise InvalidType(
             "this result was computed from an array; pass the MainDataset to write it next to (result.write(main))"
         )
     return main

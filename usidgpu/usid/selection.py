@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.errors import NotAGridError
+from ..core.errors import InvalidType, NotAGridError, SelectionError, UnknownName
 from ..core.memory import memory_budget
 from .ancillary import Layout
 
@@ -42,7 +42,7 @@ def _indices_for(key: Any, size: int, name: str) -> tuple[np.ndarray, bool]:
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         k = int(key)
         if not -size <= k < size:
-            raise IndexError(f"index {k} is out of range for dimension {name!r} of size {size}")
+            raise SelectionError(f"index {k} is out of range for dimension {name!r} of size {size}")
         return np.array([k % size]), True
     if isinstance(key, slice):
         idx = np.arange(size)[key]
@@ -50,16 +50,16 @@ def _indices_for(key: Any, size: int, name: str) -> tuple[np.ndarray, bool]:
         arr = np.asarray(key)
         if arr.dtype == bool:
             if arr.shape != (size,):
-                raise IndexError(f"boolean selection for {name!r} must have length {size}, got {arr.shape}")
+                raise SelectionError(f"boolean selection for {name!r} must have length {size}, got {arr.shape}")
             idx = np.flatnonzero(arr)
         elif arr.ndim == 1 and (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
             if arr.size and (arr.min() < -size or arr.max() >= size):
-                raise IndexError(f"indices {arr.tolist()} are out of range for dimension {name!r} of size {size}")
+                raise SelectionError(f"indices {arr.tolist()} are out of range for dimension {name!r} of size {size}")
             idx = arr.astype(np.int64) % size
         else:
-            raise TypeError(f"selection for {name!r} must be an int, a slice or a 1-D list of ints, got {key!r}")
+            raise InvalidType(f"selection for {name!r} must be an int, a slice or a 1-D list of ints, got {key!r}")
     if idx.size == 0:
-        raise IndexError(f"the selection for dimension {name!r} is empty")
+        raise SelectionError(f"the selection for dimension {name!r} is empty")
     return idx, False
 
 
@@ -98,7 +98,7 @@ def selection_plan(main: MainDataset, selection: dict[str, Any]) -> SelectionPla
     spec_names = [d.name for d in main.spec_dims]
     unknown = [k for k in selection if k not in pos_names and k not in spec_names]
     if unknown:
-        raise KeyError(f"{main.name} has no dimension(s) {unknown}; its dimensions are {pos_names + spec_names}")
+        raise UnknownName(f"{main.name} has no dimension(s) {unknown}; its dimensions are {pos_names + spec_names}")
     spec_selection = {k: v for k, v in selection.items() if k not in pos_names}
     pos_selection = {k: v for k, v in selection.items() if k in pos_names}
     rows, pshape, paxes, pdrop = _side_plan(

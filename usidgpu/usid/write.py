@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from ..core.arrays import asnumpy, is_cupy_array
-from ..core.errors import NotUSIDError
+from ..core.errors import InvalidInput, InvalidType, NotUSIDError
 from ..storage import DatasetNode, copy_dataset, is_dataset, is_group, read_only_reason
 from .ancillary import INDICES_DTYPE, VALUES_DTYPE, build_tables
 from .attrs import book_keeping, decode_str_list, encode_str_list, write_attrs
@@ -66,13 +66,13 @@ def compression_options(compression: Any, compression_opts: Any = None) -> dict[
 def _sanitize_name(name: str, what: str) -> str:
     name = name.strip()
     if not name:
-        raise ValueError(f"{what} must not be empty")
+        raise InvalidInput(f"{what} must not be empty")
     if "-" in name:
         # results groups are named <Source>-<Tool>_NNN and parsed by splitting at '-'
         warnings.warn(f"{what} {name!r} contains '-'; written as {name.replace('-', '_')!r}", stacklevel=3)
         name = name.replace("-", "_")
     if "/" in name:
-        raise ValueError(f"{what} {name!r} must not contain '/'")
+        raise InvalidInput(f"{what} {name!r} must not contain '/'")
     return name
 
 
@@ -120,7 +120,7 @@ def write_ancillary(
     """
     dims = list(dims)
     if not dims or not all(isinstance(d, Dimension) for d in dims):
-        raise TypeError("dimensions must be a non-empty sequence of usidgpu.Dimension")
+        raise InvalidType("dimensions must be a non-empty sequence of usidgpu.Dimension")
     prefix = prefix or ("Spectroscopic_" if spectroscopic else "Position_")
     if not prefix.endswith("_"):
         prefix += "_"
@@ -199,7 +199,7 @@ def _resolve_ancillary(
     else:
         dims = [spec] if isinstance(spec, Dimension) else list(spec)
         if not dims or not all(isinstance(d, Dimension) for d in dims):
-            raise TypeError(
+            raise InvalidType(
                 f"{side} dimensions must be Dimensions, a MainDataset, or an (indices, values) pair of datasets"
             )
         if dims[0].incomplete:
@@ -207,7 +207,7 @@ def _resolve_ancillary(
         else:
             expected = int(np.prod([d.size for d in dims], dtype=np.int64))
         if expected != n_entries:
-            raise ValueError(
+            raise InvalidInput(
                 f"the {side} dimensions "
                 + " × ".join(f"{d.name}({d.size})" for d in dims)
                 + f" describe {expected} entries but the data have {n_entries} along axis {axis}"
@@ -216,7 +216,7 @@ def _resolve_ancillary(
     inds, vals = pair
     for ds in pair:
         if ds.ndim != 2 or ds.shape[axis] != n_entries:
-            raise ValueError(
+            raise InvalidInput(
                 f"{ds.name} has shape {ds.shape}; as {side} ancillary it needs {n_entries} along axis {axis}"
             )
     if inds.file != group.file:
@@ -230,7 +230,7 @@ def _as_2d(data: Any, n_pos: int | None, n_spec: int | None) -> np.ndarray:
         return arr
     if n_pos is not None and arr.size == n_pos * n_spec and arr.ndim > 0:
         return arr.reshape(n_pos, n_spec)
-    raise ValueError(
+    raise InvalidInput(
         f"data of shape {arr.shape} do not fit {n_pos} positions × {n_spec} spectroscopic points; "
         "pass a 2-D array or an n-d array shaped like the dimensions (slowest first)"
     )
@@ -317,18 +317,18 @@ def write_main(
     if isinstance(group, USIDFile):
         group = group.h5
     if not is_group(group):
-        raise TypeError(f"group must be an h5py.Group or File opened for writing, got {type(group).__name__}")
+        raise InvalidType(f"group must be an h5py.Group or File opened for writing, got {type(group).__name__}")
     reason = read_only_reason(group)
     if reason is not None:
         raise NotUSIDError(reason)
     if dim_order not in ("slow_to_fast", "fast_to_slow"):
-        raise ValueError("dim_order must be 'slow_to_fast' or 'fast_to_slow'")
+        raise InvalidInput("dim_order must be 'slow_to_fast' or 'fast_to_slow'")
     name = _sanitize_name(name, "dataset name")
     if name in group:
         raise NotUSIDError(f"{group.name} already holds an object named {name!r}")
     for label, value in (("quantity", quantity), ("units", units)):
         if not isinstance(value, str):
-            raise TypeError(f"{label} must be a string, got {value!r}")
+            raise InvalidType(f"{label} must be a string, got {value!r}")
 
     n_pos, n_spec = _n_entries(pos_dims, False), _n_entries(spec_dims, True)
     is_dask = type(data).__module__.split(".")[0] == "dask"
@@ -345,7 +345,7 @@ def write_main(
         shape = array.shape
         dtype = np.dtype(dtype if dtype is not None else array.dtype)
     if len(shape) != 2 or min(shape) < 1 or None in shape:
-        raise ValueError(f"a Main dataset needs a 2-D shape with at least one position and one point, got {shape}")
+        raise InvalidInput(f"a Main dataset needs a 2-D shape with at least one position and one point, got {shape}")
 
     fastest_first = dim_order == "fast_to_slow"
     pos_i, pos_v = _resolve_ancillary(group, pos_dims, shape[0], False, aux_pos_prefix, fastest_first)

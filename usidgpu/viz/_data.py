@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.errors import InvalidInput, InvalidType
+
 ARBITRARY = "a. u."
 DEFAULT_PANELS = 9
 
@@ -84,7 +86,7 @@ def kind_of(result) -> str:
         return "nmf"
     if getattr(result, "V", None) is not None and getattr(result, "S", None) is not None:
         return "pca" if getattr(result, "explained_variance_ratio", None) is not None else "svd"
-    raise TypeError(
+    raise InvalidType(
         f"cannot plot a {type(result).__name__}: expected an SVDResult, PCAResult, NMFResult or KMeansResult"
     )
 
@@ -104,7 +106,7 @@ def n_panels(n: int | None, k: int) -> int:
         return max(1, min(k, DEFAULT_PANELS))
     n = int(n)
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+        raise InvalidInput(f"n must be at least 1, got {n}")
     return max(1, min(n, k))
 
 
@@ -199,7 +201,7 @@ def position_series(result, scores: bool = False) -> Series:
         w = as_float(result.W)
         w = w.reshape(w.shape[0], -1)
         return Series(w.T, [f"Component {j + 1}" for j in range(w.shape[1])], "Abundance", ARBITRARY)
-    raise TypeError("a k-means result has a label map, not component maps: use plot_clusters")
+    raise InvalidType("a k-means result has a label map, not component maps: use plot_clusters")
 
 
 def cluster_labels(result) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.errors import InvalidInput
 from ._data import axis_label, si_scaled, to_numpy
 from ._draw import category_colors, new_figure, plain_ticks
 
@@ -21,7 +22,7 @@ def _frame(image, frame: int = 0) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[frame]
     if arr.ndim != 2:
-        raise ValueError(f"expected an image (H, W) or a stack (frames, H, W), got shape {arr.shape}")
+        raise InvalidInput(f"expected an image (H, W) or a stack (frames, H, W), got shape {arr.shape}")
     return arr
 
 
@@ -109,7 +110,7 @@ def plot_columns(analysis, image, ax=None, show_displacements: bool = True, arro
 
     img = _frame(image, getattr(analysis, "frame", 0))
     if tuple(img.shape) != tuple(analysis.image_shape):
-        raise ValueError(
+        raise InvalidInput(
             f"the image is {img.shape[0]}×{img.shape[1]} px but the analysis was of a "
             f"{analysis.image_shape[0]}×{analysis.image_shape[1]} px image"
         )
@@ -323,7 +324,7 @@ def plot_strain(analysis, strain=None, reference=None, neighbours: int = 8, show
     if strain is None:
         strain = analysis.strain(reference=reference, neighbours=neighbours)
     if strain.maps is None:
-        raise ValueError("the strain has no maps: compute it with the image shape (ColumnAnalysis.strain does)")
+        raise InvalidInput("the strain has no maps: compute it with the image shape (ColumnAnalysis.strain does)")
     sy, sx, units = _scale(analysis.pixel_size, analysis.units)
     h, w = strain.maps.shape[1:]
     fig = new_figure((10.5, max(4.0, 2 * 4.2 * h / max(w, 1) + 0.8)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.errors import InvalidType
 from ._data import (
     as_float,
     axis_label,
@@ -80,7 +81,7 @@ def plot_clusters(result, fig=None):
     matplotlib.figure.Figure or SubFigure
     """
     if kind_of(result) != "kmeans":
-        raise TypeError(f"plot_clusters needs a KMeansResult, got {type(result).__name__}")
+        raise InvalidType(f"plot_clusters needs a KMeansResult, got {type(result).__name__}")
     k = n_clusters(result)
     mean = np.atleast_2d(as_float(result.mean_response))
     view = spectral_view(result, mean.shape[1])

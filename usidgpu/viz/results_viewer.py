@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..core.errors import InvalidInput, InvalidType, SelectionError
 from ._data import (
     ARBITRARY,
     as_float,
@@ -94,10 +95,10 @@ class _FigureViewer:
 
         if not complex_:
             if part is not None:
-                raise ValueError("part is only for complex results")
+                raise InvalidInput("part is only for complex results")
             return None
         if part is not None and part not in COMPLEX_PARTS:
-            raise ValueError(f"part must be one of {COMPLEX_PARTS}, got {part!r}")
+            raise InvalidInput(f"part must be one of {COMPLEX_PARTS}, got {part!r}")
         self.part = part or "abs"
         dd = w.Dropdown(options=list(COMPLEX_PARTS), value=self.part, description="show")
         dd.observe(self._on_part, names="value")
@@ -180,9 +181,9 @@ class SVDViewer(_FigureViewer):
 
         self.kind = kind_of(result)
         if self.kind == "kmeans":
-            raise TypeError("a k-means result has a label map, not components: use ClusterViewer")
+            raise InvalidType("a k-means result has a label map, not components: use ClusterViewer")
         if scores and self.kind == "nmf":
-            raise ValueError("scores=True is for SVD/PCA results")
+            raise InvalidInput("scores=True is for SVD/PCA results")
         self.result = result
         self.maps = position_series(result, scores=scores)
         self.loadings = spectral_series(result)
@@ -356,7 +357,7 @@ class ClusterViewer(_FigureViewer):
         from .clusters import draw_label_map
 
         if kind_of(result) != "kmeans":
-            raise TypeError(f"ClusterViewer needs a KMeansResult, got {type(result).__name__}")
+            raise InvalidType(f"ClusterViewer needs a KMeansResult, got {type(result).__name__}")
         self.result = result
         self.k = n_clusters(result)
         self.labels = cluster_labels(result)
@@ -556,7 +557,7 @@ class ColumnsViewer(_FigureViewer):
         if image is None:
             image = getattr(analysis, "source", None)
             if image is None:
-                raise ValueError("give the analyzed image: the analysis has no source dataset")
+                raise InvalidInput("give the analyzed image: the analysis has no source dataset")
         self.analysis = analysis
         self.image = _frame(image, getattr(analysis, "frame", 0))  # read once, not on every redraw
         self.arrow_scale = arrow_scale
@@ -564,7 +565,7 @@ class ColumnsViewer(_FigureViewer):
         self.table = analysis.table()
         self.n = int(analysis.n_columns)
         if self.n == 0:
-            raise ValueError("the analysis has no columns")
+            raise InvalidInput("the analysis has no columns")
         self._pos = np.asarray(analysis.positions, dtype=np.float64)
 
         self.slider = w.IntSlider(
@@ -605,7 +606,7 @@ class ColumnsViewer(_FigureViewer):
             self.vacancies.value = bool(vacancies) and not self.vacancies.disabled
         if column is not None:
             if not 0 <= int(column) < self.n:
-                raise IndexError(f"column {column} does not exist ({self.n} columns)")
+                raise SelectionError(f"column {column} does not exist ({self.n} columns)")
             self.slider.value = int(column)
 
     # ------------------------------------------------------------ drawing

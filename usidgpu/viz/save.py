@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..core.errors import InvalidInput
+
 FORMATS = ("png", "pdf", "svg")
 
 
@@ -33,7 +35,7 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
-        raise ValueError(f"cannot tell the format of {str(path)!r}: use a .png, .pdf or .svg file name")
+        raise InvalidInput(f"cannot tell the format of {str(path)!r}: use a .png, .pdf or .svg file name")
     fig = getattr(fig, "figure", fig)  # a SubFigure saves its whole figure
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, format=fmt, bbox_inches="tight", pad_inches=0.05)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.errors import InvalidType
 from ._data import as_float, energy_fractions, kind_of, tool_name
 from ._draw import integer_ticks, new_figure
 
@@ -33,7 +34,7 @@ def plot_scree(result, ax=None):
     """
     kind = kind_of(result)
     if kind not in ("svd", "pca"):
-        raise TypeError(f"a scree plot needs singular values; {type(result).__name__} has none")
+        raise InvalidType(f"a scree plot needs singular values; {type(result).__name__} has none")
     if ax is None:
         ax = new_figure((4.6, 3.4)).add_subplot()
     s = as_float(result.S).real.ravel()

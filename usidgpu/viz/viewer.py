@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..core.errors import InvalidInput, UnknownName
 from ..usid.interop import FLAT_POSITION_DIM, FLAT_SPECTRAL_DIM, NdView
 from ._data import axis_label, si_scaled, wrap_label
 from ._draw import _image, color_scale, label_axes
@@ -147,7 +148,7 @@ class MainViewer:
         pos_names = [d.name for d in main.pos_dims] if pos_grid else [FLAT_POSITION_DIM]
         spec_names = [d.name for d in main.spec_dims] if spec_grid else [FLAT_SPECTRAL_DIM]
         if len(set(pos_names + spec_names)) != len(pos_names + spec_names):
-            raise ValueError(f"{main.name}: dimension names are not unique: {pos_names + spec_names}")
+            raise InvalidInput(f"{main.name}: dimension names are not unique: {pos_names + spec_names}")
         self.pos_names, self.spec_names = pos_names, spec_names
         self.axis_names = pos_names + spec_names
         self.sizes = dict(zip(self.axis_names, self._view.shape))
@@ -170,7 +171,7 @@ class MainViewer:
         elif dtype.kind == "c":
             self._parts = COMPLEX_PARTS
         if part is not None and part not in self._parts:
-            raise ValueError(f"part must be one of {self._parts} for {dtype} data, got {part!r}")
+            raise InvalidInput(f"part must be one of {self._parts} for {dtype} data, got {part!r}")
         self.part = part or (self._parts[0] if self._parts else None)
 
         # ---- controls
@@ -230,9 +231,9 @@ class MainViewer:
             x, y = image_dims
             for n in (x, y):
                 if n not in self.pos_names:
-                    raise ValueError(f"image_dims must be position dimensions {self.pos_names}, got {n!r}")
+                    raise InvalidInput(f"image_dims must be position dimensions {self.pos_names}, got {n!r}")
             if x == y:
-                raise ValueError("image_dims must be two different dimensions")
+                raise InvalidInput("image_dims must be two different dimensions")
         else:
             big = [n for n in slow if self.sizes[n] > 1]
             if len(big) >= 2:
@@ -252,12 +253,12 @@ class MainViewer:
         main = self.main
         if not main.spec_layout.is_grid:
             if spectrum_dim not in (None, FLAT_SPECTRAL_DIM):
-                raise ValueError(f"{main.name}: the spectroscopic points are not a grid; no {spectrum_dim!r} axis")
+                raise InvalidInput(f"{main.name}: the spectroscopic points are not a grid; no {spectrum_dim!r} axis")
             self.spectrum_axis = FLAT_SPECTRAL_DIM
             return
         if spectrum_dim is not None:
             if spectrum_dim not in self.spec_names:
-                raise ValueError(f"spectrum_dim must be one of {self.spec_names}, got {spectrum_dim!r}")
+                raise InvalidInput(f"spectrum_dim must be one of {self.spec_names}, got {spectrum_dim!r}")
             self.spectrum_axis = spectrum_dim
             return
         slow = [self.spec_names[c] for c in main.spec_layout.order]
@@ -274,7 +275,7 @@ class MainViewer:
         """Move sliders (``v.set(X=3, Bias=10)``); the panels are redrawn once."""
         unknown = [n for n in indices if n not in self.sliders]
         if unknown:
-            raise KeyError(f"no slider for {unknown}; the dimensions are {self.axis_names}")
+            raise UnknownName(f"no slider for {unknown}; the dimensions are {self.axis_names}")
         with self.hold():
             for n, i in indices.items():
                 self.sliders[n].value = int(i)
