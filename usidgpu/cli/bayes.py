@@ -14,25 +14,26 @@ from .common import check_plot_name, fail
 
 
 def add_parser(sub: Any, common: Callable) -> None:
-    from ..bayes.giv import DEFAULTS
+    from ..bayes.giv import GIVSettings
 
+    defaults = GIVSettings()
     p = sub.add_parser("bayes", help="G-mode I–V Bayesian inference: R(V) and C per pixel (pycroscopy GIVBayesian)")
     p.add_argument("file", help="USID HDF5 file with G-mode current (positions × one bias period), or sample:NAME")
     p.add_argument("-d", "--dataset", help="Main dataset (default: the first)")
     p.add_argument(
         "--grid-points",
         type=int,
-        default=DEFAULTS["num_x_steps"],
+        default=defaults.num_x_steps,
         metavar="N",
         help="bias grid points of R(V), both sweeps together (pycroscopy num_x_steps; 250 → 125 per sweep)",
     )
-    p.add_argument("--samples", type=int, default=DEFAULTS["num_samples"], metavar="S", help="posterior draws (2000)")
+    p.add_argument("--samples", type=int, default=defaults.num_samples, metavar="S", help="posterior draws (2000)")
     p.add_argument("--frequency", type=float, default=None, metavar="HZ", help="excitation frequency (default: file)")
     p.add_argument("--bias", default=None, metavar="NAME", help="dataset or attribute holding the bias waveform")
-    p.add_argument("--r-extra", type=float, default=DEFAULTS["r_extra"], metavar="OHM", help="series resistance (110)")
-    p.add_argument("--gamma", type=float, default=DEFAULTS["gam"], help="noise std of the current (0.03)")
-    p.add_argument("--sigma", type=float, default=DEFAULTS["sigma"], help="prior width of the conductance (10)")
-    p.add_argument("--sigma-c", type=float, default=DEFAULTS["sigma_c"], help="prior width of C (1)")
+    p.add_argument("--r-extra", type=float, default=defaults.r_extra, metavar="OHM", help="series resistance (110)")
+    p.add_argument("--gamma", type=float, default=defaults.gam, help="noise std of the current (0.03)")
+    p.add_argument("--sigma", type=float, default=defaults.sigma, help="prior width of the conductance (10)")
+    p.add_argument("--sigma-c", type=float, default=defaults.sigma_c, help="prior width of C (1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the posterior draws")
     p.add_argument("--voltages", type=float, nargs="+", default=None, metavar="V", help="biases of the R maps")
     p.add_argument("--plot", metavar="FIGURE", help="save maps of R and C as .png/.pdf/.svg")
@@ -46,6 +47,7 @@ def cmd_bayes(args: argparse.Namespace) -> int:
     """Run ``usidgpu bayes``; returns the exit status."""
     import h5py
 
+    from ..bayes.giv import GIVSettings
     from ..bayes.process import GIVBayesian
     from ..core.device import select_device
     from ..usid.file import USIDFile
@@ -60,6 +62,14 @@ def cmd_bayes(args: argparse.Namespace) -> int:
     for name in ("gamma", "sigma", "sigma_c"):
         if not getattr(args, name) > 0:
             fail(f"{args.file}: --{name.replace('_', '-')} must be positive")
+    settings = GIVSettings(
+        num_x_steps=args.grid_points,
+        r_extra=args.r_extra,
+        gam=args.gamma,
+        sigma=args.sigma,
+        sigma_c=args.sigma_c,
+        num_samples=args.samples,
+    )
     check_target(args.output or args.file)
     t0 = time.perf_counter()
     with USIDFile(args.file) as f:
@@ -70,12 +80,7 @@ def cmd_bayes(args: argparse.Namespace) -> int:
                 ds,
                 args.frequency,
                 args.bias,
-                num_x_steps=args.grid_points,
-                r_extra=args.r_extra,
-                gam=args.gamma,
-                sigma=args.sigma,
-                sigma_c=args.sigma_c,
-                num_samples=args.samples,
+                settings,
                 seed=args.seed,
                 device=device.kind,
                 budget=args.memory,
