@@ -124,12 +124,13 @@ class GramSVD(Process):
 
     def parameters(self) -> dict[str, Any]:
         # the names usidgpu.svd(method="gram") records: the groups compare equal
-        return {"num_components": self.k, "svd_method": "gram", "method_reason": "gram: requested"}
+        return {"num_components": self.k, "svd_method": "gram", "method_reason": "gram: requested", "engine": "usidgpu"}
 
     @classmethod
     def from_parameters(cls, source: Any, parameters: dict[str, Any], **run_options: Any) -> GramSVD:
         p = dict(parameters)
         p.pop("method_reason", None)
+        p.pop("engine", None)
         return cls(source, **p, **run_options)
 
     def outputs(self) -> dict[str, Output]:

@@ -68,7 +68,7 @@ def cuml_svd(data: Any, k: int, device: Any = None, center: bool = False) -> Any
             explained_variance_ratio=asnumpy(model.explained_variance_ratio_),
             total_energy=float(var.sum() / max(asnumpy(model.explained_variance_ratio_).sum(), 1e-300))
             * (src.shape[0] - 1),
-            **describe_source(src, parameters=dict(num_components=k, svd_method="cuml")),
+            **describe_source(src, parameters=dict(num_components=k, svd_method="cuml", engine="cuml")),
         )
     model = cuml.TruncatedSVD(n_components=k, output_type="cupy").fit(x)
     s = cupy.asnumpy(model.singular_values_)
@@ -79,7 +79,7 @@ def cuml_svd(data: Any, k: int, device: Any = None, center: bool = False) -> Any
         V=asnumpy(model.components_),
         method="cuml",
         total_energy=float(cupy.sum(cupy.abs(x) ** 2)),
-        **describe_source(src, parameters=dict(num_components=k, svd_method="cuml")),
+        **describe_source(src, parameters=dict(num_components=k, svd_method="cuml", engine="cuml")),
     )
 
 

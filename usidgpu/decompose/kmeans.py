@@ -175,7 +175,13 @@ def kmeans(
     mean_response = asnumpy(mean_response).astype(raw.work)
     centers = centers + shift
     params = dict(
-        n_clusters=k, features=features, init=init_name, max_iter=max_iter, tol=tol, strict_convergence=strict
+        n_clusters=k,
+        features=features,
+        init=init_name,
+        max_iter=max_iter,
+        tol=tol,
+        strict_convergence=strict,
+        engine="usidgpu",
     )
     if features == "svd":
         params["n_components"] = n_components

@@ -235,7 +235,7 @@ def nmf(
                 previous = err
     if pending:
         errors.extend(np.sqrt(np.maximum(asnumpy(xp.stack(pending)), 0.0)).tolist())
-    params = dict(num_components=k, solver=solver, init=init_name, max_iter=max_iter, tol=tol)
+    params = dict(num_components=k, solver=solver, init=init_name, max_iter=max_iter, tol=tol, engine="usidgpu")
     return NMFResult(
         W=asnumpy(w),
         H=asnumpy(h),

@@ -409,7 +409,7 @@ def svd(
 
         return cuml_svd(data, k, device=device, center=False)
     src, out = _factorize(data, k, method, device, budget, n_iter, oversamples, random_state, False, progress)
-    params = dict(num_components=k, svd_method=out["method"], method_reason=out["reason"])
+    params = dict(num_components=k, svd_method=out["method"], method_reason=out["reason"], engine="usidgpu")
     if "n_iter" in out:
         params.update(n_iter=out["n_iter"], oversamples=oversamples)
     return SVDResult(
@@ -454,7 +454,7 @@ def pca(
     s = asnumpy(out["S"])
     var = s.astype(np.float64) ** 2 / max(m - 1, 1)
     total_var = out["total"] / max(m - 1, 1)
-    params = dict(num_components=k, svd_method=out["method"], method_reason=out["reason"])
+    params = dict(num_components=k, svd_method=out["method"], method_reason=out["reason"], engine="usidgpu")
     return PCAResult(
         U=asnumpy(out["U"]),
         S=s,
