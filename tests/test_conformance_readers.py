@@ -671,14 +671,8 @@ def _refused(capsys, src: Path, out: Path, message: str | None = None, argv: tup
 
 
 #: Known library bugs, by sample id: the suite keeps the check and expects it to fail.
-TRUNCATED_XFAIL = {
-    "3DS:data:NanonisReader_STS_grid_lockin.3ds": (
-        "usidgpu/translate/nanonis.py read_3ds does not check that the file holds the "
-        "ny*nx*(parameters + points*channels) float32 values its header announces; nanonispy2 1.2.0 "
-        "(Grid._load_data: np.fromfile, then ndarray.resize) zero-fills the missing half, so a truncated "
-        ".3ds translates with exit status 0 into a grid whose last rows are zeros"
-    ),
-}
+#: formats known to translate a truncated file without noticing (none now; read_3ds checks the size)
+TRUNCATED_XFAIL: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(

@@ -109,8 +109,18 @@ def read_3ds(path: Path, **_: Any) -> tuple[list[Channel], dict, dict]:
         header, signals = grid.header, grid.signals
         n_x, n_y = (int(v) for v in header["dim_px"])
         size_x, size_y = (float(v) for v in header["size_xy"])
+        per_point = int(header["num_parameters"]) + int(header["num_sweep_signal"]) * int(header["num_channels"])
     except Exception as exc:
         raise _fail(path, "Nanonis .3ds grid file", exc) from None
+    # nanonispy2 reads the data with np.fromfile and resizes: a truncated file would come back
+    # zero-filled without a word, so the size the header announces is checked here
+    expected = n_x * n_y * per_point * 4
+    have = Path(path).stat().st_size - int(grid.byte_offset)  # the data begin after the header
+    if have < expected:
+        raise FileProblem(
+            f"{path}: truncated Nanonis .3ds grid file: the header announces {n_y}×{n_x} points of "
+            f"{per_point} values ({expected} bytes of data), the file holds {max(have, 0)}"
+        )
     sweep_name, sweep_units = _split_name(str(header.get("sweep_signal", "Sweep")))
     sweep = np.asarray(signals["sweep_signal"], dtype=np.float64)
     pos = [
