@@ -70,3 +70,17 @@ def test_cli_failures(tmp_path, capsys):
     assert main(["translate", str(src), str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert out.read_bytes() == b"keep me"
+
+
+def test_a_read_only_nsid_file_translates_and_stays_untouched(tmp_path):
+    src = DATA_DIR / "PTO_Funakubo0001.h5"
+    if not src.is_file():
+        pytest.skip(f"{src} is absent")
+    pytest.importorskip("SciFiReaders")
+    mine = tmp_path / "in.h5"
+    mine.write_bytes(src.read_bytes())
+    mine.chmod(0o444)
+    before = (mine.read_bytes(), mine.stat().st_mtime_ns)
+    translate(mine, tmp_path / "out.h5")
+    assert usidgpu.validate(tmp_path / "out.h5") == []
+    assert (mine.read_bytes(), mine.stat().st_mtime_ns) == before

@@ -16,6 +16,8 @@ channel's ``units_fixed`` attribute).
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,15 @@ def nsid_axes(ds: Any) -> tuple[list[int], list[int]]:
 
 
 def read_nsid(path: Path, **_: Any) -> tuple[list[Channel], dict, dict]:
+    """The channels of an NSID file (its datasets), read through SciFiReaders from a private copy."""
+    private = tempfile.mkdtemp(prefix="usidgpu-nsid-")
+    try:
+        return _read_nsid(path, private)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _read_nsid(path: Path, private: str) -> tuple[list[Channel], dict, dict]:
     import warnings
 
     import h5py
@@ -52,14 +63,21 @@ def read_nsid(path: Path, **_: Any) -> tuple[list[Channel], dict, dict]:
         import SciFiReaders
         from SciFiReaders import NSIDReader
 
+        # NSIDReader opens its file for writing ('r+'): the input's superblock would change, and a
+        # read-only input could not be read at all. It reads a private copy instead (the data
+        # blocks below come from the input itself, opened read-only).
+        copy = Path(private) / "input.h5"
+        shutil.copyfile(path, copy)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            reader = NSIDReader(str(path))
+            reader = NSIDReader(str(copy))
             found = reader.read()
     except FileProblem:
         raise
     except ImportError:
         raise
+    except OSError as exc:  # the input itself cannot be read or copied
+        raise FileProblem(f"{path}: cannot read this file ({exc.strerror or exc})") from None
     except Exception as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FileProblem(f"{path}: not a readable NSID HDF5 file ({text})") from None
