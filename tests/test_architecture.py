@@ -31,6 +31,7 @@ LAYERS = {
     "bayes": 5,
     "viz": 6,
     "demo": 7,
+    "service": 7,
     "cli": 8,
     # the public facades at the top: the package itself, and old module paths kept for users
     "<top>": 9,

@@ -9,8 +9,8 @@ one line, and ``--debug`` shows its traceback.
 Turning every ``ValueError`` or ``KeyError`` into "bad input" would hide the bugs.
 
 One module per command (``info``, ``validate``, ``samples``, ``decompose`` for ``svd | pca | nmf |
-cluster``, ``denoise``, ``atoms``, ``bayes``, ``translate``, ``convert``, ``resume``, ``demo``), each
-with ``add_parser(subparsers, common)``, which registers the command and sets its ``cmd_*`` function
+cluster``, ``denoise``, ``atoms``, ``bayes``, ``translate``, ``convert``, ``resume``, ``demo``,
+``serve``), each with ``add_parser(subparsers, common)``, which registers the command and sets its ``cmd_*`` function
 as the parser's ``func`` default, and that function; :mod:`usidgpu.cli.common` holds what they share.
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from .._version import __version__
 from ..core.errors import UsidgpuError
 from ..storage.h5 import raised_by_hdf5
-from . import atoms, bayes, convert, decompose, demo, denoise, info, resume, samples, translate, validate
+from . import atoms, bayes, convert, decompose, demo, denoise, info, resume, samples, serve, translate, validate
 from .common import (
     EXIT_BAD_INPUT,
     EXIT_BUG,
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     # the order of the commands in ``usidgpu --help``
-    for command in (info, validate, decompose, denoise, resume, demo, atoms, bayes, convert, translate, samples):
+    for command in (info, validate, decompose, denoise, resume, demo, atoms, bayes, convert, translate, samples, serve):
         command.add_parser(sub, add_common_options)
     return parser
 

@@ -1,0 +1,238 @@
+"""The HTTP API of ``usidgpu serve`` (FastAPI on uvicorn), described by its OpenAPI schema at
+``/openapi.json``.
+
+Why FastAPI rather than Tiled: Tiled serves arrays and tables well, but a USID Main dataset is a
+2-D table whose n-d meaning lives in its ancillary datasets; serving it by dimension name means
+writing a USID adapter either way, and the service's other half — a job queue that runs the
+analyses on the GPU as files land, and resumes them after a crash — is outside Tiled's model.
+FastAPI gives the schema, validation and async streaming for a few hundred lines of our own;
+Tiled stays the yardstick the benchmarks compare against.
+
+Errors: a problem with the request or the file is a 4xx with a one-line ``detail``; anything
+else is a 500 that says "internal error" — the traceback goes to the service's log, never to
+the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from .._version import __version__
+from ..core.errors import FileProblem, UnknownName, UsidgpuError
+from .catalog import Catalog, Entry, NotInCatalog
+from .encode import FORMATS, MEDIA_TYPES, json_bytes, little_endian, npy_bytes, npy_header, png_bytes, raw_headers
+from .keys import KeyStore
+from .slices import TooLarge, check_size, selected_shape, selection_from_query
+
+log = logging.getLogger("usidgpu.service")
+
+#: A slice larger than this is streamed in parts instead of built whole in memory.
+STREAM_ABOVE = 32 << 20
+
+
+@dataclass
+class Settings:
+    """How the service answers.
+
+    Attributes
+    ----------
+    max_slice_bytes : int
+        The largest selection one request may ask for.
+    keys : KeyStore or None
+        When given, every request needs one of its keys (``Authorization: Bearer KEY`` or
+        ``X-API-Key: KEY``).
+    read_only : bool
+        No jobs, no rescans.
+    """
+
+    max_slice_bytes: int = 1 << 30
+    keys: KeyStore | None = None
+    read_only: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def create_app(catalog: Catalog, settings: Settings | None = None) -> Any:
+    """The ASGI application serving ``catalog``."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="usidgpu",
+        version=__version__,
+        description="USID datasets of the watched folders: search, describe, slice by dimension name.",
+    )
+
+    # ------------------------------------------------------------------ errors
+    @app.exception_handler(UsidgpuError)
+    async def usid_error(_request: Request, exc: UsidgpuError) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(exc)}, status_code=status_of(exc))
+
+    @app.exception_handler(OSError)
+    async def os_error(_request: Request, exc: OSError) -> JSONResponse:
+        # the file vanished, is being rewritten, or is damaged: the request was fine
+        return JSONResponse({"detail": f"the dataset's file cannot be read now: {_one_line(exc)}"}, status_code=409)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error answering %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error (a bug in usidgpu; the service log has the details)"}, 500)
+
+    # ------------------------------------------------------------------ access
+    def scope(request: Request) -> str:
+        """The caller's scope: ``submit`` on an open (loopback) service, else the key's."""
+        if settings.keys is None:
+            return "submit"
+        auth = request.headers.get("authorization", "")
+        key = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
+        found = settings.keys.scope_of(key)
+        if found is None:
+            raise HTTPException(
+                401, "this service needs an API key: Authorization: Bearer KEY", {"WWW-Authenticate": "Bearer"}
+            )
+        return found
+
+    def may_read(s: str = Depends(scope)) -> str:
+        return s
+
+    def may_submit(s: str = Depends(scope)) -> str:
+        if settings.read_only:
+            raise HTTPException(403, "this service is read-only (--read-only)")
+        if s != "submit":
+            raise HTTPException(403, "this key may read, not submit")
+        return s
+
+    # ------------------------------------------------------------------ routes
+    @app.get("/api/v1/health")
+    def health() -> dict[str, Any]:
+        """Liveness: the version and how many datasets are catalogued."""
+        return {"status": "ok", "version": __version__, "datasets": len(catalog.datasets())}
+
+    @app.get("/api/v1/datasets")
+    def datasets(
+        q: str | None = Query(None, max_length=500, description="words to search for"),
+        kind: str | None = Query(None, max_length=50, description="image, image stack, spectrum image, ..."),
+        dim: str | None = Query(None, max_length=200, description="a dimension name the dataset must have"),
+        _s: str = Depends(may_read),
+    ) -> dict[str, Any]:
+        """The catalogued datasets (filtered), and the files that could not be read."""
+        return {
+            "datasets": [e.summary() for e in catalog.datasets(q, kind, dim)],
+            "failed": catalog.failures(),
+        }
+
+    @app.get("/api/v1/datasets/{dataset_id}")
+    def dataset(dataset_id: str, _s: str = Depends(may_read)) -> dict[str, Any]:
+        """One dataset: dims in pyUSID order (positions, then spectroscopic), units, values,
+        results groups."""
+        e = catalog.get(dataset_id)
+        return dict(e.description, id=e.id, file=e.file.rsplit("/", 1)[-1])
+
+    @app.get(
+        "/api/v1/datasets/{dataset_id}/data",
+        responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}},
+    )
+    def data(
+        dataset_id: str,
+        request: Request,
+        format: str = Query("npy", description="npy | raw | json | png"),  # noqa: A002 - the API's name
+        vmin: float | None = Query(None, description="PNG: lower contrast limit"),
+        vmax: float | None = Query(None, description="PNG: upper contrast limit"),
+        cmap: str = Query("viridis", max_length=40, description="PNG: a matplotlib colormap"),
+        _s: str = Depends(may_read),
+    ) -> Response:
+        """A slice by dimension name: ``?Bias=10&X=0:64&Y=1,5,9``; dimensions not named are kept whole."""
+        if format not in FORMATS:
+            raise UnknownName(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+        entry = catalog.get(dataset_id)
+        dims = entry.description["dims"]
+        sizes = {d["name"]: d["size"] for d in dims}
+        selection = selection_from_query(dict(request.query_params), list(sizes))
+        shape = selected_shape(sizes, selection)
+        dtype = np.dtype(entry.description["dtype"])
+        check_size(math.prod(shape) * dtype.itemsize, settings.max_slice_bytes)
+        kept = [n for n in sizes if not isinstance(selection.get(n, slice(None)), int)]
+        name = f"{entry.name}.{format}"
+        disposition = {"Content-Disposition": f'inline; filename="{name}"', "X-Array-Dims": ",".join(kept)}
+        streamed = format in ("npy", "raw") and math.prod(shape) * dtype.itemsize > STREAM_ABOVE and shape
+        if streamed:
+            parts = _parts(entry, selection, kept[0], sizes[kept[0]])
+            head = [npy_header(shape, dtype)] if format == "npy" else []
+            extra = raw_headers(shape, dtype) if format == "raw" else {}
+            return StreamingResponse(_chain(head, parts), media_type=MEDIA_TYPES[format], headers=disposition | extra)
+        values = read_selection(entry, selection)
+        if format == "npy":
+            body = npy_bytes(values)
+        elif format == "raw":
+            body = little_endian(values).tobytes()
+            disposition |= raw_headers(values.shape, values.dtype)
+        elif format == "json":
+            body = json_bytes(values, kept)
+        else:
+            body = png_bytes(values, vmin, vmax, cmap)
+        return Response(body, media_type=MEDIA_TYPES[format], headers=disposition)
+
+    @app.post("/api/v1/rescan")
+    def rescan(_s: str = Depends(may_submit)) -> dict[str, int]:
+        """Look at the folders again now (new, changed and removed files)."""
+        return catalog.scan()
+
+    return app
+
+
+def status_of(exc: UsidgpuError) -> int:
+    """The HTTP status of one of usidgpu's errors."""
+    if isinstance(exc, NotInCatalog):
+        return 404
+    if isinstance(exc, TooLarge):
+        return 413
+    if isinstance(exc, FileProblem):
+        return 409
+    return 400
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_selection(entry: Entry, selection: dict[str, Any]) -> np.ndarray:
+    """Read a selection of a catalogued dataset (the file opened read-only for this request only,
+    so the service never holds a file an analysis wants to attach results to)."""
+    from ..usid.file import USIDFile
+
+    with USIDFile(entry.file) as f:
+        try:
+            main = f.dataset(entry.path)
+        except (KeyError, UsidgpuError):
+            raise FileProblem(f"{entry.name} is no longer in its file; the folder is being rescanned") from None
+        return np.asarray(main.sel(**selection))
+
+
+def _parts(entry: Entry, selection: dict[str, Any], dim: str, size: int) -> Iterator[bytes]:
+    """The selection in C order, read in parts along its first kept dimension."""
+    key = selection.get(dim, slice(None))
+    indices = np.arange(size)[key] if isinstance(key, slice) else np.asarray(key, dtype=np.int64) % size
+    per_part = max(1, len(indices) * STREAM_ABOVE // max(1, _nbytes_guess(entry, selection)) // 4)
+    for start in range(0, len(indices), per_part):
+        part = dict(selection, **{dim: [int(i) for i in indices[start : start + per_part]]})
+        values = read_selection(entry, part)
+        yield little_endian(values).tobytes()
+
+
+def _nbytes_guess(entry: Entry, selection: dict[str, Any]) -> int:
+    sizes = {d["name"]: d["size"] for d in entry.description["dims"]}
+    return math.prod(selected_shape(sizes, selection)) * np.dtype(entry.description["dtype"]).itemsize
+
+
+def _chain(head: list[bytes], parts: Iterator[bytes]) -> Iterator[bytes]:
+    yield from head
+    yield from parts
+
+
+__all__ = ["STREAM_ABOVE", "Settings", "create_app", "read_selection", "status_of"]

@@ -1,0 +1,125 @@
+"""What the service says about one Main dataset: kind, dims in pyUSID order, units, results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: Coordinate values are listed in a description only up to this many per dimension (a client
+#: asks for larger ones through the data endpoint of the ancillary's dimension).
+MAX_LISTED_VALUES = 65536
+
+#: Spectroscopic dimension names that mean "one image after another" rather than a spectrum.
+FRAME_NAMES = frozenset({"frame", "frames", "time", "t", "z", "slice", "cycle", "image"})
+
+
+def kind_of(pos_sizes: list[int], spec: list[tuple[str, int]], grid: bool) -> str:
+    """A scientist's name for the shape of a dataset.
+
+    Parameters
+    ----------
+    pos_sizes : list of int
+        Sizes of the position dimensions.
+    spec : list of (name, size)
+        The spectroscopic dimensions.
+    grid : bool
+        Whether positions and spectroscopic values fill full grids.
+
+    Returns
+    -------
+    str
+        ``image``, ``image stack``, ``spectrum image``, ``spectra``, ``spectrum``, ``n-d`` or
+        ``sparse``.
+    """
+    if not grid:
+        return "sparse"
+    real_pos = [s for s in pos_sizes if s > 1]
+    real_spec = [(n, s) for n, s in spec if s > 1]
+    if len(real_pos) == 2 and not real_spec:
+        return "image"
+    if len(real_pos) == 2 and len(real_spec) == 1:
+        return "image stack" if real_spec[0][0].strip().lower() in FRAME_NAMES else "spectrum image"
+    if len(real_pos) == 1 and len(real_spec) == 1:
+        return "spectra"
+    if not real_pos and len(real_spec) == 1:
+        return "spectrum"
+    if len(real_spec) == 2 and not real_pos:
+        return "image"  # one position, an image in the spectroscopic dimensions (e.g. a diffraction pattern)
+    return "n-d"
+
+
+def _values(values: np.ndarray) -> list[Any] | None:
+    values = np.asarray(values)
+    if values.size > MAX_LISTED_VALUES:
+        return None
+    if np.issubdtype(values.dtype, np.complexfloating):
+        return [[float(v.real), float(v.imag)] for v in values]
+    if np.issubdtype(values.dtype, np.number):
+        return [v if np.isfinite(v) else None for v in values.astype(np.float64).tolist()]
+    return [str(v) for v in values]
+
+
+def dim_entry(dim: Any, role: str) -> dict[str, Any]:
+    """One dimension: name, units, size, role (``position`` | ``spectroscopic``) and its values."""
+    return {"name": dim.name, "units": dim.units, "size": int(dim.size), "role": role, "values": _values(dim.values)}
+
+
+def describe(main: Any, results: list[Any]) -> dict[str, Any]:
+    """The description of a Main dataset served by ``GET /api/v1/datasets/{id}``.
+
+    Parameters
+    ----------
+    main : MainDataset
+    results : list of ResultsGroup
+        Its results groups (``USIDFile.results_groups(main)``).
+    """
+    dims = [dim_entry(d, "position") for d in main.pos_dims] + [dim_entry(d, "spectroscopic") for d in main.spec_dims]
+    grid = bool(main.is_grid)
+    return {
+        "path": main.name,
+        "name": main.name.rsplit("/", 1)[-1],
+        "kind": kind_of([d.size for d in main.pos_dims], [(d.name, d.size) for d in main.spec_dims], grid),
+        "quantity": main.quantity,
+        "units": main.units,
+        "dtype": str(main.dtype),
+        "shape": [int(s) for s in main.shape],
+        "nd_shape": [int(s) for s in main.nd_shape] if grid else None,
+        "nbytes": int(main.nbytes),
+        "dims": dims,
+        "instrument": instrument_metadata(main),
+        "results": [{"path": r.path, "tool": r.tool, "index": r.index, "complete": bool(r.complete)} for r in results],
+    }
+
+
+#: Attributes of a Main dataset or its parents worth showing and searching (pyUSID and the
+#: pycroscopy translators write these names).
+INSTRUMENT_KEYS = frozenset(
+    {"instrument", "data_type", "experiment_date", "experiment_unix_time", "translator", "microscope", "modality"}
+)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.size <= 64 else f"array {value.shape}"
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+
+def instrument_metadata(main: Any) -> dict[str, Any]:
+    """The :data:`INSTRUMENT_KEYS` attributes of a Main dataset and of the groups above it (the
+    nearest wins): pycroscopy's translators write them on the measurement group or the root."""
+    from ..usid.attrs import read_attrs
+
+    found: dict[str, Any] = {}
+    node = main.h5
+    while True:
+        for key, value in read_attrs(node).items():
+            if key in INSTRUMENT_KEYS and key not in found:
+                found[key] = _plain(value)
+        if node.name == "/":
+            return found
+        node = node.parent

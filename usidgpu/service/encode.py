@@ -1,0 +1,122 @@
+"""Array responses: NumPy ``.npy``, raw little-endian bytes, JSON, PNG.
+
+``.npy`` is the format any Python user can read with ``numpy.load`` and MATLAB users with
+``readNPY``; raw bytes carry their shape and dtype in headers for clients without a ``.npy``
+reader; JSON only for small selections; PNG for 2-D views, with contrast limits and a
+matplotlib colormap (matplotlib's colormaps, so the page and the figures agree).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import InvalidInput, UnknownName
+
+FORMATS = ("npy", "raw", "json", "png")
+MEDIA_TYPES = {
+    "npy": "application/x-npy",
+    "raw": "application/octet-stream",
+    "json": "application/json",
+    "png": "image/png",
+}
+#: JSON is for small selections; larger ones use .npy or raw bytes.
+MAX_JSON_ELEMENTS = 65536
+
+
+def little_endian(a: np.ndarray) -> np.ndarray:
+    """``a`` with a little-endian (or byte-order-free) dtype, C-contiguous."""
+    a = np.ascontiguousarray(a)
+    if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and not np.little_endian):
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return a
+
+
+def npy_bytes(a: np.ndarray) -> bytes:
+    """The array as a ``.npy`` file's bytes."""
+    buf = io.BytesIO()
+    np.save(buf, little_endian(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    """The header of a ``.npy`` file of this shape and dtype (the data follow in C order), so a
+    large selection can be streamed in parts after it."""
+    buf = io.BytesIO()
+    dtype = np.dtype(dtype)
+    le = dtype.newbyteorder("<") if dtype.byteorder in (">", "=") and dtype.itemsize > 1 else dtype
+    header = {"descr": np.lib.format.dtype_to_descr(le), "fortran_order": False, "shape": tuple(shape)}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue()
+
+
+def raw_headers(shape: tuple[int, ...], dtype: np.dtype) -> dict[str, str]:
+    """HTTP headers that describe raw little-endian bytes."""
+    dtype = np.dtype(dtype)
+    le = dtype.newbyteorder("<") if dtype.byteorder in (">", "=") and dtype.itemsize > 1 else dtype
+    return {"X-Array-Shape": ",".join(str(int(s)) for s in shape), "X-Array-Dtype": le.str}
+
+
+def json_bytes(a: np.ndarray, dims: list[str]) -> bytes:
+    """Small arrays as JSON ``{"dims", "shape", "dtype", "data"}``; NaN and inf become null,
+    complex values ``[re, im]``."""
+    if a.size > MAX_JSON_ELEMENTS:
+        raise InvalidInput(
+            f"the selection holds {a.size} values; JSON is for up to {MAX_JSON_ELEMENTS}: use format=npy or raw"
+        )
+    if a.dtype.names:
+        data: Any = {n: _finite_list(a[n]) for n in a.dtype.names}
+    elif np.iscomplexobj(a):
+        data = np.stack([a.real, a.imag], axis=-1).tolist()
+    else:
+        data = _finite_list(a)
+    return json.dumps({"dims": dims, "shape": list(a.shape), "dtype": a.dtype.str, "data": data}).encode()
+
+
+def _finite_list(a: np.ndarray) -> Any:
+    if a.dtype.kind == "f":
+        obj = a.astype(object)
+        obj[~np.isfinite(a)] = None
+        return obj.tolist()
+    return a.tolist()
+
+
+def png_bytes(a: np.ndarray, vmin: float | None = None, vmax: float | None = None, cmap: str = "viridis") -> bytes:
+    """A 2-D selection as a PNG through a colormap.
+
+    Parameters
+    ----------
+    vmin, vmax : float, optional
+        Contrast limits (default: the 0.5 and 99.5 percentiles of the finite values).
+    cmap : str
+        A matplotlib colormap name.
+    """
+    import matplotlib
+    from PIL import Image
+
+    if a.ndim != 2:
+        raise InvalidInput(
+            f"PNG needs a 2-D selection; this one has shape {a.shape}: select single indices of the other dimensions"
+        )
+    if a.dtype.names or np.iscomplexobj(a):
+        raise InvalidInput("PNG shows real numbers: select one field of compound data, or use format=npy")
+    try:
+        colormap = matplotlib.colormaps[cmap]
+    except KeyError:
+        raise UnknownName(f"no colormap {cmap!r}; e.g. viridis, gray, magma, inferno, cividis, RdBu_r") from None
+    values = a.astype(np.float64)
+    finite = values[np.isfinite(values)]
+    lo = float(np.percentile(finite, 0.5)) if vmin is None and finite.size else (vmin if vmin is not None else 0.0)
+    hi = float(np.percentile(finite, 99.5)) if vmax is None and finite.size else (vmax if vmax is not None else 1.0)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise InvalidInput("vmin and vmax must be finite numbers")
+    scaled = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+    rgba = colormap(np.clip(np.nan_to_num(scaled, nan=0.0), 0, 1), bytes=True)
+    rgba[~np.isfinite(values)] = 0  # missing values transparent
+    buf = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,94 @@
+"""Start the service: check where it may listen, open the catalog, scan, serve with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..core.errors import InvalidInput
+from .app import Settings, create_app
+from .catalog import Catalog
+from .keys import KeyStore, is_loopback
+
+log = logging.getLogger("usidgpu.service")
+
+
+def open_keys(state_dir: Path, host: str, new_key: str | None) -> tuple[KeyStore | None, str | None]:
+    """The key store the service checks, and a newly made key to print once (or None).
+
+    On loopback no key is needed (the machine's users only) unless some are stored. Anywhere
+    else keys are required: with none stored, one is generated (or ``new_key`` is stored).
+    """
+    keys = KeyStore(state_dir / "keys.json")
+    shown = None
+    if new_key is not None or (not is_loopback(host) and len(keys) == 0):
+        shown = keys.add("submit", key=new_key or None, label="made by usidgpu serve")
+    if is_loopback(host) and len(keys) == 0:
+        return None, None
+    return keys, shown if new_key is None else None
+
+
+def serve(
+    folders: Sequence[str | os.PathLike],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    state_dir: str | os.PathLike | None = None,
+    api_key: str | None = None,
+    read_only: bool = False,
+    max_slice_bytes: int = 1 << 30,
+) -> None:
+    """Serve ``folders`` on ``host:port`` until stopped (Ctrl-C or SIGTERM).
+
+    Parameters
+    ----------
+    host : str
+        Loopback (the default) serves this machine only; any other address requires API keys
+        (one is generated and printed once when none is stored, or give ``api_key``).
+    api_key : str, optional
+        Store this key (≥ 16 characters) with the ``submit`` scope.
+    """
+    import uvicorn
+
+    if not 0 <= port <= 65535:
+        raise InvalidInput(f"--port must be in 0..65535, got {port}")
+    with Catalog(folders, state_dir) as catalog:
+        keys, shown = open_keys(catalog.state_dir, host, api_key)
+        if shown:
+            print(f"API key (shown once; stored hashed in {catalog.state_dir / 'keys.json'}):\n  {shown}", flush=True)
+        counts = catalog.scan()
+        print(
+            f"catalog       {len(catalog.datasets())} datasets in {len(catalog.folders)} folder(s)"
+            + (f", {counts['failed']} file(s) unreadable" if counts["failed"] else ""),
+            flush=True,
+        )
+        app = create_app(catalog, Settings(max_slice_bytes=max_slice_bytes, keys=keys, read_only=read_only))
+        sock = listen(host, port)
+        config = uvicorn.Config(app, log_level="warning", access_log=False)
+        server = uvicorn.Server(config)
+        print(f"serving       http://{_url_host(host)}:{sock.getsockname()[1]}/  (Ctrl-C stops)", flush=True)
+        logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+        server.run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: a free one), made here so the address in use is
+    known before serving starts and a busy port is one clear error."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(128)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
