@@ -4,11 +4,6 @@
 from __future__ import annotations
 
 import io
-import os
-import signal
-import subprocess
-import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 from helpers import file_digest, make_file
+from service_tools import Server, served, start_server
 
 import usidgpu
 from usidgpu import Dimension
@@ -26,43 +22,14 @@ pytest.importorskip("uvicorn")
 
 
 @contextmanager
-def served(*args: str | os.PathLike, expect_failure: bool = False):
-    """Start ``usidgpu serve ARGS --port 0`` in a child process; yield (base URL, its stdout lines)."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "usidgpu", "serve", *map(str, args), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    lines: list[str] = []
-    try:
-        deadline = time.monotonic() + 60
-        url = None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line.rstrip("\n"))
-            if line.startswith("serving"):
-                url = line.split()[1].rstrip("/")
-                break
-        if expect_failure:
-            proc.wait(timeout=60)
-            yield proc, lines
-            return
-        assert url, f"the server did not start: {lines} {proc.stderr.read() if proc.poll() is not None else ''}"
-        yield url, lines
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for stream in (proc.stdout, proc.stderr):
-            stream.close()
+def quiet_service(folder: Path, tmp_path: Path):
+    """A service in this process with no jobs, no pipeline and no watcher, started."""
+    from usidgpu.service.commands import Commands
+    from usidgpu.service.instance import Options, Service
+
+    with Service([folder], Commands(), [], tmp_path / "state", Options(watch=False, read_only=True)) as service:
+        service.start()
+        yield service
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +70,8 @@ def folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(folder, tmp_path_factory):
     state = tmp_path_factory.mktemp("state")
-    with served(folder, "--state", state, "--max-slice", "64kB") as (url, lines):
-        yield url, lines
+    with served(folder, "--state", state, "--max-slice", "64kB", "--read-only") as srv:
+        yield srv.url, srv.lines
 
 
 def datasets(url: str, **params) -> list[dict]:
@@ -232,13 +199,11 @@ def test_large_slices_are_streamed_in_parts_and_equal_sel(folder, tmp_path, monk
     from fastapi.testclient import TestClient
 
     from usidgpu.service import app as service_app
-    from usidgpu.service.catalog import Catalog
 
     monkeypatch.setattr(service_app, "STREAM_ABOVE", 200)  # bytes: every slice here is streamed
-    with Catalog([folder], tmp_path / "state") as catalog:
-        catalog.scan()
-        client = TestClient(service_app.create_app(catalog))
-        (entry,) = catalog.datasets(query="si.h5")
+    with quiet_service(folder, tmp_path) as service:
+        client = TestClient(service_app.create_app(service))
+        (entry,) = service.catalog.datasets(query="si.h5")
         with local(folder, "si.h5") as f:
             m = f.main_datasets()[0]
             for query, sel in [({}, {}), ({"Y": "1:5", "Bias": "2"}, {"Y": slice(1, 5), "Bias": 2})]:
@@ -251,31 +216,32 @@ def test_an_internal_error_is_a_500_without_a_traceback(folder, tmp_path):
     from fastapi.testclient import TestClient
 
     from usidgpu.service.app import create_app
-    from usidgpu.service.catalog import Catalog
 
-    with Catalog([folder], tmp_path / "state") as catalog:
+    with quiet_service(folder, tmp_path) as service:
 
         def broken(*a, **k):
             raise RuntimeError("secret internal detail")
 
-        catalog.datasets = broken
-        r = TestClient(create_app(catalog), raise_server_exceptions=False).get("/api/v1/datasets")
+        service.catalog.datasets = broken
+        r = TestClient(create_app(service), raise_server_exceptions=False).get("/api/v1/datasets")
     assert r.status_code == 500 and "internal error" in r.json()["detail"]
     assert "secret" not in r.text and "Traceback" not in r.text
 
 
 def test_two_services_refuse_to_share_one_catalog(folder, tmp_path):
     state = tmp_path / "state"
-    with served(folder, "--state", state):
-        with served(folder, "--state", state, expect_failure=True) as (proc, _lines):
-            err = proc.stderr.read()
-            assert proc.returncode == 2 and "in use by another usidgpu serve" in err
-            assert len(err.strip().splitlines()) == 1
+    with served(folder, "--state", state, "--read-only"):
+        proc = start_server(folder, "--state", state, "--read-only")
+        assert not isinstance(proc, Server), "a second service started on the same catalog"
+        err = open(proc.stderr_path).read()
+        assert proc.returncode == 2 and "in use by another usidgpu serve" in err
+        assert len(err.strip().splitlines()) == 1
 
 
 def test_serving_never_changes_the_files(folder, tmp_path):
     before = {p: file_digest(p) for p in folder.rglob("*.h5")}
-    with served(folder, "--state", tmp_path / "state") as (url, _):
+    with served(folder, "--state", tmp_path / "state", "--read-only") as srv:
+        url = srv.url
         for d in datasets(url):
             assert httpx.get(f"{url}/api/v1/datasets/{d['id']}/data", params={"Bias": "0"}).status_code in (200, 400)
     assert {p: file_digest(p) for p in folder.rglob("*.h5")} == before
@@ -287,7 +253,8 @@ def test_off_loopback_a_key_is_required_and_scopes_are_kept(folder, tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     reader = KeyStore(state / "keys.json").add("read")
-    with served(folder, "--state", state, "--host", "0.0.0.0") as (url, lines):
+    with served(folder, "--state", state, "--host", "0.0.0.0", "--no-pipeline") as srv:
+        url, lines = srv.url, srv.lines
         assert not any("API key" in ln for ln in lines)  # keys are stored already: none is made
         url = url.replace("0.0.0.0", "127.0.0.1")
         assert httpx.get(f"{url}/api/v1/datasets").status_code == 401
@@ -297,6 +264,8 @@ def test_off_loopback_a_key_is_required_and_scopes_are_kept(folder, tmp_path):
         assert httpx.get(f"{url}/api/v1/datasets", headers={"Authorization": f"Bearer {reader}"}).status_code == 200
         assert httpx.get(f"{url}/api/v1/datasets", headers={"X-API-Key": reader}).status_code == 200
         assert httpx.post(f"{url}/api/v1/rescan", headers={"X-API-Key": reader}).status_code == 403
+        submit = {"dataset": "x", "analysis": "svd", "parameters": {"k": 2}}
+        assert httpx.post(f"{url}/api/v1/jobs", json=submit, headers={"X-API-Key": reader}).status_code == 403
 
 
 def test_off_loopback_without_keys_one_is_made_printed_once_and_stored_hashed(tmp_path):

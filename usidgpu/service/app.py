@@ -15,6 +15,8 @@ the client.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import math
 from collections.abc import Iterator
@@ -24,11 +26,15 @@ from typing import Any
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
 
 from .._version import __version__
 from ..core.errors import FileProblem, UnknownName, UsidgpuError
-from .catalog import Catalog, Entry, NotInCatalog
+from .catalog import Entry, NotInCatalog
 from .encode import FORMATS, MEDIA_TYPES, json_bytes, little_endian, npy_bytes, npy_header, png_bytes, raw_headers
+from .events import sse
+from .instance import Service
+from .jobs import NoSuchJob
 from .keys import KeyStore
 from .slices import TooLarge, check_size, selected_shape, selection_from_query
 
@@ -36,6 +42,14 @@ log = logging.getLogger("usidgpu.service")
 
 #: A slice larger than this is streamed in parts instead of built whole in memory.
 STREAM_ABOVE = 32 << 20
+
+
+class JobRequest(BaseModel):
+    """A job to queue."""
+
+    dataset: str = Field(..., max_length=64, description="catalog id of the dataset")
+    analysis: str = Field(..., max_length=20, description="svd, pca, nmf, cluster, denoise, atoms or bayes")
+    parameters: dict[str, Any] = Field(default_factory=dict, description='the analysis\' options, e.g. {"k": 8}')
 
 
 @dataclass
@@ -59,9 +73,10 @@ class Settings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def create_app(catalog: Catalog, settings: Settings | None = None) -> Any:
-    """The ASGI application serving ``catalog``."""
+def create_app(service: Service, settings: Settings | None = None) -> Any:
+    """The ASGI application serving ``service``."""
     settings = settings or Settings()
+    catalog = service.catalog
     app = FastAPI(
         title="usidgpu",
         version=__version__,
@@ -118,11 +133,12 @@ def create_app(catalog: Catalog, settings: Settings | None = None) -> Any:
         q: str | None = Query(None, max_length=500, description="words to search for"),
         kind: str | None = Query(None, max_length=50, description="image, image stack, spectrum image, ..."),
         dim: str | None = Query(None, max_length=200, description="a dimension name the dataset must have"),
+        results: bool = Query(False, description="also the Main datasets inside results groups"),
         _s: str = Depends(may_read),
     ) -> dict[str, Any]:
         """The catalogued datasets (filtered), and the files that could not be read."""
         return {
-            "datasets": [e.summary() for e in catalog.datasets(q, kind, dim)],
+            "datasets": [e.summary() for e in catalog.datasets(q, kind, dim, results)],
             "failed": catalog.failures(),
         }
 
@@ -180,14 +196,70 @@ def create_app(catalog: Catalog, settings: Settings | None = None) -> Any:
     @app.post("/api/v1/rescan")
     def rescan(_s: str = Depends(may_submit)) -> dict[str, int]:
         """Look at the folders again now (new, changed and removed files)."""
-        return catalog.scan()
+        counts = catalog.scan()
+        for entry in catalog.datasets():
+            service.apply_pipeline(entry)
+        return counts
+
+    # ------------------------------------------------------------------ jobs
+    @app.get("/api/v1/analyses")
+    def analyses(_s: str = Depends(may_read)) -> dict[str, Any]:
+        """The analyses a job may run, with their parameters, defaults and choices."""
+        return {name: [dataclasses.asdict(o) for o in options] for name, options in service.commands.options.items()}
+
+    @app.post("/api/v1/jobs", status_code=201)
+    def submit(request_body: JobRequest, _s: str = Depends(may_submit)) -> dict[str, Any]:
+        """Queue an analysis of a dataset: ``{"dataset": ID, "analysis": "svd", "parameters": {"k": 8}}``."""
+        entry = catalog.get(request_body.dataset)
+        return service.submit(entry, request_body.analysis, request_body.parameters).public()
+
+    @app.get("/api/v1/jobs")
+    def jobs(
+        status: str | None = Query(None, max_length=20),
+        dataset: str | None = Query(None, max_length=64),
+        _s: str = Depends(may_read),
+    ) -> dict[str, Any]:
+        """Jobs, newest first (filtered by status or dataset)."""
+        return {"jobs": [j.public() for j in service.jobs.query(status, dataset)]}
+
+    @app.get("/api/v1/jobs/{job_id}")
+    def job(job_id: int, _s: str = Depends(may_read)) -> dict[str, Any]:
+        """One job: status, progress (0–1), message, result."""
+        return service.jobs.get(job_id).public()
+
+    @app.post("/api/v1/jobs/{job_id}/cancel")
+    def cancel(job_id: int, _s: str = Depends(may_submit)) -> dict[str, Any]:
+        """Cancel a queued or running job (a finished one is returned as it is)."""
+        return service.runner.cancel(job_id).public()
+
+    @app.get("/api/v1/events", response_class=StreamingResponse)
+    async def events(request: Request, _s: str = Depends(may_read)) -> StreamingResponse:
+        """Server-Sent Events: ``dataset`` (new or updated), ``failed`` (a file that cannot be
+        read), ``job`` (any change). Reconnect with ``Last-Event-ID`` to miss nothing."""
+        try:
+            after = int(request.headers.get("last-event-id", service.events.last_id))
+        except ValueError:
+            after = service.events.last_id
+
+        async def stream() -> Any:
+            last = after
+            yield b": connected\n\n"
+            while not await request.is_disconnected():
+                batch = await asyncio.to_thread(service.events.wait, last, 1.0)
+                for event_id, kind, data in batch:
+                    last = event_id
+                    yield sse(event_id, kind, data)
+                if not batch:
+                    yield b": keep-alive\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     return app
 
 
 def status_of(exc: UsidgpuError) -> int:
     """The HTTP status of one of usidgpu's errors."""
-    if isinstance(exc, NotInCatalog):
+    if isinstance(exc, (NotInCatalog, NoSuchJob)):
         return 404
     if isinstance(exc, TooLarge):
         return 413

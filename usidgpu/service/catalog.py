@@ -94,6 +94,7 @@ class Entry:
             "dims": [{k: dim[k] for k in ("name", "units", "size", "role")} for dim in d["dims"]],
             "instrument": d["instrument"],
             "results": len(d["results"]),
+            "result_of": d.get("result_of"),
         }
 
 
@@ -136,7 +137,8 @@ class Catalog:
                 f"{self.state_dir}: the catalog is in use by another usidgpu serve ({holder}); "
                 "stop it first or give this one another --state folder"
             ) from None
-        self._db = sqlite3.connect(self.state_dir / "catalog.sqlite", check_same_thread=False, isolation_level=None)
+        self.db_path = self.state_dir / "catalog.sqlite"
+        self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA foreign_keys = ON")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.executescript(_SCHEMA)
@@ -214,6 +216,7 @@ class Catalog:
         from ..usid.file import USIDFile
         from .describe import describe
 
+        path = Path(path).resolve()
         st = st or path.stat()
         rows: list[tuple[str, str, str, str, str]] = []
         error = None
@@ -259,7 +262,9 @@ class Catalog:
             raise NotInCatalog(f"no dataset with id {dataset_id!r}")
         return _entry(row)
 
-    def datasets(self, query: str | None = None, kind: str | None = None, dim: str | None = None) -> list[Entry]:
+    def datasets(
+        self, query: str | None = None, kind: str | None = None, dim: str | None = None, results: bool = False
+    ) -> list[Entry]:
         """Every catalogued dataset, filtered.
 
         Parameters
@@ -271,12 +276,16 @@ class Catalog:
             Only this kind (``image``, ``spectrum image``, ...).
         dim : str, optional
             Only datasets with a dimension of this name (case-insensitive).
+        results : bool
+            Also the Main datasets inside results groups (components, maps, ...).
         """
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, file, path, name, kind, description FROM datasets ORDER BY file, path"
             ).fetchall()
         entries = [_entry(r) for r in rows]
+        if not results:
+            entries = [e for e in entries if not e.description.get("result_of")]
         if kind:
             entries = [e for e in entries if e.kind == kind]
         if dim:
@@ -285,6 +294,23 @@ class Catalog:
             words = query.lower().split()
             entries = [e for e in entries if all(w in _search_text(e) for w in words)]
         return entries
+
+    def datasets_of(self, file: str | os.PathLike) -> list[Entry]:
+        """The catalogued datasets of one file."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, file, path, name, kind, description FROM datasets WHERE file = ? ORDER BY path",
+                (str(Path(file).resolve()),),
+            ).fetchall()
+        return [_entry(r) for r in rows]
+
+    def folder_of(self, path: str | os.PathLike) -> int | None:
+        """Index of the catalogued folder that holds ``path`` (None: outside all of them)."""
+        path = Path(path).resolve()
+        for index, folder in enumerate(self.folders):
+            if folder == path or folder in path.parents:
+                return index
+        return None
 
     def failures(self) -> list[dict[str, Any]]:
         """Files that could not be read, with their one-line reasons."""

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from ..bayes.process import FREQUENCY_ATTRS
+
 #: Coordinate values are listed in a description only up to this many per dimension (a client
 #: asks for larger ones through the data endpoint of the ancillary's dimension).
 MAX_LISTED_VALUES = 65536
@@ -14,7 +16,7 @@ MAX_LISTED_VALUES = 65536
 FRAME_NAMES = frozenset({"frame", "frames", "time", "t", "z", "slice", "cycle", "image"})
 
 
-def kind_of(pos_sizes: list[int], spec: list[tuple[str, int]], grid: bool) -> str:
+def kind_of(pos_sizes: list[int], spec: list[tuple[str, int]], grid: bool, gmode: bool = False) -> str:
     """A scientist's name for the shape of a dataset.
 
     Parameters
@@ -25,17 +27,21 @@ def kind_of(pos_sizes: list[int], spec: list[tuple[str, int]], grid: bool) -> st
         The spectroscopic dimensions.
     grid : bool
         Whether positions and spectroscopic values fill full grids.
+    gmode : bool
+        The file names an excitation frequency (G-mode: current over one bias period per position).
 
     Returns
     -------
     str
-        ``image``, ``image stack``, ``spectrum image``, ``spectra``, ``spectrum``, ``n-d`` or
-        ``sparse``.
+        ``image``, ``image stack``, ``spectrum image``, ``spectra``, ``spectrum``, ``G-mode``,
+        ``n-d`` or ``sparse``.
     """
     if not grid:
         return "sparse"
     real_pos = [s for s in pos_sizes if s > 1]
     real_spec = [(n, s) for n, s in spec if s > 1]
+    if gmode and len(real_spec) == 1 and real_pos:
+        return "G-mode"
     if len(real_pos) == 2 and not real_spec:
         return "image"
     if len(real_pos) == 2 and len(real_spec) == 1:
@@ -76,10 +82,13 @@ def describe(main: Any, results: list[Any]) -> dict[str, Any]:
     """
     dims = [dim_entry(d, "position") for d in main.pos_dims] + [dim_entry(d, "spectroscopic") for d in main.spec_dims]
     grid = bool(main.is_grid)
+    instrument = instrument_metadata(main)
+    gmode = any(k in instrument for k in FREQUENCY_ATTRS)
     return {
         "path": main.name,
         "name": main.name.rsplit("/", 1)[-1],
-        "kind": kind_of([d.size for d in main.pos_dims], [(d.name, d.size) for d in main.spec_dims], grid),
+        "result_of": results_group_of(main.name),
+        "kind": kind_of([d.size for d in main.pos_dims], [(d.name, d.size) for d in main.spec_dims], grid, gmode),
         "quantity": main.quantity,
         "units": main.units,
         "dtype": str(main.dtype),
@@ -87,7 +96,7 @@ def describe(main: Any, results: list[Any]) -> dict[str, Any]:
         "nd_shape": [int(s) for s in main.nd_shape] if grid else None,
         "nbytes": int(main.nbytes),
         "dims": dims,
-        "instrument": instrument_metadata(main),
+        "instrument": instrument,
         "results": [{"path": r.path, "tool": r.tool, "index": r.index, "complete": bool(r.complete)} for r in results],
     }
 
@@ -95,8 +104,9 @@ def describe(main: Any, results: list[Any]) -> dict[str, Any]:
 #: Attributes of a Main dataset or its parents worth showing and searching (pyUSID and the
 #: pycroscopy translators write these names).
 INSTRUMENT_KEYS = frozenset(
-    {"instrument", "data_type", "experiment_date", "experiment_unix_time", "translator", "microscope", "modality"}
-)
+    {"instrument", "data_type", "experiment_date", "experiment_unix_time", "translator", "microscope", "modality",
+     *FREQUENCY_ATTRS}
+)  # fmt: skip
 
 
 def _plain(value: Any) -> Any:
@@ -123,3 +133,14 @@ def instrument_metadata(main: Any) -> dict[str, Any]:
         if node.name == "/":
             return found
         node = node.parent
+
+
+def results_group_of(h5_path: str) -> str | None:
+    """The results group (``<Source>-<Tool>_NNN``) a dataset lies in, or None for source data."""
+    from ..usid.file import RESULTS_NAME
+
+    parts = h5_path.strip("/").split("/")[:-1]
+    for i in range(len(parts), 0, -1):
+        if RESULTS_NAME.match(parts[i - 1]):
+            return "/" + "/".join(parts[:i])
+    return None

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from ..core.errors import InvalidInput
 from .app import Settings, create_app
-from .catalog import Catalog
+from .commands import Commands
+from .instance import Options, Service
 from .keys import KeyStore, is_loopback
+from .pipeline import Rule
 
 log = logging.getLogger("usidgpu.service")
 
@@ -37,6 +39,9 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
+    commands: Commands | None = None,
+    rules: list[Rule] | None = None,
+    options: Options | None = None,
     state_dir: str | os.PathLike | None = None,
     api_key: str | None = None,
     read_only: bool = False,
@@ -49,27 +54,36 @@ def serve(
     host : str
         Loopback (the default) serves this machine only; any other address requires API keys
         (one is generated and printed once when none is stored, or give ``api_key``).
+    commands : Commands
+        The analyses jobs may run (from the command line; none: no jobs).
+    rules : list of Rule
+        The pipeline (none: nothing runs by itself).
+    options : Options
+        How jobs run (device, scheduler, jobs at once, settle time, watching).
     api_key : str, optional
         Store this key (≥ 16 characters) with the ``submit`` scope.
+    read_only : bool
+        Serve data only: no jobs, no pipeline, no translations.
     """
     import uvicorn
 
     if not 0 <= port <= 65535:
         raise InvalidInput(f"--port must be in 0..65535, got {port}")
-    with Catalog(folders, state_dir) as catalog:
-        keys, shown = open_keys(catalog.state_dir, host, api_key)
+    sock = listen(host, port)  # before anything else: a busy port fails before the catalog is taken
+    options = options or Options()
+    options.read_only = options.read_only or read_only
+    with Service(folders, commands or Commands(), rules or [], state_dir, options) as service:
+        keys, shown = open_keys(service.catalog.state_dir, host, api_key)
         if shown:
-            print(f"API key (shown once; stored hashed in {catalog.state_dir / 'keys.json'}):\n  {shown}", flush=True)
-        counts = catalog.scan()
+            print(f"API key (shown once; stored hashed in {service.catalog.state_dir / 'keys.json'}):\n  {shown}")
+        counts = service.start()
         print(
-            f"catalog       {len(catalog.datasets())} datasets in {len(catalog.folders)} folder(s)"
+            f"catalog       {len(service.catalog.datasets())} datasets in {len(service.watched)} folder(s)"
             + (f", {counts['failed']} file(s) unreadable" if counts["failed"] else ""),
             flush=True,
         )
-        app = create_app(catalog, Settings(max_slice_bytes=max_slice_bytes, keys=keys, read_only=read_only))
-        sock = listen(host, port)
-        config = uvicorn.Config(app, log_level="warning", access_log=False)
-        server = uvicorn.Server(config)
+        settings = Settings(max_slice_bytes=max_slice_bytes, keys=keys, read_only=options.read_only)
+        server = uvicorn.Server(uvicorn.Config(create_app(service, settings), log_level="warning", access_log=False))
         print(f"serving       http://{_url_host(host)}:{sock.getsockname()[1]}/  (Ctrl-C stops)", flush=True)
         logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
         server.run(sockets=[sock])
