@@ -295,3 +295,38 @@ def test_the_schema_describes_the_api(server):
     assert {"/api/v1/datasets", "/api/v1/datasets/{dataset_id}", "/api/v1/datasets/{dataset_id}/data"} <= set(
         schema["paths"]
     )
+
+
+def test_a_zarr_v3_client_reads_the_same_values_by_url(tmp_path):
+    """zarr-python, which knows nothing of usidgpu, opens each dataset by URL (fsspec's HTTP
+    store) as an n-d array with named dimensions; several chunks, padded edge chunks."""
+    zarr = pytest.importorskip("zarr", minversion="3")
+    pytest.importorskip("aiohttp")  # fsspec's HTTP file system
+    folder = tmp_path / "data"
+    folder.mkdir()
+    values = np.random.default_rng(4).standard_normal((37, 64, 256)).astype(">f4")  # big-endian on disk
+    make_file(
+        folder / "si.h5",
+        values,
+        pos=[Dimension("Y", "nm", np.arange(37) * 0.2), Dimension("X", "nm", 64)],
+        spec=[Dimension("Energy", "eV", np.linspace(100, 400, 256))],
+        quantity="Intensity",
+        units="counts",
+    )
+    compound = np.zeros((4, 5, 3), dtype=[("amp", "f4"), ("phase", "f4")])
+    make_file(folder / "compound.h5", compound, pos=[Dimension("Y", "nm", 4), Dimension("X", "nm", 5)],
+              spec=[Dimension("Bias", "V", 3)])  # fmt: skip
+    with served(folder, "--read-only", "--state", tmp_path / "state") as srv:
+        ids = {d["file"]: d["id"] for d in httpx.get(f"{srv.url}/api/v1/datasets").json()["datasets"]}
+        z = zarr.open_array(f"{srv.url}/zarr/{ids['si.h5']}", mode="r")
+        assert z.shape == (37, 64, 256) and z.metadata.dimension_names == ("Y", "X", "Energy")
+        assert z.nchunks > 1 and z.shape[0] % z.chunks[0] != 0  # an edge chunk is read too
+        assert z.attrs["units"] == "counts" and [d["units"] for d in z.attrs["usid_dims"]] == ["nm", "nm", "eV"]
+        with usidgpu.open(folder / "si.h5") as f:
+            m = f.main_datasets()[0]
+            np.testing.assert_array_equal(z[:], m.sel())
+            np.testing.assert_array_equal(z[30:, 7, ::3], m.sel(Y=slice(30, None), X=7, Energy=slice(None, None, 3)))
+        r = httpx.get(f"{srv.url}/zarr/{ids['compound.h5']}/zarr.json")
+        assert r.status_code == 415 and "zarr v3" in r.json()["detail"]
+        assert httpx.get(f"{srv.url}/zarr/{ids['si.h5']}/c/99/0/0").status_code == 404
+        assert httpx.get(f"{srv.url}/zarr/{ids['si.h5']}/.zarray").status_code == 404

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import math
 from collections.abc import Iterator
@@ -29,14 +30,16 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from .._version import __version__
-from ..core.errors import FileProblem, UnknownName, UsidgpuError
+from ..core.errors import FileProblem, SelectionError, UnknownName, UsidgpuError
 from .catalog import Entry, NotInCatalog
+from .describe import dtype_of
 from .encode import FORMATS, MEDIA_TYPES, json_bytes, little_endian, npy_bytes, npy_header, png_bytes, raw_headers
 from .events import sse
 from .instance import Service
 from .jobs import NoSuchJob
 from .keys import KeyStore
 from .slices import TooLarge, check_size, selected_shape, selection_from_query
+from .zarr_http import NoZarrType, array_metadata, chunk_bytes, chunk_selection
 
 log = logging.getLogger("usidgpu.service")
 
@@ -170,7 +173,7 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         sizes = {d["name"]: d["size"] for d in dims}
         selection = selection_from_query(dict(request.query_params), list(sizes))
         shape = selected_shape(sizes, selection)
-        dtype = np.dtype(entry.description["dtype"])
+        dtype = dtype_of(entry.description)
         check_size(math.prod(shape) * dtype.itemsize, settings.max_slice_bytes)
         kept = [n for n in sizes if not isinstance(selection.get(n, slice(None)), int)]
         name = f"{entry.name}.{format}"
@@ -200,6 +203,25 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         for entry in catalog.datasets():
             service.apply_pipeline(entry)
         return counts
+
+    # ------------------------------------------------------------------ zarr v3
+    @app.api_route("/zarr/{dataset_id}/zarr.json", methods=["GET", "HEAD"])
+    def zarr_metadata(dataset_id: str, _s: str = Depends(may_read)) -> Response:
+        """The zarr v3 metadata of a dataset's read-only n-d view (open ``/zarr/{id}`` with any
+        zarr v3 client)."""
+        body = json.dumps(array_metadata(catalog.get(dataset_id).description)).encode()
+        return Response(body, media_type="application/json")
+
+    @app.api_route("/zarr/{dataset_id}/{key:path}", methods=["GET", "HEAD"])
+    def zarr_chunk(dataset_id: str, key: str, _s: str = Depends(may_read)) -> Response:
+        """One chunk of the view (``c/i/j/...``), uncompressed little-endian bytes."""
+        entry = catalog.get(dataset_id)
+        try:
+            selection, chunk, _inner = chunk_selection(entry.description, key)
+        except SelectionError:
+            raise HTTPException(404, f"no key {key!r} in this array") from None
+        values = read_chunk(entry, selection)
+        return Response(chunk_bytes(values, chunk, dtype_of(entry.description)), media_type="application/octet-stream")
 
     # ------------------------------------------------------------------ jobs
     @app.get("/api/v1/analyses")
@@ -265,6 +287,8 @@ def status_of(exc: UsidgpuError) -> int:
         return 413
     if isinstance(exc, FileProblem):
         return 409
+    if isinstance(exc, NoZarrType):
+        return 415
     return 400
 
 
@@ -286,6 +310,18 @@ def read_selection(entry: Entry, selection: dict[str, Any]) -> np.ndarray:
         return np.asarray(main.sel(**selection))
 
 
+def read_chunk(entry: Entry, selection: dict[str, slice]) -> np.ndarray:
+    """Values of one chunk of the zarr view: a ``sel`` of the n-d grid, or rows × columns of the
+    2-D table of a dataset that is no grid."""
+    if entry.description.get("nd_shape"):
+        return read_selection(entry, selection)
+    from ..usid.file import USIDFile
+
+    rows, cols = selection["Positions"], selection["Spectroscopic"]
+    with USIDFile(entry.file) as f:
+        return np.asarray(f.dataset(entry.path).h5[rows, cols])
+
+
 def _parts(entry: Entry, selection: dict[str, Any], dim: str, size: int) -> Iterator[bytes]:
     """The selection in C order, read in parts along its first kept dimension."""
     key = selection.get(dim, slice(None))
@@ -299,7 +335,7 @@ def _parts(entry: Entry, selection: dict[str, Any], dim: str, size: int) -> Iter
 
 def _nbytes_guess(entry: Entry, selection: dict[str, Any]) -> int:
     sizes = {d["name"]: d["size"] for d in entry.description["dims"]}
-    return math.prod(selected_shape(sizes, selection)) * np.dtype(entry.description["dtype"]).itemsize
+    return math.prod(selected_shape(sizes, selection)) * dtype_of(entry.description).itemsize
 
 
 def _chain(head: list[bytes], parts: Iterator[bytes]) -> Iterator[bytes]:

@@ -33,6 +33,9 @@ STATE_DIR = ".usidgpu-serve"
 #: File names taken for USID HDF5 files (pycroscopy wrote .h5 and .hf5).
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hf5", ".he5", ".usid")
 
+#: Version of the catalog's tables and descriptions; a catalog of another version is rebuilt.
+SCHEMA_VERSION = 2
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,      -- absolute path
@@ -141,6 +144,10 @@ class Catalog:
         self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA foreign_keys = ON")
         self._db.execute("PRAGMA journal_mode = WAL")
+        if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            # descriptions of another version: read the files again (jobs are kept)
+            self._db.executescript("DROP TABLE IF EXISTS datasets; DROP TABLE IF EXISTS files;")
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
