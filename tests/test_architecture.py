@@ -23,6 +23,7 @@ LAYERS = {
     "samples": 1,
     "usid": 2,
     "parallel": 3,
+    "remote": 3,
     "translate": 3,
     "imageio": 3,
     "decompose": 4,

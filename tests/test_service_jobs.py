@@ -221,3 +221,35 @@ def test_a_dropped_vendor_file_is_translated_and_catalogued(tmp_path):
     assert usidgpu("translate", dm3, out).returncode == 0
     with usidgpu_open(out) as f:
         np.testing.assert_array_equal(got, f.main_datasets()[0].sel())
+
+
+def test_the_python_client_reads_and_submits_like_local_calls(tmp_path):
+    import usidgpu
+    from usidgpu.core.errors import SelectionError, UnknownName
+
+    folder = tmp_path / "instrument"
+    folder.mkdir()
+    spectrum_image(folder / "si.h5", seed=5, shape=(20, 12, 40))
+    with served(folder, "--no-pipeline", "--state", tmp_path / "state") as server:
+        with usidgpu.connect(server.url) as client:
+            (ds,) = client.datasets(kind="spectrum image")
+            with usidgpu_open(folder / "si.h5") as f:
+                local = f.main_datasets()[0]
+                assert ds.dim_names == local.dim_names and ds.nd_shape == local.nd_shape
+                assert [d.units for d in ds.dims] == [d.units for d in local.dims]
+                np.testing.assert_array_equal(ds.sel(Bias=3, X=slice(2, 9)), local.sel(Bias=3, X=slice(2, 9)))
+                lazy = ds.to_dask(chunks=(7, 5, 40))
+                assert lazy.numblocks == (3, 3, 1)
+                np.testing.assert_array_equal(lazy.compute(scheduler="threads"), local.to_ndim())
+                xa = ds.to_xarray()
+                np.testing.assert_allclose(xa["Bias"].values, local.dim("Bias").values)
+                assert xa.attrs["units"] == local.units and xa["Bias"].attrs["units"] == "V"
+            with pytest.raises(UnknownName):
+                client.dataset("0" * 16)
+            with pytest.raises(SelectionError, match="no dimension"):
+                ds.sel(Energy=1)
+            job = client.submit(ds, "svd", k=3).wait(timeout=90)
+            assert job.status == "done" and job.result.endswith("-SVD_000")
+            with pytest.raises(SelectionError, match="invalid int"):
+                client.submit(ds, "svd", k="many")
+    assert results_groups(folder / "si.h5", "SVD") == [job.result]

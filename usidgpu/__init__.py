@@ -32,6 +32,7 @@ from .core.memory import memory_budget
 from .core.stream import Block, BlockPlan
 from .decompose import KMeansResult, NMFResult, PCAResult, SVDResult, kmeans, nmf, pca, svd
 from .denoise import WindowedSVDResult, spectral_denoise, windowed_svd
+from .remote import connect
 from .usid import (
     Dimension,
     MainDataset,
@@ -70,6 +71,7 @@ __all__ = [
     "WindowedSVDResult",
     "__version__",
     "atoms",
+    "connect",
     "gpu_available",
     "kmeans",
     "memory_budget",

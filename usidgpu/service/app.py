@@ -31,8 +31,8 @@ from pydantic import BaseModel, Field
 
 from .._version import __version__
 from ..core.errors import FileProblem, SelectionError, UnknownName, UsidgpuError
+from ..remote.wire import dtype_of
 from .catalog import Entry, NotInCatalog
-from .describe import dtype_of
 from .encode import FORMATS, MEDIA_TYPES, json_bytes, little_endian, npy_bytes, npy_header, png_bytes, raw_headers
 from .events import sse
 from .instance import Service

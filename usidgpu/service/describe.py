@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..bayes.process import FREQUENCY_ATTRS
+from ..remote.wire import dtype_descr
 
 #: Coordinate values are listed in a description only up to this many per dimension (a client
 #: asks for larger ones through the data endpoint of the ancillary's dimension).
@@ -92,7 +93,7 @@ def describe(main: Any, results: list[Any]) -> dict[str, Any]:
         "quantity": main.quantity,
         "units": main.units,
         "dtype": str(main.dtype),
-        "dtype_descr": np.lib.format.dtype_to_descr(np.dtype(main.dtype)),
+        "dtype_descr": dtype_descr(main.dtype),
         "shape": [int(s) for s in main.shape],
         "nd_shape": [int(s) for s in main.nd_shape] if grid else None,
         "nbytes": int(main.nbytes),
@@ -145,15 +146,3 @@ def results_group_of(h5_path: str) -> str | None:
         if RESULTS_NAME.match(parts[i - 1]):
             return "/" + "/".join(parts[:i])
     return None
-
-
-def dtype_of(description: dict[str, Any]) -> np.dtype:
-    """The NumPy dtype of a described dataset (compound ones included; JSON turned the
-    descriptor's tuples into lists)."""
-
-    def tuples(descr: Any) -> Any:
-        if isinstance(descr, list):
-            return [tuple(tuples(x) for x in field) if isinstance(field, list) else field for field in descr]
-        return descr
-
-    return np.lib.format.descr_to_dtype(tuples(description["dtype_descr"]))

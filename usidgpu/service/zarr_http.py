@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import InvalidInput, SelectionError
-from .describe import dtype_of
+from ..remote.wire import dtype_of
 
 #: Chunks hold about this many bytes (whole spectra where they fit).
 CHUNK_BYTES = 2 << 20
