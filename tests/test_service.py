@@ -159,7 +159,7 @@ def test_png_of_a_2d_view_has_its_shape_and_contrast(server, folder):
     # gray: the red channel is the value scaled to 0..255 (matplotlib quantizes to 256 levels: ±2)
     np.testing.assert_allclose(img[..., 0], np.clip(want / 4000, 0, 1) * 255, atol=2.01)
     bad = httpx.get(base, params={"format": "png", "arb": "0", "cmap": "nope"})
-    assert bad.status_code == 400 and "colormap" in bad.json()["detail"]
+    assert bad.status_code == 422 and "viridis" in str(bad.json()["detail"])
 
 
 @pytest.mark.parametrize(
@@ -171,7 +171,7 @@ def test_png_of_a_2d_view_has_its_shape_and_contrast(server, folder):
         ("datasets/ID/data", {"X": "1:2:0"}, 400, "step cannot be 0"),
         ("datasets/ID/data", {"X": "x"}, 400, "give an index"),
         ("datasets/ID/data", {"X": "99"}, 400, "out of range"),
-        ("datasets/ID/data", {"format": "tiff"}, 400, "format must be one of"),
+        ("datasets/ID/data", {"format": "tiff"}, 422, "npy"),
         ("datasets/ID/data", {"format": "png"}, 400, "2-D"),
         ("datasets/ID/data", {"format": "png", "Bias": "0", "vmin": "nan"}, 400, "finite"),
     ],
@@ -181,7 +181,7 @@ def test_bad_requests_get_a_4xx_with_one_line(server, path, params, status, word
     (entry,) = datasets(url, q="si.h5")
     r = httpx.get(f"{url}/api/v1/{path.replace('ID', entry['id'])}", params=params)
     assert r.status_code == status, r.text
-    detail = r.json()["detail"]
+    detail = str(r.json()["detail"])
     assert words in detail and "Traceback" not in r.text
 
 

@@ -130,7 +130,7 @@ def test_submit_follow_events_and_cancel(tmp_path):
         for body, status, words in [
             ({"dataset": ids["si.h5"], "analysis": "svd", "parameters": {"k": "x"}}, 400, "invalid int"),
             ({"dataset": ids["si.h5"], "analysis": "svd", "parameters": {"output": "/tmp/x.h5"}}, 400, "no parameter"),
-            ({"dataset": ids["si.h5"], "analysis": "rm", "parameters": {}}, 400, "no analysis"),
+            ({"dataset": ids["si.h5"], "analysis": "rm", "parameters": {}}, 422, "svd"),
             ({"dataset": "nope", "analysis": "svd", "parameters": {"k": 2}}, 404, "no dataset"),
             ({"analysis": "svd"}, 422, ""),
         ]:

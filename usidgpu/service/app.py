@@ -22,18 +22,23 @@ import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Annotated, Any, Literal
 
+import matplotlib
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from .._version import __version__
-from ..core.errors import FileProblem, SelectionError, UnknownName, UsidgpuError
+from ..core.errors import FileProblem, SelectionError, UsidgpuError
 from ..remote.wire import dtype_of
 from .catalog import Entry, NotInCatalog
-from .encode import FORMATS, MEDIA_TYPES, json_bytes, little_endian, npy_bytes, npy_header, png_bytes, raw_headers
+from .encode import MEDIA_TYPES, json_bytes, little_endian, npy_bytes, npy_header, png_bytes, raw_headers
 from .events import sse
 from .instance import Service
 from .jobs import NoSuchJob
@@ -47,11 +52,39 @@ log = logging.getLogger("usidgpu.service")
 STREAM_ABOVE = 32 << 20
 
 
+#: The colormaps a PNG may use: matplotlib's (an enumeration, so the schema lists them).
+Colormap = Enum("Colormap", {name: name for name in sorted(matplotlib.colormaps)}, type=str)  # type: ignore[misc]
+DEFAULT_COLORMAP = Colormap("viridis")
+
+
+class ErrorAnswer(BaseModel):
+    """Every refusal: one line saying why."""
+
+    detail: str
+
+
+#: The refusals any route may answer with (documented in the schema for every route).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorAnswer, "description": what}
+    for code, what in {
+        400: "a bad selection, option or parameter",
+        401: "no key, or not a key of this service",
+        403: "this key may not do this, or the service is read-only",
+        404: "no such dataset, job or chunk",
+        409: "the dataset's file cannot be read now",
+        413: "the selection is larger than this service's limit",
+        415: "the data have no representation in the asked format",
+    }.items()
+}
+
+
 class JobRequest(BaseModel):
     """A job to queue."""
 
     dataset: str = Field(..., max_length=64, description="catalog id of the dataset")
-    analysis: str = Field(..., max_length=20, description="svd, pca, nmf, cluster, denoise, atoms or bayes")
+    analysis: Literal["svd", "pca", "nmf", "cluster", "denoise", "atoms", "bayes"] = Field(
+        ..., description="the analysis (its parameters: GET /api/v1/analyses)"
+    )
     parameters: dict[str, Any] = Field(default_factory=dict, description='the analysis\' options, e.g. {"k": 8}')
 
 
@@ -83,7 +116,8 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
     app = FastAPI(
         title="usidgpu",
         version=__version__,
-        description="USID datasets of the watched folders: search, describe, slice by dimension name.",
+        description="USID datasets of the watched folders: search, describe, slice by dimension name; jobs.",
+        responses=ERROR_RESPONSES,
     )
 
     # ------------------------------------------------------------------ errors
@@ -95,6 +129,18 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
     async def os_error(_request: Request, exc: OSError) -> JSONResponse:
         # the file vanished, is being rewritten, or is damaged: the request was fine
         return JSONResponse({"detail": f"the dataset's file cannot be read now: {_one_line(exc)}"}, status_code=409)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route of this path; list them all
+            methods = set()
+            for route in app.router.routes:
+                if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE:
+                    methods |= route.methods or set()
+            headers["Allow"] = ", ".join(sorted(methods))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:
@@ -159,15 +205,13 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
     def data(
         dataset_id: str,
         request: Request,
-        format: str = Query("npy", description="npy | raw | json | png"),  # noqa: A002 - the API's name
+        format: Literal["npy", "raw", "json", "png"] = Query("npy", description="npy | raw | json | png"),  # noqa: A002
         vmin: float | None = Query(None, description="PNG: lower contrast limit"),
         vmax: float | None = Query(None, description="PNG: upper contrast limit"),
-        cmap: str = Query("viridis", max_length=40, description="PNG: a matplotlib colormap"),
+        cmap: Annotated[Colormap, Query(description="PNG: a matplotlib colormap")] = DEFAULT_COLORMAP,
         _s: str = Depends(may_read),
     ) -> Response:
         """A slice by dimension name: ``?Bias=10&X=0:64&Y=1,5,9``; dimensions not named are kept whole."""
-        if format not in FORMATS:
-            raise UnknownName(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
         entry = catalog.get(dataset_id)
         dims = entry.description["dims"]
         sizes = {d["name"]: d["size"] for d in dims}
@@ -193,7 +237,7 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         elif format == "json":
             body = json_bytes(values, kept)
         else:
-            body = png_bytes(values, vmin, vmax, cmap)
+            body = png_bytes(values, vmin, vmax, cmap.value)
         return Response(body, media_type=MEDIA_TYPES[format], headers=disposition)
 
     @app.post("/api/v1/rescan")
@@ -205,14 +249,14 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         return counts
 
     # ------------------------------------------------------------------ zarr v3
-    @app.api_route("/zarr/{dataset_id}/zarr.json", methods=["GET", "HEAD"])
+    @app.get("/zarr/{dataset_id}/zarr.json")
     def zarr_metadata(dataset_id: str, _s: str = Depends(may_read)) -> Response:
         """The zarr v3 metadata of a dataset's read-only n-d view (open ``/zarr/{id}`` with any
         zarr v3 client)."""
         body = json.dumps(array_metadata(catalog.get(dataset_id).description)).encode()
         return Response(body, media_type="application/json")
 
-    @app.api_route("/zarr/{dataset_id}/{key:path}", methods=["GET", "HEAD"])
+    @app.get("/zarr/{dataset_id}/{key:path}")
     def zarr_chunk(dataset_id: str, key: str, _s: str = Depends(may_read)) -> Response:
         """One chunk of the view (``c/i/j/...``), uncompressed little-endian bytes."""
         entry = catalog.get(dataset_id)
