@@ -253,3 +253,25 @@ def test_the_python_client_reads_and_submits_like_local_calls(tmp_path):
             with pytest.raises(SelectionError, match="invalid int"):
                 client.submit(ds, "svd", k="many")
     assert results_groups(folder / "si.h5", "SVD") == [job.result]
+
+
+def test_each_client_is_held_to_its_request_rate_and_job_count(tmp_path):
+    folder = tmp_path / "instrument"
+    folder.mkdir()
+    spectrum_image(folder / "si.h5")
+    with served(folder, "--no-pipeline", "--rate", "5", "--jobs-per-client", "1", "--workers", "1",
+                "--state", tmp_path / "state") as server:  # fmt: skip
+        answers = [server.get("datasets") for _ in range(30)]  # a burst of 10 is allowed, then 5/s
+        codes = [a.status_code for a in answers]
+        assert codes[:10] == [200] * 10 and 429 in codes, codes
+        refused = answers[codes.index(429)]
+        assert int(refused.headers["retry-after"]) >= 1 and "requests per second" in refused.json()["detail"]
+        time.sleep(2.5)
+        (entry,) = server.get("datasets").json()["datasets"]
+        first = server.post("jobs", json={"dataset": entry["id"], "analysis": "svd", "parameters": {"k": 2}})
+        second = server.post("jobs", json={"dataset": entry["id"], "analysis": "svd", "parameters": {"k": 3}})
+        assert first.status_code == 201
+        if second.status_code != 429:  # the first had already finished: then the next must pass
+            assert second.status_code == 201
+        else:
+            assert "limit is 1" in second.json()["detail"]

@@ -34,6 +34,12 @@ def add_parser(sub: Any, common: Callable) -> None:
     p.add_argument("--settle", type=float, default=2.0, help="seconds a new file must stay unchanged (default 2)")
     p.add_argument("--no-watch", action="store_true", help="do not follow the folders (scan at start and on rescan)")
     p.add_argument("--max-slice", default="1GB", help="largest selection one request may ask for (default 1GB)")
+    p.add_argument(
+        "--rate", type=float, default=500.0, help="requests per second per client (default 500; 0: no limit)"
+    )
+    p.add_argument(
+        "--jobs-per-client", type=int, default=16, help="jobs a client may have waiting or running (default 16)"
+    )
     add_scheduler_options(p)
     common(p)
     p.set_defaults(func=cmd_serve)
@@ -113,5 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         read_only=args.read_only,
         max_slice_bytes=parse_bytes(args.max_slice),
+        rate=args.rate,
+        jobs_per_client=args.jobs_per_client,
     )
     return 0

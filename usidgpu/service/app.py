@@ -8,12 +8,14 @@ analyses on the GPU as files land, and resumes them after a crash — is outside
 FastAPI gives the schema, validation and async streaming for a few hundred lines of our own;
 Tiled stays the yardstick the benchmarks compare against.
 
+Annotations are evaluated as the routes are defined (no ``from __future__ import annotations``):
+FastAPI reads them, and the dependencies ``Reader``/``Submitter`` are made inside
+:func:`create_app`.
+
 Errors: a problem with the request or the file is a 4xx with a one-line ``detail``; anything
 else is a 500 that says "internal error" — the traceback goes to the service's log, never to
 the client.
 """
-
-from __future__ import annotations
 
 import asyncio
 import dataclasses
@@ -43,6 +45,7 @@ from .events import sse
 from .instance import Service
 from .jobs import NoSuchJob
 from .keys import KeyStore
+from .limits import RateLimiter, TooManyRequests, check_job_quota, retry_after_header
 from .slices import TooLarge, check_size, selected_shape, selection_from_query
 from .zarr_http import NoZarrType, array_metadata, chunk_bytes, chunk_selection
 
@@ -74,6 +77,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         409: "the dataset's file cannot be read now",
         413: "the selection is larger than this service's limit",
         415: "the data have no representation in the asked format",
+        429: "over this client's request rate or job limit (see Retry-After)",
     }.items()
 }
 
@@ -86,6 +90,14 @@ class JobRequest(BaseModel):
         ..., description="the analysis (its parameters: GET /api/v1/analyses)"
     )
     parameters: dict[str, Any] = Field(default_factory=dict, description='the analysis\' options, e.g. {"k": 8}')
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a request: the scope they have and an id for limits (a key's, or an address)."""
+
+    scope: str
+    client: str
 
 
 @dataclass
@@ -101,11 +113,17 @@ class Settings:
         ``X-API-Key: KEY``).
     read_only : bool
         No jobs, no rescans.
+    limiter : RateLimiter
+        Requests per second per client.
+    jobs_per_client : int
+        Jobs a client may have queued or running at once (0: no limit).
     """
 
     max_slice_bytes: int = 1 << 30
     keys: KeyStore | None = None
     read_only: bool = False
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    jobs_per_client: int = 16
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -124,6 +142,12 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
     @app.exception_handler(UsidgpuError)
     async def usid_error(_request: Request, exc: UsidgpuError) -> JSONResponse:
         return JSONResponse({"detail": _one_line(exc)}, status_code=status_of(exc))
+
+    @app.exception_handler(TooManyRequests)
+    async def too_many(_request: Request, exc: TooManyRequests) -> JSONResponse:
+        return JSONResponse(
+            {"detail": _one_line(exc)}, status_code=429, headers={"Retry-After": retry_after_header(exc.retry_after)}
+        )
 
     @app.exception_handler(OSError)
     async def os_error(_request: Request, exc: OSError) -> JSONResponse:
@@ -148,28 +172,35 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         return JSONResponse({"detail": "internal error (a bug in usidgpu; the service log has the details)"}, 500)
 
     # ------------------------------------------------------------------ access
-    def scope(request: Request) -> str:
-        """The caller's scope: ``submit`` on an open (loopback) service, else the key's."""
+    def scope(request: Request) -> Caller:
+        """Who calls and what they may do: ``submit`` on an open (loopback) service, else their
+        key's scope; each call spends one of the caller's requests (429 when over the rate)."""
         if settings.keys is None:
-            return "submit"
-        auth = request.headers.get("authorization", "")
-        key = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
-        found = settings.keys.scope_of(key)
-        if found is None:
-            raise HTTPException(
-                401, "this service needs an API key: Authorization: Bearer KEY", {"WWW-Authenticate": "Bearer"}
-            )
-        return found
+            caller = Caller("submit", "addr:" + (request.client.host if request.client else "?"))
+        else:
+            auth = request.headers.get("authorization", "")
+            key = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
+            found = settings.keys.lookup(key)
+            if found is None:
+                raise HTTPException(
+                    401, "this service needs an API key: Authorization: Bearer KEY", {"WWW-Authenticate": "Bearer"}
+                )
+            caller = Caller(*found)
+        settings.limiter.take(caller.client)
+        return caller
 
-    def may_read(s: str = Depends(scope)) -> str:
-        return s
+    def may_read(caller: Annotated[Caller, Depends(scope)]) -> Caller:
+        return caller
 
-    def may_submit(s: str = Depends(scope)) -> str:
+    def may_submit(caller: Annotated[Caller, Depends(scope)]) -> Caller:
         if settings.read_only:
             raise HTTPException(403, "this service is read-only (--read-only)")
-        if s != "submit":
+        if caller.scope != "submit":
             raise HTTPException(403, "this key may read, not submit")
-        return s
+        return caller
+
+    Reader = Annotated[Caller, Depends(may_read)]
+    Submitter = Annotated[Caller, Depends(may_submit)]
 
     # ------------------------------------------------------------------ routes
     @app.get("/api/v1/health")
@@ -179,11 +210,11 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
 
     @app.get("/api/v1/datasets")
     def datasets(
+        _s: Reader,
         q: str | None = Query(None, max_length=500, description="words to search for"),
         kind: str | None = Query(None, max_length=50, description="image, image stack, spectrum image, ..."),
         dim: str | None = Query(None, max_length=200, description="a dimension name the dataset must have"),
         results: bool = Query(False, description="also the Main datasets inside results groups"),
-        _s: str = Depends(may_read),
     ) -> dict[str, Any]:
         """The catalogued datasets (filtered), and the files that could not be read."""
         return {
@@ -192,7 +223,7 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         }
 
     @app.get("/api/v1/datasets/{dataset_id}")
-    def dataset(dataset_id: str, _s: str = Depends(may_read)) -> dict[str, Any]:
+    def dataset(dataset_id: str, _s: Reader) -> dict[str, Any]:
         """One dataset: dims in pyUSID order (positions, then spectroscopic), units, values,
         results groups."""
         e = catalog.get(dataset_id)
@@ -203,13 +234,13 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}},
     )
     def data(
+        _s: Reader,
         dataset_id: str,
         request: Request,
         format: Literal["npy", "raw", "json", "png"] = Query("npy", description="npy | raw | json | png"),  # noqa: A002
         vmin: float | None = Query(None, description="PNG: lower contrast limit"),
         vmax: float | None = Query(None, description="PNG: upper contrast limit"),
         cmap: Annotated[Colormap, Query(description="PNG: a matplotlib colormap")] = DEFAULT_COLORMAP,
-        _s: str = Depends(may_read),
     ) -> Response:
         """A slice by dimension name: ``?Bias=10&X=0:64&Y=1,5,9``; dimensions not named are kept whole."""
         entry = catalog.get(dataset_id)
@@ -241,7 +272,7 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         return Response(body, media_type=MEDIA_TYPES[format], headers=disposition)
 
     @app.post("/api/v1/rescan")
-    def rescan(_s: str = Depends(may_submit)) -> dict[str, int]:
+    def rescan(_s: Submitter) -> dict[str, int]:
         """Look at the folders again now (new, changed and removed files)."""
         counts = catalog.scan()
         for entry in catalog.datasets():
@@ -250,14 +281,14 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
 
     # ------------------------------------------------------------------ zarr v3
     @app.get("/zarr/{dataset_id}/zarr.json")
-    def zarr_metadata(dataset_id: str, _s: str = Depends(may_read)) -> Response:
+    def zarr_metadata(dataset_id: str, _s: Reader) -> Response:
         """The zarr v3 metadata of a dataset's read-only n-d view (open ``/zarr/{id}`` with any
         zarr v3 client)."""
         body = json.dumps(array_metadata(catalog.get(dataset_id).description)).encode()
         return Response(body, media_type="application/json")
 
     @app.get("/zarr/{dataset_id}/{key:path}")
-    def zarr_chunk(dataset_id: str, key: str, _s: str = Depends(may_read)) -> Response:
+    def zarr_chunk(dataset_id: str, key: str, _s: Reader) -> Response:
         """One chunk of the view (``c/i/j/...``), uncompressed little-endian bytes."""
         entry = catalog.get(dataset_id)
         try:
@@ -269,37 +300,40 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
 
     # ------------------------------------------------------------------ jobs
     @app.get("/api/v1/analyses")
-    def analyses(_s: str = Depends(may_read)) -> dict[str, Any]:
+    def analyses(_s: Reader) -> dict[str, Any]:
         """The analyses a job may run, with their parameters, defaults and choices."""
         return {name: [dataclasses.asdict(o) for o in options] for name, options in service.commands.options.items()}
 
     @app.post("/api/v1/jobs", status_code=201)
-    def submit(request_body: JobRequest, _s: str = Depends(may_submit)) -> dict[str, Any]:
-        """Queue an analysis of a dataset: ``{"dataset": ID, "analysis": "svd", "parameters": {"k": 8}}``."""
+    def submit(request_body: JobRequest, caller: Submitter) -> dict[str, Any]:
+        """Queue an analysis of a dataset: ``{"dataset": ID, "analysis": "svd", "parameters": {"k": 8}}``
+        (429 when the caller has too many jobs queued or running)."""
         entry = catalog.get(request_body.dataset)
-        return service.submit(entry, request_body.analysis, request_body.parameters).public()
+        origin = f"api:{caller.client}"
+        check_job_quota(service.jobs.active(origin), settings.jobs_per_client)
+        return service.submit(entry, request_body.analysis, request_body.parameters, origin=origin).public()
 
     @app.get("/api/v1/jobs")
     def jobs(
+        _s: Reader,
         status: str | None = Query(None, max_length=20),
         dataset: str | None = Query(None, max_length=64),
-        _s: str = Depends(may_read),
     ) -> dict[str, Any]:
         """Jobs, newest first (filtered by status or dataset)."""
         return {"jobs": [j.public() for j in service.jobs.query(status, dataset)]}
 
     @app.get("/api/v1/jobs/{job_id}")
-    def job(job_id: int, _s: str = Depends(may_read)) -> dict[str, Any]:
+    def job(job_id: int, _s: Reader) -> dict[str, Any]:
         """One job: status, progress (0–1), message, result."""
         return service.jobs.get(job_id).public()
 
     @app.post("/api/v1/jobs/{job_id}/cancel")
-    def cancel(job_id: int, _s: str = Depends(may_submit)) -> dict[str, Any]:
+    def cancel(job_id: int, _s: Submitter) -> dict[str, Any]:
         """Cancel a queued or running job (a finished one is returned as it is)."""
         return service.runner.cancel(job_id).public()
 
     @app.get("/api/v1/events", response_class=StreamingResponse)
-    async def events(request: Request, _s: str = Depends(may_read)) -> StreamingResponse:
+    async def events(request: Request, _s: Reader) -> StreamingResponse:
         """Server-Sent Events: ``dataset`` (new or updated), ``failed`` (a file that cannot be
         read), ``job`` (any change). Reconnect with ``Last-Event-ID`` to miss nothing."""
         try:

@@ -182,6 +182,14 @@ class JobStore:
             ).fetchone()
         return row is not None
 
+    def active(self, origin: str) -> int:
+        """How many jobs of this origin are queued or running."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE origin = ? AND status IN (?, ?)", (origin, QUEUED, RUNNING)
+            ).fetchone()
+        return int(row[0])
+
     def claim(self) -> Job | None:
         """Mark the oldest queued job whose file no running job is using as running; return it."""
         with self._tx() as db:

@@ -74,7 +74,13 @@ class KeyStore:
         return key
 
     def scope_of(self, key: str | None) -> str | None:
-        """The scope of ``key``, or None when it is no key of this service.
+        """The scope of ``key``, or None when it is no key of this service."""
+        found = self.lookup(key)
+        return found[0] if found else None
+
+    def lookup(self, key: str | None) -> tuple[str, str] | None:
+        """``(scope, client id)`` of ``key`` (the id: a short prefix of its hash, for limits and
+        logs), or None when it is no key of this service.
 
         Every stored hash is compared (in constant time), so the time taken does not tell how
         close a guess was nor which entry matched.
@@ -85,5 +91,5 @@ class KeyStore:
         found = None
         for entry in self._keys:
             if hmac.compare_digest(digest, entry["sha256"]):
-                found = entry["scope"]
+                found = (entry["scope"], "key:" + entry["sha256"][:12])
         return found

@@ -14,6 +14,7 @@ from .app import Settings, create_app
 from .commands import Commands
 from .instance import Options, Service
 from .keys import KeyStore, is_loopback
+from .limits import RateLimiter
 from .pipeline import Rule
 
 log = logging.getLogger("usidgpu.service")
@@ -46,6 +47,8 @@ def serve(
     api_key: str | None = None,
     read_only: bool = False,
     max_slice_bytes: int = 1 << 30,
+    rate: float = 500.0,
+    jobs_per_client: int = 16,
 ) -> None:
     """Serve ``folders`` on ``host:port`` until stopped (Ctrl-C or SIGTERM).
 
@@ -64,9 +67,15 @@ def serve(
         Store this key (≥ 16 characters) with the ``submit`` scope.
     read_only : bool
         Serve data only: no jobs, no pipeline, no translations.
+    rate : float
+        Requests per second per client (bursts of twice as many; 0: no limit).
+    jobs_per_client : int
+        Jobs one client may have queued or running (0: no limit).
     """
     import uvicorn
 
+    if rate < 0 or jobs_per_client < 0:
+        raise InvalidInput("--rate and --jobs-per-client must be 0 (no limit) or more")
     if not 0 <= port <= 65535:
         raise InvalidInput(f"--port must be in 0..65535, got {port}")
     sock = listen(host, port)  # before anything else: a busy port fails before the catalog is taken
@@ -82,7 +91,8 @@ def serve(
             + (f", {counts['failed']} file(s) unreadable" if counts["failed"] else ""),
             flush=True,
         )
-        settings = Settings(max_slice_bytes=max_slice_bytes, keys=keys, read_only=options.read_only)
+        limiter = RateLimiter(rate, burst=max(1, int(2 * rate)))
+        settings = Settings(max_slice_bytes, keys, options.read_only, limiter, jobs_per_client)
         server = uvicorn.Server(uvicorn.Config(create_app(service, settings), log_level="warning", access_log=False))
         print(f"serving       http://{_url_host(host)}:{sock.getsockname()[1]}/  (Ctrl-C stops)", flush=True)
         logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
