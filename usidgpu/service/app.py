@@ -29,10 +29,11 @@ from typing import Annotated, Any, Literal
 
 import matplotlib
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -40,12 +41,13 @@ from .._version import __version__
 from ..core.errors import FileProblem, SelectionError, UsidgpuError
 from ..remote.wire import dtype_of
 from .catalog import Entry, NotInCatalog
-from .encode import MEDIA_TYPES, json_bytes, little_endian, npy_bytes, npy_header, png_bytes, raw_headers
+from .encode import MEDIA_TYPES, json_bytes, little_endian, npy_header, npy_parts, png_bytes, raw_headers, raw_view
 from .events import sse
 from .instance import Service
 from .jobs import NoSuchJob
 from .keys import KeyStore
 from .limits import RateLimiter, TooManyRequests, check_job_quota, retry_after_header
+from .readers import ByteBudget, OpenDatasets, ServerBusy
 from .slices import TooLarge, check_size, selected_shape, selection_from_query
 from .zarr_http import NoZarrType, array_metadata, chunk_bytes, chunk_selection
 
@@ -58,6 +60,10 @@ STREAM_ABOVE = 32 << 20
 #: The colormaps a PNG may use: matplotlib's (an enumeration, so the schema lists them).
 Colormap = Enum("Colormap", {name: name for name in sorted(matplotlib.colormaps)}, type=str)  # type: ignore[misc]
 DEFAULT_COLORMAP = Colormap("viridis")
+
+
+#: A job id in a path: SQLite's integers are 64-bit (a larger one is a 422, not a crash).
+JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the job's id")]
 
 
 class ErrorAnswer(BaseModel):
@@ -78,6 +84,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "the selection is larger than this service's limit",
         415: "the data have no representation in the asked format",
         429: "over this client's request rate or job limit (see Retry-After)",
+        503: "too many large slices in flight for the server's memory budget; retry shortly",
     }.items()
 }
 
@@ -117,6 +124,8 @@ class Settings:
         Requests per second per client.
     jobs_per_client : int
         Jobs a client may have queued or running at once (0: no limit).
+    in_flight : ByteBudget
+        Bytes of slices read and not yet sent, across all requests (the memory budget).
     """
 
     max_slice_bytes: int = 1 << 30
@@ -124,6 +133,7 @@ class Settings:
     read_only: bool = False
     limiter: RateLimiter = field(default_factory=RateLimiter)
     jobs_per_client: int = 16
+    in_flight: ByteBudget = field(default_factory=lambda: ByteBudget(1 << 30))
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -254,18 +264,28 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         name = f"{entry.name}.{format}"
         disposition = {"Content-Disposition": f'inline; filename="{name}"', "X-Array-Dims": ",".join(kept)}
         streamed = format in ("npy", "raw") and math.prod(shape) * dtype.itemsize > STREAM_ABOVE and shape
-        if streamed:
-            parts = _parts(entry, selection, kept[0], sizes[kept[0]])
-            head = [npy_header(shape, dtype)] if format == "npy" else []
-            extra = raw_headers(shape, dtype) if format == "raw" else {}
-            return StreamingResponse(_chain(head, parts), media_type=MEDIA_TYPES[format], headers=disposition | extra)
-        values = read_selection(entry, selection)
-        if format == "npy":
-            body = npy_bytes(values)
-        elif format == "raw":
-            body = little_endian(values).tobytes()
-            disposition |= raw_headers(values.shape, values.dtype)
-        elif format == "json":
+        # the bytes this answer holds in memory until it is sent (a streamed one: one part at a time)
+        held = settings.in_flight.acquire(min(math.prod(shape) * dtype.itemsize, STREAM_ABOVE))
+        done = BackgroundTask(settings.in_flight.release, held)
+        try:
+            if streamed:
+                parts = _parts(service.readers, entry, selection, kept[0], sizes[kept[0]])
+                head = [npy_header(shape, dtype)] if format == "npy" else []
+                extra = raw_headers(shape, dtype) if format == "raw" else {}
+                return StreamingResponse(
+                    _chain(head, parts), media_type=MEDIA_TYPES[format], headers=disposition | extra, background=done
+                )
+            values = read_selection(service.readers, entry, selection)
+        except BaseException:
+            settings.in_flight.release(held)
+            raise
+        if format in ("npy", "raw"):
+            if format == "raw":
+                disposition |= raw_headers(values.shape, values.dtype)
+            body_parts: list[bytes | memoryview] = npy_parts(values) if format == "npy" else [raw_view(values)]
+            return PartsResponse(body_parts, media_type=MEDIA_TYPES[format], headers=disposition, background=done)
+        settings.in_flight.release(held)  # JSON and PNG answers are small copies
+        if format == "json":
             body = json_bytes(values, kept)
         else:
             body = png_bytes(values, vmin, vmax, cmap.value)
@@ -295,7 +315,7 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
             selection, chunk, _inner = chunk_selection(entry.description, key)
         except SelectionError:
             raise HTTPException(404, f"no key {key!r} in this array") from None
-        values = read_chunk(entry, selection)
+        values = read_chunk(service.readers, entry, selection)
         return Response(chunk_bytes(values, chunk, dtype_of(entry.description)), media_type="application/octet-stream")
 
     # ------------------------------------------------------------------ jobs
@@ -323,12 +343,12 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         return {"jobs": [j.public() for j in service.jobs.query(status, dataset)]}
 
     @app.get("/api/v1/jobs/{job_id}")
-    def job(job_id: int, _s: Reader) -> dict[str, Any]:
+    def job(job_id: JobId, _s: Reader) -> dict[str, Any]:
         """One job: status, progress (0–1), message, result."""
         return service.jobs.get(job_id).public()
 
     @app.post("/api/v1/jobs/{job_id}/cancel")
-    def cancel(job_id: int, _s: Submitter) -> dict[str, Any]:
+    def cancel(job_id: JobId, _s: Submitter) -> dict[str, Any]:
         """Cancel a queued or running job (a finished one is returned as it is)."""
         return service.runner.cancel(job_id).public()
 
@@ -357,6 +377,26 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
     return app
 
 
+class PartsResponse(Response):
+    """A response whose body is sent as the given parts, in order, with its full length known
+    up front: a ``.npy`` header then the array's own memory, never joined into one copy (for
+    a slice of hundreds of MB the copy would cost as much as the read)."""
+
+    def __init__(self, parts: list[bytes | memoryview], **kwargs: Any) -> None:
+        self.parts = parts
+        super().__init__(b"", **kwargs)
+        self.headers["content-length"] = str(sum(len(p) for p in parts))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        for i, part in enumerate(self.parts):
+            await send({"type": "http.response.body", "body": part, "more_body": i < len(self.parts) - 1})
+        if not self.parts:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if self.background is not None:
+            await self.background()
+
+
 def status_of(exc: UsidgpuError) -> int:
     """The HTTP status of one of usidgpu's errors."""
     if isinstance(exc, (NotInCatalog, NoSuchJob)):
@@ -365,6 +405,8 @@ def status_of(exc: UsidgpuError) -> int:
         return 413
     if isinstance(exc, FileProblem):
         return 409
+    if isinstance(exc, ServerBusy):
+        return 503
     if isinstance(exc, NoZarrType):
         return 415
     return 400
@@ -375,39 +417,33 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def read_selection(entry: Entry, selection: dict[str, Any]) -> np.ndarray:
-    """Read a selection of a catalogued dataset (the file opened read-only for this request only,
-    so the service never holds a file an analysis wants to attach results to)."""
-    from ..usid.file import USIDFile
-
-    with USIDFile(entry.file) as f:
-        try:
-            main = f.dataset(entry.path)
-        except (KeyError, UsidgpuError):
-            raise FileProblem(f"{entry.name} is no longer in its file; the folder is being rescanned") from None
-        return np.asarray(main.sel(**selection))
+def read_selection(readers: OpenDatasets, entry: Entry, selection: dict[str, Any]) -> np.ndarray:
+    """Read a selection of a catalogued dataset (through the kept-open files: see
+    :mod:`usidgpu.service.readers`)."""
+    try:
+        with readers.dataset(entry.file, entry.path) as main:
+            return np.asarray(main.sel(**selection))
+    except KeyError:
+        raise FileProblem(f"{entry.name} is no longer in its file; the folder is being rescanned") from None
 
 
-def read_chunk(entry: Entry, selection: dict[str, slice]) -> np.ndarray:
+def read_chunk(readers: OpenDatasets, entry: Entry, selection: dict[str, slice]) -> np.ndarray:
     """Values of one chunk of the zarr view: a ``sel`` of the n-d grid, or rows × columns of the
     2-D table of a dataset that is no grid."""
     if entry.description.get("nd_shape"):
-        return read_selection(entry, selection)
-    from ..usid.file import USIDFile
-
-    rows, cols = selection["Positions"], selection["Spectroscopic"]
-    with USIDFile(entry.file) as f:
-        return np.asarray(f.dataset(entry.path).h5[rows, cols])
+        return read_selection(readers, entry, selection)
+    with readers.dataset(entry.file, entry.path) as main:
+        return np.asarray(main.h5[selection["Positions"], selection["Spectroscopic"]])
 
 
-def _parts(entry: Entry, selection: dict[str, Any], dim: str, size: int) -> Iterator[bytes]:
+def _parts(readers: OpenDatasets, entry: Entry, selection: dict[str, Any], dim: str, size: int) -> Iterator[bytes]:
     """The selection in C order, read in parts along its first kept dimension."""
     key = selection.get(dim, slice(None))
     indices = np.arange(size)[key] if isinstance(key, slice) else np.asarray(key, dtype=np.int64) % size
     per_part = max(1, len(indices) * STREAM_ABOVE // max(1, _nbytes_guess(entry, selection)) // 4)
     for start in range(0, len(indices), per_part):
         part = dict(selection, **{dim: [int(i) for i in indices[start : start + per_part]]})
-        values = read_selection(entry, part)
+        values = read_selection(readers, entry, part)
         yield little_endian(values).tobytes()
 
 

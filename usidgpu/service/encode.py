@@ -43,6 +43,18 @@ def npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def npy_parts(a: np.ndarray) -> list[bytes | memoryview]:
+    """A ``.npy`` file as its header and the array's own memory (nothing copied for a
+    little-endian C-ordered array; see :class:`usidgpu.service.app.PartsResponse`)."""
+    a = little_endian(a)
+    return [npy_header(a.shape, a.dtype), raw_view(a)]
+
+
+def raw_view(a: np.ndarray) -> memoryview:
+    """The bytes of a little-endian C-ordered array, without copying them."""
+    return little_endian(a).data.cast("B")
+
+
 def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     """The header of a ``.npy`` file of this shape and dtype (the data follow in C order), so a
     large selection can be streamed in parts after it."""

@@ -16,8 +16,9 @@ from ..core.errors import InvalidInput, UnknownName
 from .catalog import HDF5_SUFFIXES, STATE_DIR, Catalog, Entry
 from .commands import Commands
 from .events import EventLog
-from .jobs import DONE, FINISHED, Job, JobStore, Runner, translated_path
+from .jobs import DONE, FINISHED, RUNNING, Job, JobStore, Runner, translated_path
 from .pipeline import Rule
+from .readers import OpenDatasets
 from .watch import Settler, watch_folders
 
 log = logging.getLogger("usidgpu.service")
@@ -98,6 +99,7 @@ class Service:
         self.watched = self.catalog.folders[:-1]
         self.jobs = JobStore(self.catalog.db_path)
         self.events = EventLog()
+        self.readers = OpenDatasets()
         self.runner = Runner(self.jobs, self.command_of, self.job_changed, self.options.max_running)
         self._stop = threading.Event()
         self.settler = Settler(self.options.settle, self.ready, self.take)
@@ -123,6 +125,7 @@ class Service:
         """Stop watching and running (running jobs are queued again at the next start)."""
         self._stop.set()
         self.runner.stop()
+        self.readers.close()
         self.jobs.close()
         self.catalog.close()
 
@@ -167,6 +170,7 @@ class Service:
         folder = self.catalog.folder_of(path)
         if folder is None:
             return
+        self.readers.forget(str(path.resolve()))
         ok = self.catalog.add_file(folder, path)
         if ok:
             for entry in self.catalog.datasets_of(path):
@@ -229,8 +233,14 @@ class Service:
         return argv
 
     def job_changed(self, job: Job) -> None:
-        """After each change of a job: tell the clients; when one is done, catalog what it made."""
+        """After each change of a job: tell the clients; let go of its file while it runs (it
+        attaches its results at the end); when one is done, catalog what it made."""
         self.events.publish("job", job.public())
+        if job.status == RUNNING:
+            self.readers.hold_off(job.file)
+            return
+        if job.status in FINISHED:
+            self.readers.release(job.file)
         if job.status != DONE:
             return
         if job.analysis == "translate":

@@ -10,12 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.errors import InvalidInput
+from ..core.memory import memory_budget
 from .app import Settings, create_app
 from .commands import Commands
 from .instance import Options, Service
 from .keys import KeyStore, is_loopback
 from .limits import RateLimiter
 from .pipeline import Rule
+from .readers import ByteBudget
 
 log = logging.getLogger("usidgpu.service")
 
@@ -92,7 +94,8 @@ def serve(
             flush=True,
         )
         limiter = RateLimiter(rate, burst=max(1, int(2 * rate)))
-        settings = Settings(max_slice_bytes, keys, options.read_only, limiter, jobs_per_client)
+        in_flight = ByteBudget(memory_budget(options.memory))
+        settings = Settings(max_slice_bytes, keys, options.read_only, limiter, jobs_per_client, in_flight)
         server = uvicorn.Server(uvicorn.Config(create_app(service, settings), log_level="warning", access_log=False))
         print(f"serving       http://{_url_host(host)}:{sock.getsockname()[1]}/  (Ctrl-C stops)", flush=True)
         logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
@@ -105,6 +108,9 @@ def listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # answers go out as headers then body: without TCP_NODELAY (inherited by the accepted
+    # connections) Nagle's algorithm holds the body until the client's delayed ACK, 40 ms each
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host.strip("[]"), port))
     except OSError as exc:
