@@ -1,11 +1,11 @@
 """The ``usidgpu`` command line.
 
 Exit status: 0 success; 1 ``validate`` found problems; 2 bad input (missing file, not HDF5,
-truncated, not USID, no such dataset, bad option) with a one-line message naming the file and
-the problem — no traceback unless ``--debug``; 70 a bug in usidgpu: any error that is neither one
-of usidgpu's own (:mod:`usidgpu.core.errors`, raised for every input problem usidgpu detects) nor
-an operating-system error or the HDF5 library describing a damaged file is reported as such, in
-one line, and ``--debug`` shows its traceback.
+truncated, not USID, no such dataset, bad option, more than the memory holds) with a one-line
+message naming the file and the problem — no traceback unless ``--debug``; 70 a bug in usidgpu: any
+error that is neither one of usidgpu's own (:mod:`usidgpu.core.errors`, raised for every input
+problem usidgpu detects) nor an operating-system error or the HDF5 library describing a damaged
+file is reported as such, in one line, and ``--debug`` shows its traceback.
 Turning every ``ValueError`` or ``KeyError`` into "bad input" would hide the bugs.
 
 One module per command (``info``, ``validate``, ``samples``, ``decompose`` for ``svd | pca | nmf |
@@ -80,6 +80,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("usidgpu: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as exc:
+        # an allocation the machine cannot make (usidgpu's own budget checks raise BudgetError,
+        # above): the input is too large for this machine, not a bug
+        if args.debug:
+            raise
+        where = getattr(args, "file", None) or getattr(args, "out", None)
+        text = f"not enough memory: {_first_line(exc)}; use a machine with more memory or a smaller input"
+        print_error(f"{where}: {text}" if where else text)
+        return EXIT_BAD_INPUT
     except Exception as exc:
         if args.debug:
             raise

@@ -85,6 +85,9 @@ class BlockSource:
             if arr.ndim != 2:
                 raise InvalidInput(f"expected a 2-D array (positions × spectroscopic points), got shape {arr.shape}")
             self._array = arr
+        if self._main is not None:
+            # the rules validate applies to the index tables, and their size, before any work
+            self._main.check_tables()
         self.shape: tuple[int, int] = tuple(int(s) for s in (self._main.shape if self._main else self._array.shape))
         self.dtype = np.dtype(self._main.dtype if self._main else self._array.dtype)
         self.work = work_dtype(self.dtype)
@@ -103,6 +106,10 @@ class BlockSource:
         self.block_budget = available // 4
         self.resident_ok = self.nbytes_work <= available // 2
         self._cache: list[tuple[int, int, Any]] | None = None
+        # host data are checked for NaN and infinities as they arrive, until one whole pass has
+        # been (on a GPU the algorithms check their products: a check per block would stop the
+        # host for the device each time, and CuPy warns of nothing)
+        self._finite_seen = self.device.is_gpu
         self.offset = self._provisional_mean() if shift else self.xp.zeros(self.shape[1], dtype=self.work)
         self._shifted = bool(shift)
 
@@ -152,7 +159,7 @@ class BlockSource:
             converts = self._array.dtype != self.work or self.device.is_gpu != is_cupy_array(self._array)
             for a in range(0, self.shape[0], step):
                 b = min(a + step, self.shape[0])
-                block = self._shifted_block(self._to_work(self._array[a:b]), private=converts)
+                block = self._shifted_block(self._checked(self._to_work(self._array[a:b]), a), private=converts)
                 if keep:
                     cache_list.append((a, b, block))
                 yield a, b, block
@@ -167,13 +174,14 @@ class BlockSource:
                 device=self.device,
                 progress=(desc or False) if self.progress else False,
             ):
-                block = self._to_work(blk.data)
+                block = self._checked(self._to_work(blk.data), blk.start)
                 if keep and block.dtype == blk.data.dtype:
                     block = block.copy()  # no conversion happened: the reader will reuse this buffer
                 block = self._shifted_block(block, private=True)  # the reader's buffer or a copy
                 if keep:
                     cache_list.append((blk.start, blk.stop, block))
                 yield blk.start, blk.stop, block
+        self._finite_seen = True  # a whole pass arrived: its values are known to be finite
         if keep:
             self._cache = cache_list
 
@@ -208,7 +216,7 @@ class BlockSource:
                     pending.result()
                     if i + 1 < len(ranges):
                         pending = pool.submit(read, i + 1)
-                    self._shifted_block(resident[a:b], private=True)
+                    self._shifted_block(self._checked(resident[a:b], a), private=True)
                     cache.append((a, b, resident[a:b]))
                     yield a, b, resident[a:b]
                     if bar is not None:
@@ -217,6 +225,7 @@ class BlockSource:
                 pending.cancel()
                 if bar is not None:
                     bar.close()
+        self._finite_seen = True
         self._cache = cache
 
     def column_slabs(self, desc: str | None = None) -> Iterator[tuple[int, int, Any]]:
@@ -250,9 +259,28 @@ class BlockSource:
         """Mean of the first rows (up to 1024), in the work dtype on the device."""
         rows = min(self.shape[0], self._rows_per_block(), 1024)
         head = self._array[:rows] if self._array is not None else self._main.h5[0:rows]
-        head = self._to_work(head)
+        head = self._checked(self._to_work(head), 0)
         mean = head.mean(axis=0, dtype=np.complex128 if self.is_complex else np.float64)
         return self.xp.nan_to_num(mean).astype(self.work)
+
+    def _checked(self, block: Any, start: int) -> Any:
+        """``block`` (rows from ``start``), refused when a value is NaN or infinite.
+
+        Checked where the data arrive, before any arithmetic: NaN and infinities would otherwise
+        raise NumPy's RuntimeWarnings (overflow, invalid value) in every product before an
+        algorithm's own check refuses the result.
+        """
+        if self._finite_seen or self.xp is not np:
+            return block
+        bad = ~np.isfinite(block)
+        if bad.any():
+            row = start + int(np.unravel_index(int(np.argmax(bad)), bad.shape)[0])
+            name = self._main.name if self._main is not None else "the data"
+            raise InvalidInput(
+                f"{name} contains NaN or infinite values (first at position {row}); the analyses need "
+                "finite data (clean or mask them first)"
+            )
+        return block
 
     def _shifted_block(self, block: Any, private: bool) -> Any:
         if not self._shifted:

@@ -112,6 +112,21 @@ def _pair(value: int | tuple[int, int] | None, name: str) -> tuple[int, int] | N
     return (pair[0], pair[1])
 
 
+def _require_finite(frames: np.ndarray, info: dict[str, Any]) -> None:
+    """Refuse NaN or infinite pixels before any work, as the other analyses do: the Gram matrix of
+    such an image is NaN, and the eigensolver only fails after the whole accumulation."""
+    bad = ~np.isfinite(frames)
+    if bad.any():
+        source = info.get("source")
+        name = source.name if source is not None else "the image"
+        frame, row, col = (int(i) for i in np.unravel_index(int(np.argmax(bad)), frames.shape))
+        where = f"frame {frame}, pixel ({row}, {col})" if frames.shape[0] > 1 else f"pixel ({row}, {col})"
+        raise InvalidInput(
+            f"{name} contains NaN or infinite values (first at {where}); denoising needs finite data "
+            "(clean or mask them first)"
+        )
+
+
 def _tiles(n: int, size: int, align: int = 1) -> list[tuple[int, int]]:
     """Split ``range(n)`` into ranges of at most ``size`` (starts multiples of ``align``)."""
     size = max(align, size - size % align) if size >= align else align
@@ -158,6 +173,7 @@ def windowed_svd(
     dev = select_device(device)
     xp = dev.xp
     frames, info = frames_of(image)
+    _require_finite(frames, info)
     single = info.pop("single")
     n_frames, h, w = frames.shape
     step_ = _pair(step, "step") or (1, 1)
@@ -245,6 +261,7 @@ def windowed_svd(
         num_components=k,
         k_rule=k_rule,
         window_rule=window_rule,
+        # from the free memory: recorded, but conditions, not identity (denoise/write.py)
         tiles=bool(tiled),
         tile_edge=int(edge),
     )

@@ -10,18 +10,42 @@ into ``h5py.h5f``/``h5py.h5z``/object ids.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from ..core.errors import FileProblem, InvalidInput
+from ..core.errors import FileProblem, InvalidInput, MissingDependency, UsidgpuError
 
 H5_SUFFIXES = (".h5", ".hdf5", ".hf5")
 _MODES = {"r": "r", "r+": "r+", "a": "a", "w": "w", "w-": "w-", "x": "x"}
 #: HDF5 filter ids of the compression names h5py knows without plugins
 _FILTERS = {"gzip": h5py.h5z.FILTER_DEFLATE, "lzf": h5py.h5z.FILTER_LZF, "szip": h5py.h5z.FILTER_SZIP}
+#: HDF5 filter ids (registered with The HDF Group) of the plugins the hdf5plugin package ships
+PLUGIN_FILTERS = {
+    307: "bzip2",
+    32001: "Blosc",
+    32004: "LZ4",
+    32008: "Bitshuffle",
+    32013: "ZFP",
+    32015: "Zstandard",
+    32017: "SZ",
+    32018: "FCIDECOMP",
+    32024: "SZ3",
+    32026: "Blosc2",
+    32028: "Sperr",
+}
+#: the extra of usidgpu that installs hdf5plugin
+COMPRESSION_EXTRA = "usidgpu[compression]"
+#: files up to this size are searched whole for damaged global heaps; of larger ones the first and
+#: last parts (see :func:`damaged_heap`)
+HEAP_SCAN_BYTES = 64 * 1024**2
+#: an attribute declaring more bytes than this is taken for damage (USID attributes are labels,
+#: units, references and small parameters; HDF5 itself keeps attributes under 64 KiB unless dense)
+MAX_ATTRIBUTE_BYTES = 64 * 1024**2
 
 
 def is_h5_path(path: str | os.PathLike) -> bool:
@@ -56,6 +80,8 @@ def open_h5(path: str | os.PathLike, mode: str = "r") -> h5py.File:
             raise FileProblem(f"{p}: no such file")
         if p.is_dir():
             raise FileProblem(f"{p}: is a directory, not an HDF5 file")
+        if not p.is_file():  # a FIFO or device: opening it to read can wait forever for a writer
+            raise FileProblem(f"{p}: not a regular file")
         if not os.access(p, os.R_OK):
             raise FileProblem(f"{p}: permission denied")
         try:
@@ -65,6 +91,14 @@ def open_h5(path: str | os.PathLike, mode: str = "r") -> h5py.File:
         if not hdf5:
             kind = "empty file" if p.stat().st_size == 0 else "not an HDF5 file"
             raise FileProblem(f"{p}: {kind}")
+    if mode == "r":
+        # a damaged heap makes HDF5 loop forever on the first variable-length string it reads
+        offset = damaged_heap(p)
+        if offset is not None:
+            raise FileProblem(
+                f"{p}: damaged HDF5 file: the global heap at byte {offset} (where variable-length "
+                "strings are kept) is corrupt"
+            )
     try:
         return h5py.File(str(p), _MODES[mode])
     except OSError as exc:
@@ -103,6 +137,58 @@ def filter_available(name: str) -> bool:
     return filter_id is not None and bool(h5py.h5z.filter_avail(filter_id))
 
 
+def missing_filters(dset: h5py.Dataset) -> list[tuple[int, str]]:
+    """The filters of a dataset's pipeline that this HDF5 library cannot apply: ``(id, name)`` each.
+
+    When a filter is missing and the hdf5plugin package is installed, it is imported first (it
+    registers its filters with HDF5 on import), so only filters nothing here provides are listed.
+    """
+    plist = dset.id.get_create_plist()
+    pipeline = [plist.get_filter(i)[::3] for i in range(plist.get_nfilters())]  # (id, name) each
+    missing = [(int(code), name) for code, name in pipeline if not h5py.h5z.filter_avail(code)]
+    if missing and _load_hdf5plugin():
+        missing = [(code, name) for code, name in missing if not h5py.h5z.filter_avail(code)]
+    return [(code, PLUGIN_FILTERS.get(code) or _text(name) or "unknown") for code, name in missing]
+
+
+def require_filters(dset: h5py.Dataset) -> None:
+    """Raise when a dataset's data pass through a filter this HDF5 library lacks.
+
+    Without this check HDF5 reports a missing plugin as "can't open directory
+    (/usr/local/hdf5/lib/plugin)", which names neither the filter nor what to install.
+
+    Raises
+    ------
+    MissingDependency
+        A filter that hdf5plugin provides, which is not installed (the message names the extra).
+    FileProblem
+        A filter no package usidgpu knows provides (or a damaged filter pipeline).
+    """
+    missing = missing_filters(dset)
+    if not missing:
+        return
+    code, name = missing[0]
+    where = f"{dset.file.filename}: dataset {dset.name} is compressed with {name} (HDF5 filter {code})"
+    if code in PLUGIN_FILTERS:
+        raise MissingDependency(
+            f"{where}, which needs the hdf5plugin package: pip install {COMPRESSION_EXTRA} (or hdf5plugin)"
+        )
+    raise FileProblem(f"{where}, which this HDF5 library does not provide (no plugin for it is installed)")
+
+
+def _load_hdf5plugin() -> bool:
+    """Import hdf5plugin (which registers its filters with HDF5); False when it is not installed."""
+    try:
+        import hdf5plugin  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _text(name: bytes | str) -> str:
+    return name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)
+
+
 def filter_count(dset: h5py.Dataset) -> int:
     """Number of filters in an HDF5 dataset's pipeline (compression, shuffle, checksums, plugins)."""
     return int(dset.id.get_create_plist().get_nfilters())
@@ -116,6 +202,60 @@ def attr_type(obj: h5py.HLObject, name: str) -> tuple[np.dtype, tuple[int, ...] 
     """
     aid = obj.attrs.get_id(name)
     return aid.dtype, aid.shape
+
+
+def attr_nbytes(obj: h5py.HLObject, name: str) -> int:
+    """Bytes attribute ``name`` declares (elements × element size), read from its header only.
+
+    A damaged header can declare a dataspace of billions of elements; reading such an attribute
+    allocates all of them (or never returns), so its size is asked before its value.
+    """
+    aid = obj.attrs.get_id(name)
+    shape = aid.shape or ()
+    return int(np.prod(shape, dtype=object)) * int(aid.dtype.itemsize)
+
+
+def damaged_heap(path: str | os.PathLike) -> int | None:
+    """Byte offset of a global heap collection that HDF5 would read forever, or None.
+
+    HDF5 keeps variable-length strings (h5py's ``str`` attributes) in global heap collections
+    (signature ``GCOL``). It walks a collection object by object, each advancing by its declared
+    size; a damaged free-space entry declaring size 0 never advances, and HDF5 2.0 loops forever
+    on the first string it reads from that collection. This walks every collection the same way
+    and reports the first that would not advance. Files larger than :data:`HEAP_SCAN_BYTES` are
+    searched in their first and last parts, where HDF5 writers put their metadata.
+    """
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        parts = (
+            [(0, size)] if size <= HEAP_SCAN_BYTES else [(0, HEAP_SCAN_BYTES // 2), (size - HEAP_SCAN_BYTES // 2, size)]
+        )
+        for start, stop in parts:
+            fh.seek(start)
+            data = fh.read(stop - start)
+            at = data.find(b"GCOL")
+            while at >= 0:
+                if _heap_loops(data, at):
+                    return start + at
+                at = data.find(b"GCOL", at + 4)
+    return None
+
+
+def _heap_loops(data: bytes, at: int) -> bool:
+    """Whether the collection at ``data[at:]`` holds an entry HDF5's walk cannot pass (8-byte lengths)."""
+    header = data[at : at + 16]
+    if len(header) < 16 or header[4] != 1:
+        return False  # not a version-1 collection header: text that happens to read GCOL
+    end = min(at + int.from_bytes(header[8:16], "little"), len(data))
+    p = at + 16
+    while p + 16 <= end:
+        index = int.from_bytes(data[p : p + 2], "little")
+        length = int.from_bytes(data[p + 8 : p + 16], "little")
+        step = 16 + (length + 7) // 8 * 8 if index > 0 else length
+        if step == 0:
+            return True
+        p += step
+    return False
 
 
 def object_key(obj: h5py.HLObject) -> Any:
@@ -139,3 +279,23 @@ def raised_by_hdf5(exc: BaseException) -> bool:
         tb = tb.tb_next
     parts = Path(tb.tb_frame.f_code.co_filename).parts
     return "h5py" in parts
+
+
+@contextmanager
+def damage_reported(path: str | os.PathLike) -> Iterator[None]:
+    """Turn HDF5's reports of a damaged file, raised inside the block, into a :class:`FileProblem`.
+
+    h5py reports a damaged B-tree, heap or header as RuntimeError, KeyError, ValueError, OSError
+    or MemoryError (a header declaring an absurd size); only errors raised inside h5py (see
+    :func:`raised_by_hdf5`) are translated, so a bug elsewhere still shows as one.
+    """
+    try:
+        yield
+    except UsidgpuError:
+        raise
+    except Exception as exc:
+        if not raised_by_hdf5(exc):
+            raise
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise FileProblem(f"{path}: damaged HDF5 file: {first[:200]}") from exc

@@ -84,6 +84,29 @@ def filter_count(dset: DatasetNode) -> int:
     return len(getattr(dset, "filters", ()) or ())
 
 
+def require_filters(dset: DatasetNode) -> None:
+    """Raise, naming the filter and what to install, when a dataset's compression filter is missing.
+
+    HDF5 datasets only (a zarr store's codecs are checked by zarr when it opens them); see
+    :func:`usidgpu.storage.h5.require_filters`.
+    """
+    if isinstance(dset, h5py.Dataset):
+        h5.require_filters(dset)
+
+
+def attr_too_large(node: Any, name: str) -> int | None:
+    """The bytes attribute ``name`` declares when that is more than any sane attribute holds
+    (:data:`usidgpu.storage.h5.MAX_ATTRIBUTE_BYTES`: a damaged header), else None.
+
+    Asked of HDF5 attributes from their header alone; attributes of other stores are JSON, read
+    whole already, and never too large to look at.
+    """
+    if not isinstance(node, (h5py.Group, h5py.Dataset)):
+        return None
+    declared = h5.attr_nbytes(node, name)
+    return declared if declared > h5.MAX_ATTRIBUTE_BYTES else None
+
+
 def copy_dataset(src: DatasetNode, group: h5py.Group, name: str) -> h5py.Dataset:
     """Copy a (small) dataset of any store into the HDF5 ``group`` as ``name``.
 
@@ -102,6 +125,7 @@ def copy_dataset(src: DatasetNode, group: h5py.Group, name: str) -> h5py.Dataset
 
 
 __all__ = [
+    "attr_too_large",
     "copy_dataset",
     "filter_count",
     "holds_references",
@@ -111,4 +135,5 @@ __all__ = [
     "is_reference",
     "read_only_reason",
     "register_node_types",
+    "require_filters",
 ]

@@ -258,6 +258,13 @@ class ZarrDataset(_ZarrNode):
             self._shape = None if self._meta["shape"] is None else tuple(self._meta["shape"])
         else:
             self._shape = tuple(z.shape)
+        if self._shape and tuple(z.shape[: len(self._shape)]) != self._shape:
+            # the recorded HDF5 shape and the array's own disagree (a damaged or edited zarr.json):
+            # reads take the array's shape, which may be anything
+            raise FileProblem(
+                f"{root.filename}: damaged zarr store: {name} is recorded with shape {self._shape} but its "
+                f"array has shape {tuple(z.shape)}"
+            )
         self._filters = tuple(getattr(z, "filters", ()) or ())
 
     @property
@@ -514,8 +521,18 @@ def open_zarr(path: str | os.PathLike, mode: str = "r") -> ZarrFile:
     try:
         group = zarr.open_group(store=str(p), mode="r")
     except Exception as exc:  # zarr raises many types for a damaged store
-        raise FileProblem(f"{p}: cannot be read as a zarr group ({type(exc).__name__}: {exc})") from None
-    return ZarrFile(group, p)
+        raise FileProblem(f"{p}: cannot be read as a zarr group ({_short(exc)})") from None
+    try:
+        return ZarrFile(group, p)  # reads the metadata of every group and array of the store
+    except Exception as exc:  # a damaged zarr.json below the root: JSON, key, type or value errors
+        raise FileProblem(f"{p}: damaged zarr store: a group or array cannot be read ({_short(exc)})") from None
+
+
+def _short(exc: BaseException) -> str:
+    """``Type: first line`` of an error, cut to a length fit for a one-line message."""
+    text = str(exc).strip()
+    line = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    return line if len(line) <= 200 else line[:199] + "…"
 
 
 register_node_types(group=ZarrGroup, dataset=ZarrDataset, reference=ZarrReference)

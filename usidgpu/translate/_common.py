@@ -10,7 +10,9 @@ reader's (memory-mapped, lazy or h5py) array, so no second full copy is ever hel
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +28,40 @@ BLOCK_BYTES = 64 * 1024**2
 #: Longer metadata values are stored as datasets in the Metadata group (attributes are limited).
 MAX_ATTR_BYTES = 16 * 1024
 
+#: Longest reader message quoted in an error (readers quote raw file bytes in theirs).
+MAX_REASON_CHARS = 160
+
 Block = tuple[slice, slice, np.ndarray]  # rows (positions), columns (spectroscopic), 2-D data
+
+
+def reason(exc: BaseException) -> str:
+    """A reader's error as a short, printable clause for a one-line message.
+
+    Reader libraries put whatever they were parsing into their messages — a damaged file's raw
+    bytes, kilobytes of them — so only the first line is kept, non-printable characters are
+    escaped, and it is cut at :data:`MAX_REASON_CHARS`.
+    """
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+    return line if len(line) <= MAX_REASON_CHARS else line[: MAX_REASON_CHARS - 1] + "…"
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """Silence the ``logging`` logger ``name`` (and its children) while a reader runs.
+
+    Some readers log an error before raising it (igor2 logs the whole data buffer of a cut
+    wave); with no logging configured Python prints that to stderr, ahead of usidgpu's own
+    one-line error, which already says what went wrong.
+    """
+    logger = logging.getLogger(name)  # its children without a level of their own inherit this one
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclass

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..core.errors import FileProblem
 from ..usid.dimension import Dimension
-from ._common import Channel, axis_values, clean_label, row_blocks
+from ._common import Channel, axis_values, clean_label, quiet_logger, reason, row_blocks
 
 
 def _labels_from_file(path: Path, bin_header: dict[str, Any], version: int) -> list[list[str]]:
@@ -80,13 +80,13 @@ def read_ibw(path: Path, **_: Any) -> tuple[list[Channel], dict, dict]:
     from igor2 import binarywave
 
     try:
-        ibw = binarywave.load(str(path))
+        with quiet_logger("igor2"):  # igor2 logs a cut wave's whole data buffer before raising
+            ibw = binarywave.load(str(path))
         wave = ibw["wave"]
         header, data = wave["wave_header"], wave["wData"]
         labels = _labels_from_file(path, wave["bin_header"], ibw["version"])
-    except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FileProblem(f"{path}: not a readable Igor binary wave ({text})") from None
+    except Exception as exc:  # igor2 raises ValueError, struct.error, TypeError... on damaged waves
+        raise FileProblem(f"{path}: not a readable Igor binary wave ({reason(exc)})") from None
     if not isinstance(data, np.ndarray) or data.dtype.kind not in "biufc" or data.size == 0:
         raise FileProblem(f"{path}: the wave holds no numeric data (text waves are not supported)")
     name = clean_label(header.get("bname", b"")) or path.stem

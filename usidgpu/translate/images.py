@@ -21,7 +21,7 @@ import numpy as np
 
 from ..core.errors import FileProblem
 from ..usid.dimension import Dimension
-from ._common import BLOCK_BYTES, Channel, row_blocks
+from ._common import BLOCK_BYTES, Channel, reason, row_blocks
 
 
 def _layout(shape: tuple[int, ...], layout: str) -> tuple[list, list, list[int], list[int]]:
@@ -58,7 +58,7 @@ def read_npy(path: Path, layout: str = "stack", **_: Any) -> tuple[list[Channel]
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise FileProblem(f"{path}: not a readable .npy file ({exc})") from None
+        raise FileProblem(f"{path}: not a readable .npy file ({reason(exc)})") from None
     if arr.ndim == 0 or arr.size == 0:
         raise FileProblem(f"{path}: the array is empty or a scalar (shape {arr.shape})")
     if arr.dtype.hasobject:
@@ -104,9 +104,7 @@ def read_tiff(path: Path, **_: Any) -> tuple[list[Channel], dict, dict]:
         shape, dtype = tuple(series.shape), np.dtype(series.dtype)
         meta = _tiff_meta(tif)
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error...
-        raise FileProblem(
-            f"{path}: not a readable TIFF file ({str(exc).splitlines()[0] if str(exc) else exc})"
-        ) from None
+        raise FileProblem(f"{path}: not a readable TIFF file ({reason(exc)})") from None
     tif.close()
     # colour samples: keep as the last axis → spectroscopic "Channel"
     squeezed = tuple(s for s in shape if s != 1) or (1,)

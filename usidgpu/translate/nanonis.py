@@ -25,7 +25,7 @@ import numpy as np
 
 from ..core.errors import FileProblem
 from ..usid.dimension import Dimension
-from ._common import Channel, row_blocks
+from ._common import Channel, reason, row_blocks
 
 GRID_OPTIONAL = {"Delay before measuring (s)": 0.0, "Start time": "", "End time": "", "Comment": ""}
 
@@ -37,8 +37,7 @@ def _split_name(text: str) -> tuple[str, str]:
 
 
 def _fail(path: Path, what: str, exc: Exception) -> FileProblem:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return FileProblem(f"{path}: not a readable {what} ({text})")
+    return FileProblem(f"{path}: not a readable {what} ({reason(exc)})")
 
 
 def sxm_image(signal: np.ndarray, scan_dir: str, direction: str) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..core.errors import FileProblem
 from ..usid.dimension import Dimension
-from ._common import Channel, axis_values, clean_label, row_blocks
+from ._common import Channel, axis_values, clean_label, reason, row_blocks
 
 ENERGY_UNITS = {"ev", "kev", "mev"}
 
@@ -95,8 +95,7 @@ def _read(module: Any, path: Path, fmt: str, **kwargs: Any) -> tuple[list[Channe
     try:
         signals = module.file_reader(str(path), lazy=True, **kwargs)
     except Exception as exc:  # rsciio raises many types on damaged files
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FileProblem(f"{path}: not a readable {fmt} file ({text})") from None
+        raise FileProblem(f"{path}: not a readable {fmt} file ({reason(exc)})") from None
     channels = []
     for i, sig in enumerate(signals):
         if np.dtype(sig["data"].dtype).fields is not None and sig["data"].dtype.names == ("R", "G", "B"):

@@ -26,6 +26,12 @@ from .dimension import Dimension
 INDICES_DTYPE = np.uint32
 VALUES_DTYPE = np.float32
 
+#: bytes held per entry and per dimension while an index/value table pair is read and its layout
+#: inferred: both tables as read (up to 8 bytes each), int64 ranks; plus per entry the sort,
+#: inverse, linear-index and ramp temporaries of one column (see :func:`table_cost`)
+BYTES_PER_CELL = 24
+BYTES_PER_ENTRY = 40
+
 GRID = "grid"
 SPARSE = "sparse"
 IRREGULAR = "irregular"
@@ -69,6 +75,15 @@ class Layout:
     def file_axes(self) -> tuple[int, ...]:
         """Axis permutation taking a slowest-first n-d array to file column order."""
         return tuple(self.order.index(c) for c in range(self.n_dims))
+
+
+def table_cost(n_entries: int, n_dims: int) -> int:
+    """Bytes of memory reading an (entries × dims) index/value pair and inferring its layout takes.
+
+    Known from the declared shape alone, so a table too large for the memory budget is refused
+    before a byte of it is read.
+    """
+    return int(n_entries) * (BYTES_PER_CELL * int(n_dims) + BYTES_PER_ENTRY)
 
 
 def infer_layout(indices: np.ndarray) -> Layout:

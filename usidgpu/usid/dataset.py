@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..core.arrays import asnumpy
 from ..core.device import Device
-from ..core.errors import BudgetError, InvalidInput, NotAGridError, NotMainError, UnknownName
-from ..core.memory import format_bytes, free_memory
+from ..core.errors import BudgetError, FileProblem, InvalidInput, NotAGridError, NotMainError, UnknownName
+from ..core.memory import MEMORY_ENV, format_bytes, free_memory, memory_budget
 from ..core.stream import Block, BlockPlan, BufferPool, iter_blocks, plan_for
 from ..storage import DatasetNode, is_dataset, is_open, open_file
-from .ancillary import Layout, dims_from_tables, infer_layout
+from ..storage.h5 import damage_reported
+from ..storage.nodes import require_filters
+from .ancillary import Layout, dims_from_tables, infer_layout, table_cost
 from .attrs import decode_str, decode_str_list, read_attrs
 from .dimension import Dimension
 from .reduce import reduce_main
-from .rules import ANCILLARY_REFS, ERROR, main_problems
+from .rules import ANCILLARY_REFS, ERROR, Problem, index_problems, main_problems
 from .selection import read_rows_cols, selection_plan
 
 
@@ -38,6 +41,11 @@ class MainDataset:
     ------
     NotMainError
         When ``dataset`` breaks a rule of the USID Main model; the message names it.
+    FileProblem
+        The file is damaged (HDF5 cannot read the dataset's structure), or its data need a
+        compression filter no installed package provides.
+    MissingDependency
+        Its data need hdf5plugin's compression filters, and hdf5plugin is not installed.
 
     Notes
     -----
@@ -45,11 +53,25 @@ class MainDataset:
     the file (pyUSID's ``pos_dim_labels`` order), and ``to_ndim()`` puts its axes in that order,
     exactly like pyUSID's ``get_n_dim_form``. Whether the file lists the slowest or the fastest
     dimension first is read from the index values.
+
+    The ancillary tables are read on first use of the dimensions (or :meth:`check_tables`), within
+    the memory budget and checked against :func:`usidgpu.validate`'s index rules: a dataset whose
+    tables are huge or whose indices are not non-negative integers opens, but has no dimensions
+    (:class:`~usidgpu.core.errors.BudgetError`, :class:`~usidgpu.core.errors.NotMainError`).
     """
 
     def __init__(self, dataset: DatasetNode):
         if not is_dataset(dataset):
             raise NotMainError(f"{getattr(dataset, 'name', dataset)} is not an HDF5 dataset")
+        with damage_reported(dataset.file.filename):
+            self._open(dataset)
+
+    def _open(self, dataset: DatasetNode) -> None:
+        if not isinstance(dataset.name, str):  # h5py hands out a name it cannot decode as bytes
+            raise FileProblem(
+                f"{dataset.file.filename}: damaged HDF5 file: the path of a dataset is not valid UTF-8 "
+                f"({bytes(dataset.name)[:60]!r})"
+            )
         errors = [p for p in main_problems(dataset) if p.severity == ERROR]
         if errors:
             more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
@@ -67,24 +89,85 @@ class MainDataset:
                     f"{dataset.file.filename}: {dataset.name} is not a USID Main dataset: its ancillary "
                     f"{anc.name} holds {anc.dtype} instead of numbers"
                 )
-        pos_i, pos_v = self.h5_pos_inds[()], self.h5_pos_vals[()]
-        spec_i, spec_v = self.h5_spec_inds[()].T, self.h5_spec_vals[()].T
-        self._pos_table = pos_i
-        self._spec_table = spec_i
-        self.pos_dims, self.pos_layout = dims_from_tables(
-            pos_i,
-            pos_v,
-            decode_str_list(self.h5_pos_inds.attrs["labels"]),
-            decode_str_list(self.h5_pos_inds.attrs["units"]),
-            infer_layout(pos_i),
+        for node in (dataset, *self._anc.values()):
+            require_filters(node)  # names a missing compression plugin before any read fails
+        self._tables_read: _Tables | None = None  # read on first use: see _tables()
+
+    def _tables(self) -> _Tables:
+        """The index tables, dimensions and layouts, read on first use.
+
+        Reading waits until something needs them, so a dataset whose tables are too large for
+        the memory budget can still be opened and described by its shape; they are checked
+        against the budget and against validate's index rules before they are used.
+        """
+        if self._tables_read is None:
+            with damage_reported(self.filename):
+                pos = self._read_side(self.h5_pos_inds, self.h5_pos_vals, spectroscopic=False)
+                spec = self._read_side(self.h5_spec_inds, self.h5_spec_vals, spectroscopic=True)
+            self._tables_read = _Tables(*pos, *spec)
+        return self._tables_read
+
+    def _read_side(
+        self, inds: DatasetNode, vals: DatasetNode, spectroscopic: bool
+    ) -> tuple[list[Dimension], Layout, np.ndarray]:
+        """Dimensions, layout and (entries × dims) index table of one side, within the budget."""
+        n_entries, n_dims = (inds.shape[1], inds.shape[0]) if spectroscopic else inds.shape[:2]
+        cost = table_cost(n_entries, n_dims)
+        budget = memory_budget()
+        if cost > budget:
+            raise BudgetError(
+                f"{self.filename}: {self.name}: its {inds.name.rsplit('/', 1)[-1]} table declares "
+                f"{n_entries} entries × {n_dims} dimensions, which need about {format_bytes(cost)} to "
+                f"read, more than the memory budget ({format_bytes(budget)}); set {MEMORY_ENV} "
+                "higher if this machine has the memory"
+            )
+        self._refuse(index_problems(inds, None))  # the dtype, before reading anything
+        table, values = inds[()], vals[()]
+        table, values = (table.T, values.T) if spectroscopic else (table, values)
+        self._refuse(index_problems(inds, table))
+        dims, layout = dims_from_tables(
+            table,
+            values,
+            decode_str_list(inds.attrs["labels"]),
+            decode_str_list(inds.attrs["units"]),
+            infer_layout(table),
         )
-        self.spec_dims, self.spec_layout = dims_from_tables(
-            spec_i,
-            spec_v,
-            decode_str_list(self.h5_spec_inds.attrs["labels"]),
-            decode_str_list(self.h5_spec_inds.attrs["units"]),
-            infer_layout(spec_i),
-        )
+        return dims, layout, table
+
+    def _refuse(self, problems: list[Problem]) -> None:
+        """Refuse index tables that break a rule :func:`usidgpu.validate` calls an error, in its words."""
+        if problems:
+            raise NotMainError(f"{self.filename}: {self.name} is not a usable USID Main dataset: {problems[0]}")
+
+    def check_tables(self) -> None:
+        """Read the ancillary tables now and check them (analyses call this before any work).
+
+        Raises
+        ------
+        BudgetError
+            The tables are larger than the memory budget.
+        NotMainError
+            The index tables break a rule of :func:`usidgpu.validate` (not integers, negative).
+        """
+        self._tables()
+
+    @property
+    def pos_dims(self) -> list[Dimension]:
+        """Position dimensions, in the order of the ancillary columns."""
+        return self._tables().pos_dims
+
+    @property
+    def pos_layout(self) -> Layout:
+        return self._tables().pos_layout
+
+    @property
+    def spec_dims(self) -> list[Dimension]:
+        """Spectroscopic dimensions, in the order of the ancillary rows."""
+        return self._tables().spec_dims
+
+    @property
+    def spec_layout(self) -> Layout:
+        return self._tables().spec_layout
 
     def _link_ancillaries(self, dataset: DatasetNode) -> None:
         f = dataset.file
@@ -213,14 +296,16 @@ class MainDataset:
     @property
     def position_indices(self) -> np.ndarray:
         """Position index table (positions × position dims), file column order."""
-        return self._pos_table
+        return self._tables().pos_table
 
     @property
     def spectroscopic_indices(self) -> np.ndarray:
         """Spectroscopic index table transposed to (points × spectroscopic dims)."""
-        return self._spec_table
+        return self._tables().spec_table
 
     def __repr__(self) -> str:
+        if self._tables_read is None:  # a repr reads nothing: the tables may be huge or broken
+            return f"<usidgpu.MainDataset {self.name!r} {self.shape} {self.dtype}; {self.quantity} ({self.units})>"
         dims = ", ".join(f"{d.name}: {d.size}" + (f" {d.units}" if d.units else "") for d in self.pos_dims)
         spec = ", ".join(f"{d.name}: {d.size}" + (f" {d.units}" if d.units else "") for d in self.spec_dims)
         return (
@@ -458,6 +543,18 @@ class MainDataset:
         if self._h5.dtype.fields is None:
             block = block.astype(self._h5.dtype, copy=False)
         self._h5.write_direct(np.ascontiguousarray(block), dest_sel=np.s_[start:stop])
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """What a Main dataset's ancillary tables say, read once."""
+
+    pos_dims: list[Dimension]
+    pos_layout: Layout
+    pos_table: np.ndarray
+    spec_dims: list[Dimension]
+    spec_layout: Layout
+    spec_table: np.ndarray
 
 
 def nd_axes(pos: Layout, spec: Layout) -> tuple[int, ...]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..core.errors import DatasetNotFoundError, NotMainError, NotUSIDError
 from ..storage import DatasetNode, FileNode, GroupNode, is_dataset, is_group, is_open, open_file
+from ..storage.h5 import damage_reported
 from ..storage.h5 import open_h5 as open_h5  # re-exported: its home before usidgpu.storage
 from .attrs import read_attrs
 from .dataset import MainDataset
@@ -21,6 +22,8 @@ RESULTS_NAME = re.compile(r"^(?P<source>[^-]+)-(?P<tool>[^-]+)_(?P<index>\d{3,})
 
 def results_groups_of(dataset: DatasetNode, tool: str | None = None) -> list[tuple[re.Match, GroupNode]]:
     """Groups beside ``dataset`` named ``<its name>-<Tool>_NNN`` (only ``tool``'s, if given)."""
+    if not isinstance(dataset.name, str):
+        return []  # a name HDF5 cannot decode (a damaged link) names no results groups
     parent = dataset.parent
     base = dataset.name.rsplit("/", 1)[1]
     found = []
@@ -124,19 +127,31 @@ class USIDFile:
         return read_attrs(self.h5)
 
     def main_datasets(self) -> list[MainDataset]:
-        """Every Main dataset in the file, in HDF5 traversal order (as pyUSID's ``get_all_main``)."""
+        """Every Main dataset in the file, in HDF5 traversal order (as pyUSID's ``get_all_main``).
+
+        Raises
+        ------
+        FileProblem
+            The file is damaged (HDF5 cannot read its structure).
+        """
+        return self._find_mains()[0]
+
+    def _find_mains(self) -> tuple[list[MainDataset], list[NotMainError]]:
+        """The Main datasets, and why each dataset meant to be one was refused."""
         found: list[MainDataset] = []
+        refused: list[NotMainError] = []
 
         def visit(_name: str, obj: Any) -> None:
             if is_dataset(obj) and is_candidate(obj):
                 if not [p for p in main_problems(obj) if p.severity == ERROR]:
                     try:
                         found.append(MainDataset(obj))
-                    except NotMainError:
-                        pass  # structurally Main but its tables are unusable; validate() says why
+                    except NotMainError as exc:  # structurally Main but unusable; validate() says why
+                        refused.append(exc)
 
-        self.h5.visititems(visit)
-        return found
+        with damage_reported(self.path):
+            self.h5.visititems(visit)
+        return found, refused
 
     def __getitem__(self, path: str) -> MainDataset:
         """The Main dataset at ``path`` (absolute, or relative to the root)."""
@@ -158,20 +173,27 @@ class USIDFile:
             No path given and the file holds no Main dataset.
         """
         if path is None:
-            mains = self.main_datasets()
-            if not mains:
-                raise NotUSIDError(f"{self.path}: not a USID file: no Main dataset found")
-            return mains[0]
-        if path not in self.h5:
-            raise DatasetNotFoundError(f"{self.path}: no dataset {path!r} in the file")
-        obj = self.h5[path]
-        if not is_dataset(obj):
-            raise NotMainError(f"{self.path}: {obj.name} is a group, not a dataset")
-        return MainDataset(obj)
+            mains, refused = self._find_mains()
+            if mains:
+                return mains[0]
+            if refused:  # a dataset meant to be Main: say what is wrong with it, not "no Main"
+                raise refused[0]
+            raise NotUSIDError(f"{self.path}: not a USID file: no Main dataset found")
+        with damage_reported(self.path):
+            if path not in self.h5:
+                raise DatasetNotFoundError(f"{self.path}: no dataset {path!r} in the file")
+            obj = self.h5[path]
+            if not is_dataset(obj):
+                raise NotMainError(f"{self.path}: {obj.name} is a group, not a dataset")
+            return MainDataset(obj)
 
     def results_groups(self, main: MainDataset | str | None = None) -> list[ResultsGroup]:
         """Results groups (``<Source>-<Tool>_NNN``) of ``main``, or of every Main dataset."""
         mains = [self.dataset(main) if isinstance(main, str) else main] if main is not None else self.main_datasets()
+        with damage_reported(self.path):
+            return self._results_groups(mains)
+
+    def _results_groups(self, mains: list[MainDataset]) -> list[ResultsGroup]:
         out: list[ResultsGroup] = []
         seen: set[str] = set()
         for m in mains:

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.memory import MEMORY_ENV, format_bytes, memory_budget
 from ..storage import DatasetNode, is_dataset, is_reference
-from .ancillary import GRID, SPARSE, infer_layout
+from ..storage.h5 import raised_by_hdf5
+from ..storage.nodes import attr_too_large
+from .ancillary import GRID, SPARSE, infer_layout, table_cost
 from .attrs import decode_str_list, is_str_value
 
 ANCILLARY_REFS = ("Position_Indices", "Position_Values", "Spectroscopic_Indices", "Spectroscopic_Values")
@@ -61,6 +64,9 @@ def dereference(dset: DatasetNode, name: str) -> tuple[DatasetNode | None, Probl
     path = dset.name
     if name not in dset.attrs:
         return None, Problem(path, "missing-reference", f"has no {name!r} attribute (an object reference)")
+    too_large = attribute_too_large(dset, name)
+    if too_large:
+        return None, too_large
     try:
         ref = dset.attrs[name]
     except (OSError, TypeError, ValueError) as exc:
@@ -87,11 +93,37 @@ def dereference(dset: DatasetNode, name: str) -> tuple[DatasetNode | None, Probl
     return target, None
 
 
+def attribute_too_large(node: DatasetNode, name: str) -> Problem | None:
+    """The problem of an attribute that declares more bytes than any USID attribute holds, or whose
+    header HDF5 cannot open (a damaged header), found before its value is read; None when its size
+    is plausible."""
+    try:
+        declared = attr_too_large(node, name)
+    except (KeyError, OSError, RuntimeError, ValueError) as exc:
+        if not raised_by_hdf5(exc):
+            raise
+        # HDF5 refuses the attribute's header itself (a dataspace larger than its data, ...)
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Problem(node.name, "attribute-unreadable", f"attribute {name!r} cannot be opened ({text[:160]})")
+    if declared is None:
+        return None
+    return Problem(
+        node.name,
+        "attribute-too-large",
+        f"attribute {name!r} declares {format_bytes(declared)} (a damaged attribute header); it is not read",
+    )
+
+
 def _labels_units(anc: DatasetNode, problems: list[Problem]) -> tuple[list[str] | None, list[str] | None]:
     out = []
     for attr in ("labels", "units"):
         if attr not in anc.attrs:
             problems.append(Problem(anc.name, "ancillary-missing-attribute", f"has no {attr!r} attribute"))
+            out.append(None)
+            continue
+        too_large = attribute_too_large(anc, attr)
+        if too_large:
+            problems.append(too_large)
             out.append(None)
             continue
         try:
@@ -196,8 +228,11 @@ def main_problems(dset: DatasetNode) -> list[Problem]:
         else:
             targets[name] = target
     for attr in ("quantity", "units"):
+        too_large = attr in dset.attrs and attribute_too_large(dset, attr)
         if attr not in dset.attrs:
             problems.append(Problem(path, "missing-attribute", f"has no {attr!r} attribute"))
+        elif too_large:
+            problems.append(too_large)
         elif not is_str_value(dset.attrs[attr]):
             problems.append(
                 Problem(path, "attribute-not-string", f"attribute {attr!r} must be a string, is {dset.attrs[attr]!r}")
@@ -211,19 +246,52 @@ def main_problems(dset: DatasetNode) -> list[Problem]:
     return problems
 
 
+def index_problems(inds: DatasetNode, table: np.ndarray | None) -> list[Problem]:
+    """The errors of an index table: indices that are not integers (NaN, fractions) or are negative.
+
+    These are the rules the analyses share with :func:`usidgpu.validate`: a Main dataset whose
+    indices break them has no meaningful dimensions, so nothing is computed from it.
+
+    Parameters
+    ----------
+    inds : dataset
+        The ``*_Indices`` dataset (its dtype is checked without reading it).
+    table : ndarray or None
+        Its values, when read (then also checked for negative entries).
+    """
+    if inds.dtype.kind not in "iu":
+        return [Problem(inds.name, "index-dtype", f"indices must be integers, are {inds.dtype}")]
+    if table is not None and table.size and table.min() < 0:
+        return [Problem(inds.name, "negative-index", "indices must not be negative")]
+    return []
+
+
 def _table_problems(main_path: str, inds: DatasetNode, vals: DatasetNode, spectroscopic: bool) -> list[Problem]:
     side = "spectroscopic" if spectroscopic else "position"
-    problems: list[Problem] = []
-    if inds.dtype.kind not in "iu":
-        problems.append(Problem(inds.name, "index-dtype", f"indices must be integers, are {inds.dtype}"))
+    problems = index_problems(inds, None)
+    if problems:
         return problems
     if vals.dtype.kind not in "iufb":
         problems.append(Problem(vals.name, "values-dtype", f"values must be real numbers, are {vals.dtype}"))
+    n_entries, n_dims = (inds.shape[1], inds.shape[0]) if spectroscopic else inds.shape
+    cost, budget = table_cost(n_entries, n_dims), memory_budget()
+    if cost > budget:
+        # checking means reading: a table larger than the budget is reported, not loaded
+        problems.append(
+            Problem(
+                inds.name,
+                "too-large-to-check",
+                f"{n_entries} entries × {n_dims} dimensions need about {format_bytes(cost)} to check, more "
+                f"than the memory budget ({format_bytes(budget)}; set {MEMORY_ENV} to raise it); not checked",
+                WARNING,
+            )
+        )
+        return problems
     table = inds[()]
     table = table.T if spectroscopic else table
-    if table.size and table.min() < 0:
-        problems.append(Problem(inds.name, "negative-index", "indices must not be negative"))
-        return problems
+    negative = index_problems(inds, table)
+    if negative:
+        return problems + negative
     layout = infer_layout(table)
     if layout.kind not in (GRID, SPARSE):
         problems.append(

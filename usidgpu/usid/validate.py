@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from ..storage import DatasetNode, FileNode, is_reference
+from ..storage.h5 import damage_reported
 from .file import USIDFile, results_groups_of
 from .rules import ERROR, WARNING, Problem, content_problems, is_candidate, main_problems
 
@@ -61,11 +62,12 @@ def validate(path: str | os.PathLike | USIDFile) -> list[Problem]:
     Raises
     ------
     FileProblem
-        The file is missing, not HDF5 or truncated.
+        The file is missing, not HDF5, truncated, or so damaged that HDF5 cannot read its structure.
     """
     if isinstance(path, USIDFile):
-        return _validate_open(path.h5)
-    with USIDFile(path) as f:
+        with damage_reported(path.path):
+            return _validate_open(path.h5)
+    with USIDFile(path) as f, damage_reported(f.path):
         return _validate_open(f.h5)
 
 
@@ -87,12 +89,23 @@ def _validate_open(h5: FileNode) -> list[Problem]:
         ]
     problems: list[Problem] = []
     for dset in candidates:
-        problems.extend(dataset_problems(dset))
+        problems.extend(_dataset_problems(dset))
     return problems
 
 
 def dataset_problems(dset: DatasetNode) -> list[Problem]:
-    """Every problem of one dataset checked as a Main dataset (structure, contents, results)."""
+    """Every problem of one dataset checked as a Main dataset (structure, contents, results).
+
+    Raises
+    ------
+    FileProblem
+        HDF5 cannot read the dataset's structure (a damaged file).
+    """
+    with damage_reported(dset.file.filename):
+        return _dataset_problems(dset)
+
+
+def _dataset_problems(dset: DatasetNode) -> list[Problem]:
     problems = main_problems(dset)
     if not [p for p in problems if p.severity == ERROR]:
         problems.extend(content_problems(dset))
