@@ -1,9 +1,13 @@
-"""``usidgpu convert IN OUT``: copy a USID file between HDF5 and zarr (direction from the suffixes)."""
+"""``usidgpu convert IN OUT``: copy a USID file between HDF5 and zarr (direction from the suffixes).
+
+OUT appears only when complete and is never overwritten; a failure (a full disk included: one
+line, exit 2) leaves nothing behind, and what a killed conversion left is removed by the rerun
+(:mod:`usidgpu.storage.convert`, :mod:`usidgpu.storage.staging`).
+"""
 
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,8 @@ def add_parser(sub: Any, common: Any) -> None:
         description=(
             "Copy every group, dataset and attribute of an HDF5 file into a new zarr store, or back. "
             "Object references become 'h5ref:/path' strings in zarr and references again in HDF5; "
-            "region references are dropped. OUT must not exist."
+            "region references are dropped. OUT must not exist; it appears only when complete, and "
+            "a failed or killed conversion leaves nothing behind once rerun."
         ),
     )
     p.add_argument("input", metavar="IN", help="HDF5 file or zarr store (read-only), or sample:NAME")
@@ -43,25 +48,18 @@ def _chunks(text: str | None) -> tuple[int, ...] | None:
     return chunks
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
 def cmd_convert(args: argparse.Namespace) -> int:
     from ..samples import resolve
     from ..storage.convert import h5_to_zarr, zarr_to_h5
     from ..storage.h5 import is_h5_path
+    from ..storage.staging import prepare_output
     from ..storage.zarr_view import is_zarr_path
 
     src = resolve(args.input)
     dst = Path(args.output)
     if not src.exists():
         raise FileProblem(f"{src}: no such file")
-    if dst.exists() or dst.is_symlink():
-        raise FileProblem(f"{dst}: already exists; refusing to overwrite it")
+    prepare_output(dst)  # removes what a killed conversion left; refuses an existing OUT
     src_zarr, dst_zarr = is_zarr_path(src), is_zarr_path(dst)
     if not src_zarr and dst_zarr:
         run = lambda: h5_to_zarr(src, dst, chunks=_chunks(args.chunks))  # noqa: E731
@@ -72,20 +70,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
             f"{src} -> {dst}: cannot tell the direction; convert an HDF5 file to OUT.zarr, "
             f"or a .zarr store to OUT.h5 (or .hdf5/.hf5)"
         )
+    # the conversion leaves nothing at dst when it fails (it writes in a work folder beside it)
     try:
         report = run()
     except UsidgpuError:
-        _remove(dst)
         raise
-    except Exception as exc:  # anything else: say which file, leave nothing behind
-        _remove(dst)
+    except Exception as exc:  # anything else: say which file
         if getattr(args, "debug", False):
             raise
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FileProblem(f"{src}: conversion to {dst} failed ({text})") from None
-    except BaseException:  # KeyboardInterrupt: no partial output either
-        _remove(dst)
-        raise
     print(report.summary())
     regions = [d for d in report.dropped if "region reference" in d]
     if regions:

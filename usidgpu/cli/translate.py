@@ -1,4 +1,9 @@
-"""``usidgpu translate IN OUT.h5``: a vendor file (DM3/DM4, EMD, IBW, SXM, 3DS, NSID, TIFF, NPY) → USID."""
+"""``usidgpu translate IN OUT.h5``: a vendor file (DM3/DM4, EMD, IBW, SXM, 3DS, NSID, TIFF, NPY) → USID.
+
+OUT appears only when complete and is never overwritten; a failure (a full disk included: one
+line, exit 2) leaves nothing behind, and what a killed translation left is removed by the rerun
+(:mod:`usidgpu.translate`, :mod:`usidgpu.storage.staging`).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ def add_parser(sub: Any, common: Any) -> None:
         description=(
             "Write IN as a new USID HDF5 file OUT, dimensions, units and instrument metadata kept. "
             f"Formats: {formats}. "
-            "OUT must not exist; nothing is left behind when translation fails."
+            "OUT must not exist; it appears only when complete, and a failed or killed translation "
+            "leaves nothing behind once rerun."
         ),
     )
     p.add_argument("input", metavar="IN", help="vendor file (format from the suffix, else from its first bytes)")

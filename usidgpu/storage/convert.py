@@ -29,13 +29,25 @@ listed in ``dropped``); HDF5 filters other than gzip/lzf/szip/shuffle/fletcher32
 (the data come back uncompressed); attribute creation order and the file's userblock/libver
 settings. Dimension scales (``DIMENSION_LIST``/``REFERENCE_LIST``) are re-attached with
 ``dims[i].attach_scale`` rather than written as raw attributes.
+
+Crash and full-disk safety (:mod:`usidgpu.storage.staging`): the output is written in a private
+work folder beside it (``.OUT.usidgpu-part-PID-…``) and renamed to ``OUT`` only when complete, so
+``OUT`` never exists half-written; a failure removes the work folder, and the work folder of a
+killed run is removed by the next conversion to the same ``OUT`` (never a file of the user's).
+An existing ``OUT`` is never overwritten. A full disk is one :class:`~usidgpu.core.errors.FileProblem`
+(``no space left on device writing OUT: about N needed, M free``) with nothing left behind; a zarr
+→ HDF5 conversion is refused up front when the data to be written uncompressed cannot fit (an
+HDF5 → zarr store's size depends on how well zarr compresses, so it is only caught while
+writing). zarr writes chunks concurrently on its event loop: after a failed write the others are
+waited for (and their errors collected) before the work folder is removed, so none recreates
+files in it and asyncio has no pending task to complain about at exit. The input is only read.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -46,7 +58,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..core.errors import FileProblem
+from ..core.faults import crash_point, register
 from .codec import (
     FORMAT,
     META,
@@ -64,6 +76,7 @@ from .codec import (
 )
 from .h5 import attr_type, filter_available, object_key, open_h5
 from .nodes import is_group
+from .staging import Staging, check_space, disk_full, h5_output, no_space, prepare_output
 from .zarr_view import ZarrDataset, open_zarr
 
 #: most bytes of one dataset read and written at a time (whole chunks)
@@ -71,6 +84,14 @@ BLOCK_BYTES = 64 * 2**20
 #: about the size of the zarr chunks given to contiguous HDF5 datasets
 AUTO_CHUNK_BYTES = 4 * 2**20
 _DIMSCALE_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST")
+#: how long a failed HDF5 → zarr copy waits for zarr's writes still in flight
+SETTLE_S = 60.0
+
+# the moments the fault-injection tests kill a conversion at (tests/test_fault_convert_translate.py)
+COPY = register("convert.copy", "after each block of a dataset is written to the new store or file")
+ATTRIBUTES = register("convert.attributes", "zarr → HDF5: every dataset written, before links and attributes")
+PUBLISH = register("convert.publish", "the output complete in its work folder, before the rename to OUT")
+CLEANUP = register("convert.cleanup", "OUT renamed into place, before the work folder is removed")
 
 
 @dataclass
@@ -273,6 +294,7 @@ def _copy_dataset_to_zarr(
                 block = np.array(flat, dtype=str).reshape(data.shape)
             z[sel + ((slice(None),) if encoding == "bytes" else ())] = block
             report.bytes += int(data.size) * dt.itemsize
+            crash_point(COPY)
     report.datasets += 1
 
 
@@ -348,11 +370,6 @@ def zarr_name(name: str, taken: set[str]) -> str:
     return escaped
 
 
-def _refuse_existing(dst: Path) -> None:
-    if dst.exists() or dst.is_symlink():
-        raise FileProblem(f"{dst}: already exists; refusing to overwrite it")
-
-
 def h5_to_zarr(src: str | os.PathLike, dst: str | os.PathLike, chunks: Any = None) -> ConvertReport:
     """Copy a (USID) HDF5 file to a zarr (format 3) store: every group, dataset and attribute.
 
@@ -374,28 +391,93 @@ def h5_to_zarr(src: str | os.PathLike, dst: str | os.PathLike, chunks: Any = Non
     Raises
     ------
     FileProblem
-        ``src`` is missing or not HDF5, or ``dst`` exists. On any failure the partial ``dst`` is removed.
+        ``src`` is missing or not HDF5, ``dst`` exists, or the disk is full. ``dst`` appears only
+        when complete: a failure leaves nothing behind (see the module's description).
     """
     src, dst = Path(src), Path(dst)
-    _refuse_existing(dst)
+    prepare_output(dst)
     report = ConvertReport(str(src), str(dst))
     t0 = time.perf_counter()
+    with open_h5(src, "r") as h5:
+        try:
+            with Staging(dst, "convert") as stage:
+                _write_store(h5, src, stage.path, chunks, report)
+                crash_point(PUBLISH)
+                stage.publish()
+                crash_point(CLEANUP)
+        except OSError as exc:
+            if disk_full(exc):
+                raise no_space(dst, _stored_bytes(h5)) from None
+            raise
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _write_store(h5: h5py.File, src: Path, path: Path, chunks: Any, report: ConvertReport) -> None:
+    """Write the zarr store of ``h5`` at ``path`` (a new folder)."""
     import zarr
 
     from .._version import __version__
 
-    with open_h5(src, "r") as h5:
-        try:
-            attrs = _attrs_to_json(h5, h5, report)
-            attrs[META].update(kind="group", source=src.name, usidgpu_version=__version__)
-            root = zarr.open_group(store=str(dst), mode="w-", zarr_format=3, attributes=attrs)
-            report.groups += 1
-            _copy_group_to_zarr(h5, root, h5, chunks, {object_key(h5): "/"}, report)
-        except BaseException:
-            shutil.rmtree(dst, ignore_errors=True)
-            raise
-    report.seconds = time.perf_counter() - t0
-    return report
+    try:
+        attrs = _attrs_to_json(h5, h5, report)
+        attrs[META].update(kind="group", source=src.name, usidgpu_version=__version__)
+        root = zarr.open_group(store=str(path), mode="w-", zarr_format=3, attributes=attrs)
+        report.groups += 1
+        _copy_group_to_zarr(h5, root, h5, chunks, {object_key(h5): "/"}, report)
+    except BaseException:
+        _settle_zarr_writes()
+        raise
+
+
+def _settle_zarr_writes(timeout: float = SETTLE_S) -> None:
+    """Wait until the zarr writes still in flight have ended, collecting their errors.
+
+    zarr writes the chunks of one assignment concurrently on its own event loop; when one fails
+    (a full disk) the error reaches us while the others go on. Removed now, the store would be
+    recreated by them (zarr makes missing folders), and at exit asyncio would print a "Task was
+    destroyed but it is pending!" for each — thousands of lines. They are not cancelled: a write
+    already handed to a thread would still land after the cancellation.
+    """
+    import asyncio
+
+    from zarr.core import sync as zarr_sync
+
+    # zarr has no public way to wait for the writes of its event loop; its loop holder is
+    # internal, so where it moved the settling is skipped (the error still stands, and the
+    # caller's removal of the store may race with a late write)
+    holder = getattr(zarr_sync, "loop", None)
+    loop = holder[0] if isinstance(holder, list) and holder else None
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+
+    async def settle() -> None:
+        me = asyncio.current_task()
+        while pending := [t for t in asyncio.all_tasks() if t is not me]:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    future = asyncio.run_coroutine_threadsafe(settle(), loop)
+    try:
+        future.result(timeout)
+    except concurrent.futures.TimeoutError:  # a write that hangs: leave it, the error stands
+        future.cancel()
+
+
+def _stored_bytes(h5: h5py.File) -> int | None:
+    """Bytes the datasets of ``h5`` take in the file: about what the zarr store takes (for the
+    message of a full disk; a store's size depends on how well zarr compresses, so it is no
+    up-front check). None where the file cannot be walked (the copy skips what it cannot open)."""
+    sizes: list[int] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            sizes.append(obj.id.get_storage_size())
+
+    try:
+        h5.visititems(visit)
+    except (KeyError, RuntimeError, OSError):  # a damaged or dangling object: no estimate
+        return None
+    return sum(sizes)
 
 
 def _h5_options(meta: Mapping[str, Any], shape: tuple[int, ...], zchunks: tuple[int, ...] | None) -> dict[str, Any]:
@@ -468,57 +550,28 @@ def zarr_to_h5(src: str | os.PathLike, dst: str | os.PathLike) -> ConvertReport:
     Raises
     ------
     FileProblem
-        ``src`` is missing or not zarr, or ``dst`` exists. On any failure the partial ``dst`` is removed.
+        ``src`` is missing or not zarr, ``dst`` exists, or the disk is full (refused up front when
+        the datasets written uncompressed cannot fit). ``dst`` appears only when complete: a
+        failure leaves nothing behind (see the module's description).
     """
     src, dst = Path(src), Path(dst)
-    _refuse_existing(dst)
+    prepare_output(dst)
     zf = open_zarr(src, "r")
     report = ConvertReport(str(src), str(dst))
     t0 = time.perf_counter()
+    needed = None
     try:
-        with h5py.File(dst, "w-") as h5:
-            nodes: list[tuple[Any, Any]] = [(h5, zf)]
-            deferred: list[tuple[h5py.Dataset, ZarrDataset]] = []
-            report.groups += 1
-            for path, znode in zf.walk():
-                if is_group(znode):
-                    nodes.append((h5.create_group(path), znode))
-                    report.groups += 1
-                    continue
-                nodes.append((_create_h5_dataset(h5, path, znode, deferred, report), znode))
-            links = list(zf.links.items())
-            for dset, znode in deferred:  # reference datasets, now that every target exists
-                for sel in _blocks(dset.shape, dset.chunks or dset.shape, 8):
-                    refs = np.asarray(znode[sel] if sel else znode[()], dtype=object)
-                    out = np.empty(refs.shape, dtype=h5py.ref_dtype)
-                    for idx, r in np.ndenumerate(refs):
-                        out[idx] = h5[r.path].ref if r and r.path in h5 else h5py.Reference()
-                    dset[sel if sel else ()] = out
-            for path, link in links:
-                if "soft" in link:
-                    h5[path] = h5py.SoftLink(link["soft"])
-                elif "external" in link:
-                    h5[path] = h5py.ExternalLink(*link["external"])
-                elif "hard" in link and link["hard"] in h5:
-                    h5[path] = h5[link["hard"]]
-                else:
-                    report.dropped.append(f"{path}: link {link} cannot be recreated")
-                    continue
-                report.links += 1
-            scales: list = []
-            for obj, znode in nodes:
-                _write_attrs(obj, znode, h5, report, scales)
-            for obj, dim_list in scales:
-                for axis, targets in enumerate(dim_list):
-                    for t in targets:
-                        path = str(t)[len(REF_PREFIX) :]
-                        try:
-                            obj.dims[axis].attach_scale(h5[path])
-                        except (KeyError, ValueError, RuntimeError, OSError) as exc:
-                            report.dropped.append(f"{obj.name}: dimension scale {path} not attached ({exc})")
-    except BaseException:
-        if dst.exists():
-            dst.unlink()
+        needed = _h5_bytes(zf)
+        check_space(dst, needed)
+        with Staging(dst, "convert") as stage:
+            with h5_output(stage.path) as out, h5py.File(out, "w-") as h5:
+                _fill_h5(h5, zf, report, out.check)
+            crash_point(PUBLISH)
+            stage.publish()
+            crash_point(CLEANUP)
+    except OSError as exc:
+        if disk_full(exc):
+            raise no_space(dst, needed) from None
         raise
     finally:
         zf.close()
@@ -526,8 +579,81 @@ def zarr_to_h5(src: str | os.PathLike, dst: str | os.PathLike) -> ConvertReport:
     return report
 
 
+def _h5_bytes(zf: Any) -> int:
+    """Bytes the HDF5 file will take at least: its datasets written without compression."""
+    total = 0
+    for _, znode in zf.walk():
+        if is_group(znode) or znode.shape is None:
+            continue
+        if not _h5_options(znode.meta, znode.shape, None).get("compression"):
+            total += int(np.prod(znode.shape, dtype=np.int64)) * znode.dtype.itemsize
+    return total
+
+
+def _fill_h5(h5: h5py.File, zf: Any, report: ConvertReport, check: Callable[[], None]) -> None:
+    """Copy every node, link and attribute of the zarr store ``zf`` into the new HDF5 file ``h5``;
+    ``check`` raises a failed write (called after each block)."""
+    nodes: list[tuple[Any, Any]] = [(h5, zf)]
+    deferred: list[tuple[h5py.Dataset, ZarrDataset]] = []
+    report.groups += 1
+    for path, znode in zf.walk():
+        if is_group(znode):
+            nodes.append((h5.create_group(path), znode))
+            report.groups += 1
+            continue
+        nodes.append((_create_h5_dataset(h5, path, znode, deferred, report, check), znode))
+    for dset, znode in deferred:  # reference datasets, now that every target exists
+        _write_refs(h5, dset, znode)
+        check()
+    crash_point(ATTRIBUTES)
+    _write_links(h5, zf, report)
+    scales: list = []
+    for obj, znode in nodes:
+        _write_attrs(obj, znode, h5, report, scales)
+    _attach_scales(h5, scales, report)
+
+
+def _write_refs(h5: h5py.File, dset: h5py.Dataset, znode: ZarrDataset) -> None:
+    for sel in _blocks(dset.shape, dset.chunks or dset.shape, 8):
+        refs = np.asarray(znode[sel] if sel else znode[()], dtype=object)
+        out = np.empty(refs.shape, dtype=h5py.ref_dtype)
+        for idx, r in np.ndenumerate(refs):
+            out[idx] = h5[r.path].ref if r and r.path in h5 else h5py.Reference()
+        dset[sel if sel else ()] = out
+
+
+def _write_links(h5: h5py.File, zf: Any, report: ConvertReport) -> None:
+    for path, link in zf.links.items():
+        if "soft" in link:
+            h5[path] = h5py.SoftLink(link["soft"])
+        elif "external" in link:
+            h5[path] = h5py.ExternalLink(*link["external"])
+        elif "hard" in link and link["hard"] in h5:
+            h5[path] = h5[link["hard"]]
+        else:
+            report.dropped.append(f"{path}: link {link} cannot be recreated")
+            continue
+        report.links += 1
+
+
+def _attach_scales(h5: h5py.File, scales: list, report: ConvertReport) -> None:
+    for obj, dim_list in scales:
+        for axis, targets in enumerate(dim_list):
+            for t in targets:
+                path = str(t)[len(REF_PREFIX) :]
+                try:
+                    obj.dims[axis].attach_scale(h5[path])
+                except (KeyError, ValueError, RuntimeError, OSError) as exc:
+                    report.dropped.append(f"{obj.name}: dimension scale {path} not attached ({exc})")
+
+
 def _create_h5_dataset(
-    h5: h5py.File, path: str, znode: ZarrDataset, deferred: list, report: ConvertReport
+    h5: h5py.File,
+    path: str,
+    znode: ZarrDataset,
+    deferred: list,
+    report: ConvertReport,
+    check: Callable[[], None] = lambda: None,
 ) -> h5py.Dataset:
     dt = znode.dtype
     meta = znode.meta
@@ -555,5 +681,7 @@ def _create_h5_dataset(
             data = znode[sel] if sel else znode[()]
             dset[sel if sel else ()] = data
             report.bytes += int(np.size(data)) * dt.itemsize
+            check()
+            crash_point(COPY)
     report.datasets += 1
     return dset

@@ -13,20 +13,36 @@ Output layout: ``/Measurement_000`` (attributes ``original_file``, ``format``, `
 ``reader_version``, ``translator``; ``Metadata`` group with what all channels share) and one
 ``Channel_NNN`` group per signal/channel holding the Main dataset ``Raw_Data`` and a ``Metadata``
 group (instrument metadata flattened into attributes, nested keys joined by ``.``).
-The output is written to a temporary file next to ``out_path`` and renamed at the end, so a
-failure never leaves a partial file behind.
+Crash and full-disk safety (:mod:`usidgpu.storage.staging`): the output is written in a private
+work folder beside ``out_path`` (``.OUT.h5.usidgpu-part-PID-…``) and renamed to ``out_path``
+only when complete, so it never exists half-written; a failure removes the work folder, and the
+work folder of a killed run is removed by the next translation to the same ``out_path`` (never
+a file of the user's). An existing ``out_path`` is never overwritten. A full disk is one
+:class:`~usidgpu.core.errors.FileProblem` (``no space left on device writing OUT: about N
+needed, M free``), refused up front when the data cannot fit; the input is only read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._version import __version__
 from ..core.errors import FileProblem, UsidgpuError
+from ..core.faults import crash_point, register
+from ..storage.staging import GuardedFile, Staging, check_space, disk_full, h5_output, no_space, prepare_output
+
+# the moments the fault-injection tests kill a translation at (tests/test_fault_convert_translate.py)
+WRITE = register("translate.write", "after each block of a channel is written to the new file")
+PUBLISH = register("translate.publish", "the output complete in its work folder, before the rename to OUT")
+CLEANUP = register("translate.cleanup", "OUT renamed into place, before the work folder is removed")
 
 
 @dataclass(frozen=True)
@@ -123,42 +139,90 @@ def translate(in_path: str | os.PathLike, out_path: str | os.PathLike, **options
     Raises
     ------
     FileProblem
-        Missing, unknown, corrupt or unsupported input, or an existing output. Nothing is left
-        at ``out_path`` after a failure.
+        Missing, unknown, corrupt or unsupported input, an existing output, or a full disk.
+        ``out_path`` appears only when complete: a failure leaves nothing behind (see the
+        module's description).
     """
     src, dst = Path(in_path), Path(out_path)
     if not src.is_file():
         raise FileProblem(f"{src}: no such file")
-    if dst.exists() or dst.is_symlink():
-        raise FileProblem(f"{dst}: already exists; refusing to overwrite it")
+    prepare_output(dst)  # removes what a killed translation left; refuses an existing output
     reader = find_reader(src)
     read = reader.load()
-    from ._common import write_channels
-
-    tmp = dst.with_name(f".{dst.name}.part-{os.getpid()}")
-    try:
+    with _one_line(src, reader):
         channels, info, metadata = read(src, **options)
-        file_attrs = {
-            "original_file": src.name,
-            "original_path": str(src.resolve()),
-            "translator": f"usidgpu.translate {__version__}",
-            **info,
-        }
-        paths = write_channels(str(tmp), channels, file_attrs, metadata)
-        if dst.exists():
-            raise FileProblem(f"{dst}: appeared while translating; refusing to overwrite it")
-        os.replace(tmp, dst)
-    except UsidgpuError:
-        tmp.unlink(missing_ok=True)
-        raise
-    except Exception as exc:  # a reader failing on damaged input: one line naming the file
-        tmp.unlink(missing_ok=True)
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FileProblem(f"{src}: cannot translate this {reader.name} file ({text})") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    file_attrs = {
+        "original_file": src.name,
+        "original_path": str(src.resolve()),
+        "translator": f"usidgpu.translate {__version__}",
+        **info,
+    }
+    needed = _data_bytes(channels)
+    try:
+        check_space(dst, needed)
+        with _one_line(src, reader), Staging(dst, "translate") as stage:
+            paths = _write(stage.path, channels, file_attrs, metadata)
+            crash_point(PUBLISH)
+            stage.publish()
+            crash_point(CLEANUP)
+    except OSError as exc:
+        if disk_full(exc):
+            raise no_space(dst, needed) from None
         raise
     return paths[0]
+
+
+@contextlib.contextmanager
+def _one_line(src: Path, reader: Reader) -> Iterator[None]:
+    """Turn a reader's failure on damaged input into one :class:`FileProblem` naming the file.
+
+    usidgpu's own errors and a full disk pass unchanged (the caller reports the latter).
+    """
+    try:
+        yield
+    except UsidgpuError:
+        raise
+    except Exception as exc:
+        if disk_full(exc):
+            raise
+        from ._common import reason  # the first line, printable and short (readers quote raw bytes)
+
+        raise FileProblem(f"{src}: cannot translate this {reader.name} file ({reason(exc)})") from exc
+
+
+def _write(path: Path, channels: Sequence[Any], file_attrs: dict[str, Any], metadata: Any) -> list[str]:
+    """Write the channels as a new USID file at ``path`` (through a file that survives a full disk)."""
+    from ._common import write_channels
+
+    with h5_output(path) as out:
+        # write_channels hands its first argument to h5py.File, which takes a file object too
+        return write_channels(out, [_watched(c, out) for c in channels], file_attrs, metadata)
+
+
+def _watched(channel: Any, out: GuardedFile) -> Any:
+    """``channel`` whose blocks, once each is written, stop on a failed write and pass the crash
+    point ``translate.write``."""
+    blocks = channel.blocks
+
+    def gen() -> Iterator[Any]:
+        for block in blocks():
+            yield block
+            # resumed once the writer has stored the block
+            out.check()
+            crash_point(WRITE)
+
+    return dataclasses.replace(channel, blocks=gen)
+
+
+def _data_bytes(channels: Sequence[Any]) -> int:
+    """Bytes the output takes at least: each Main dataset and its ancillaries (an index and a
+    value of at least 4 bytes each per dimension), uncompressed."""
+    total = 0
+    for c in channels:
+        n_pos, n_spec = (int(n) for n in c.shape)
+        total += n_pos * n_spec * np.dtype(c.dtype).itemsize
+        total += 8 * (n_pos * len(c.pos_dims) + n_spec * len(c.spec_dims))
+    return total
 
 
 __all__ = ["READERS", "Reader", "find_reader", "readers", "translate"]
