@@ -162,3 +162,70 @@ def free_bytes(folder: Path) -> int:
     """Bytes free on the file system of ``folder``."""
     st = os.statvfs(folder)
     return st.f_bavail * st.f_frsize
+
+
+# ------------------------------------------------------------------------------ runs side by side
+def start_usidgpu(*args: str | os.PathLike, env: dict | None = None) -> subprocess.Popen:
+    """Start ``python -m usidgpu ARGS`` in a child without waiting (see :func:`finished`)."""
+    child_env = dict(os.environ)
+    child_env.pop("USIDGPU_TEST_KILL_AT", None)
+    child_env.setdefault("USIDGPU_DEVICE", "cpu")
+    child_env.update(env or {})
+    return subprocess.Popen(
+        [sys.executable, "-m", "usidgpu", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env,
+    )
+
+
+def finished(proc: subprocess.Popen, timeout: float = TIMEOUT_S) -> Ran:
+    """Wait for a child of :func:`start_usidgpu`; what it left."""
+    out, err = proc.communicate(timeout=timeout)
+    return Ran(proc.returncode, out, err)
+
+
+def group_digests(path: str | os.PathLike, group: str) -> dict[str, str]:
+    """SHA-256 of every dataset's values in one results group, by path relative to the group."""
+    prefix = group.strip("/") + "/"
+    return {k[len(prefix) :]: v for k, v in data_digests(path).items() if k.startswith(prefix)}
+
+
+# ------------------------------------------------------------------------------ small sources
+def make_sources(folder: Path) -> dict[str, Path]:
+    """Small USID files of the analyses' fault tests: ``spectra`` (8 × 8 positions × 16 points,
+    low rank), ``image`` (64 × 64 px of atomic columns) and ``giv`` (3 × 4 G-mode I–V rows)."""
+    from helpers import low_rank, make_file
+
+    import usidgpu as ug
+    from usidgpu import Dimension
+    from usidgpu.atoms.synthetic import lattice_image
+    from usidgpu.bayes.giv import simulate_giv
+    from usidgpu.imageio import image_to_usid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    spectra = folder / "spectra.h5"
+    make_file(
+        spectra,
+        low_rank(64, 16, rank=4, dtype=np.float32).reshape(8, 8, 16),
+        pos=[Dimension("Y", "µm", 8), Dimension("X", "µm", 8)],
+        spec=[Dimension("Bias", "V", np.linspace(-1, 1, 16))],
+    )
+    image = folder / "image.h5"
+    image_to_usid(lattice_image((64, 64), spacing=10.0, seed=1, dose=300).image, image)
+    giv = folder / "giv.h5"
+    sim = simulate_giv(12, 128, noise=0.03, seed=6, g_shunt=np.linspace(0.4, 0.8, 12))
+    with h5py.File(giv, "a") as f:
+        g = f.require_group("Measurement_000/Channel_000")
+        g.attrs["excitation_frequency_[Hz]"] = sim["frequency"]
+        ug.write_main(
+            g,
+            "Raw_Data",
+            sim["current"].astype(np.float32).reshape(3, 4, -1),
+            "Current",
+            "nA",
+            [Dimension("Y", "µm", 3), Dimension("X", "µm", 4)],
+            [Dimension("Bias", "V", sim["bias"])],
+        )
+    return {"spectra": spectra, "image": image, "giv": giv}

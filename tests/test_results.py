@@ -264,11 +264,13 @@ def test_crash_after_attach_before_cleanup(source):
     assert find_partial(source)
     with usidgpu.open(source) as f:
         again = ResultsWriter.begin(f[SOURCE], "SVD", PARAMS)
-        assert not again.resumed and again.group_name == "Raw_Data-SVD_001"  # the leftover was dropped
-        again.close()
-    assert not w.sidecar_path.exists()
+        # the rerun picks up the kept sidecar and recognises its group in the file: no second group
+        assert again.resumed and again.status == "computed" and again.group_name == "Raw_Data-SVD_000"
+        assert again.finish() == w.name
+    assert not w.sidecar_path.exists() and not sidecar_dir(source).exists()
     with h5py.File(source, "r") as h:
         assert h[w.name].attrs["usidgpu_status"] == "complete"
+        assert [k for k in h[w.name].parent if "SVD" in k] == ["Raw_Data-SVD_000"]
 
 
 def test_output_file_with_other_ancillaries_at_the_same_path(source, tmp_path, pyusid):

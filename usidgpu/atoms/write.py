@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core.errors import InvalidInput
 from ..usid.dimension import Dimension
-from ..usid.results import result_source, write_result
+from ..usid.results import result_bytes, result_source, write_result
 
 
 def table_array(table: dict[str, np.ndarray]) -> np.ndarray:
@@ -95,4 +95,7 @@ def write_columns(result: Any, main: Any = None, output: str | os.PathLike | Non
             "in pixels of the source image"
         )
 
-    return write_result(result, main, output, fill)
+    # the fit engine "auto" picks follows the device and the packages installed: the same result
+    # (see usidgpu.atoms.fit.refine), so it is recorded but not part of the run's identity
+    need = rows.nbytes + result_bytes(result) + sum(result_bytes(a) for a in getattr(result, "frames", []))
+    return write_result(result, main, output, fill, conditions=("engine",), size_hint=need)

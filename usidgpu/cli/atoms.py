@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import check_plot_name, fail
+from .common import check_plot_name, check_results_target, fail, write_results
 
 
 def add_parser(sub: Any, common: Callable) -> None:
@@ -96,7 +96,6 @@ def cmd_atoms(args: argparse.Namespace) -> int:
     from ..core.errors import FileProblem
     from ..imageio import image_to_usid, is_image_file, read_image
     from ..usid.file import USIDFile
-    from ..usid.results import check_target
 
     device = select_device(args.device)
     check_plot_name(args.plot)
@@ -124,12 +123,12 @@ def cmd_atoms(args: argparse.Namespace) -> int:
             main = image_to_usid(image, out)
             print(f"image         {args.file} → USID {out}")
             with USIDFile(out) as f:
-                group = result.write(f.dataset(main))
-            print(f"results       {group} in {out} ({time.perf_counter() - t0:.2f} s)")
+                write_results(lambda: result.write(f.dataset(main)), str(out))
+            print(f"time          {time.perf_counter() - t0:.2f} s (writing)")
         _exports(result, image, args, strain)
         return 0
     if write:
-        check_target(args.output or args.file)
+        check_results_target(args.output or args.file)
     with USIDFile(args.file) as f:
         ds = f.dataset(args.dataset)
         what = f"{ds.name} in {args.file}"
@@ -147,8 +146,8 @@ def cmd_atoms(args: argparse.Namespace) -> int:
         strain = _strain(result, args)
         if write:
             t0 = time.perf_counter()
-            group = result.write(ds, output=args.output)
-            print(f"results       {group} in {args.output or args.file} ({time.perf_counter() - t0:.2f} s)")
+            write_results(lambda: result.write(ds, output=args.output), args.output or args.file)
+            print(f"time          {time.perf_counter() - t0:.2f} s (writing)")
         _exports(result, ds, args, strain)
     return 0
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import check_plot_name, fail
+from .common import check_plot_name, check_results_target, fail, write_results
 
 
 def add_parser(sub: Any, common: Callable) -> None:
@@ -51,7 +51,6 @@ def cmd_bayes(args: argparse.Namespace) -> int:
     from ..bayes.process import GIVBayesian
     from ..core.device import select_device
     from ..usid.file import USIDFile
-    from ..usid.results import check_target
 
     device = select_device(args.device)
     check_plot_name(args.plot)
@@ -70,7 +69,7 @@ def cmd_bayes(args: argparse.Namespace) -> int:
         sigma_c=args.sigma_c,
         num_samples=args.samples,
     )
-    check_target(args.output or args.file)
+    check_results_target(args.output or args.file)
     t0 = time.perf_counter()
     with USIDFile(args.file) as f:
         ds = f.dataset(args.dataset)
@@ -100,9 +99,11 @@ def cmd_bayes(args: argparse.Namespace) -> int:
             f"model         {m.k} grid points per sweep, r_extra {m.r_extra:g}, γ {m.gam:g}, σ {m.sigma:g}, "
             f"σ_C {m.sigma_c:g}, {m.num_samples} samples; device {device}"
         )
-        group = proc.run()
+        group = write_results(proc.run, args.output or args.file)
     elapsed = time.perf_counter() - t0
     target = args.output or args.file
+    if group is None:  # kept for later: nothing in the target to summarize yet
+        return 0
 
     with h5py.File(target, "r") as h:
         g = h[group]
@@ -114,7 +115,7 @@ def cmd_bayes(args: argparse.Namespace) -> int:
         cu, ru = cu.decode(), ru.decode() if isinstance(ru, bytes) else ru
     print(f"capacitance   forward median {np.median(c[:, 0]):.4g} {cu}, reverse median {np.median(c[:, 1]):.4g} {cu}")
     print(f"resistance    median {np.nanmedian(r):.4g} {ru} over all pixels and biases")
-    print(f"results       {group} in {target} ({elapsed:.2f} s)")
+    print(f"time          {elapsed:.2f} s")
     if args.plot:
         from ..viz import plot_giv_maps, save_figure
 

@@ -77,6 +77,42 @@ def add_scheduler_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="threads or worker processes (default: CPU count)")
 
 
+# ------------------------------------------------------------------------------ results targets
+def check_results_target(target: str) -> None:
+    """Before the work: results can be attached to ``target`` (not a sample, a read-only file or
+    folder: one-line error), and a note on stderr when another process holds it open (the attach
+    at the end waits for it, then keeps the results for later)."""
+    from ..usid.results import attach_wait, busy_with, check_target
+
+    check_target(target)
+    wait = attach_wait()  # a bad $USIDGPU_ATTACH_WAIT fails now, not after the work
+    holders = busy_with(target)
+    if holders:
+        print(
+            f"usidgpu: note: {target} is open in {', '.join(holders)}; the results are attached when it is "
+            f"closed (waiting up to {wait:g} s at the end), else kept for `usidgpu resume {target}`",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def write_results(write: Any, target: str) -> str | None:
+    """Run ``write()`` (which attaches a results group and returns its path) and print the line
+    ``results ...``; when the target stayed busy the results are kept (attach pending): say where
+    and how they get attached, and return None. Either way the command succeeds (exit 0): the
+    results are complete and safe."""
+    from ..usid.results import AttachPending
+
+    try:
+        group = write()
+    except AttachPending as pending:
+        print(f"results       kept in {pending.sidecar} (attach pending)")
+        print(f"usidgpu: note: {pending}", file=sys.stderr, flush=True)
+        return None
+    print(f"results       {group} in {target}")
+    return str(group)
+
+
 # ------------------------------------------------------------------------------ checks and errors
 def check_plot_name(plot: str | None, option: str = "--plot") -> None:
     """A figure name (``--plot``, ``--strain``) must end in a format the figures are saved in; checked

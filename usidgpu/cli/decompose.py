@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import InvalidInput
-from .common import add_scheduler_options, check_plot_name
+from .common import add_scheduler_options, check_plot_name, check_results_target, write_results
 
 
 def _analysis_parser(sub: Any, name: str, help_text: str, common: Callable) -> argparse.ArgumentParser:
@@ -114,9 +114,7 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     check_plot_name(args.plot)  # a bad figure name must fail before the work, not after it
     if not args.no_write:
-        from ..usid.results import check_target
-
-        check_target(args.output or args.file)  # before the work, not after it
+        check_results_target(args.output or args.file)  # before the work, not after it
     if getattr(args, "scheduler", None) is not None:
         return _block_wise(args, device)
     with USIDFile(args.file) as f:
@@ -134,8 +132,7 @@ def cmd_decompose(args: argparse.Namespace) -> int:
             save_figure(plot_decomposition(result), args.plot)
             print(f"figure        {args.plot}")
         if not args.no_write:
-            path = result.write(ds, output=args.output)
-            print(f"results       {path} in {args.output or args.file}")
+            write_results(lambda: result.write(ds, output=args.output), args.output or args.file)
     return 0
 
 
@@ -171,10 +168,12 @@ def _block_wise(args: argparse.Namespace, device: Any) -> int:
         workers = f" ({args.workers} workers)" if args.workers else ""
         print(f"device        {device}; blocks on {args.scheduler}{workers}")
         start = time.perf_counter()
-        if args.command == "svd":
-            group = svd_blockwise(ds, args.k, **options)
-        else:
-            group = kmeans_blockwise(ds, args.k, max_iter=args.iterations, **options)
+
+        def run() -> str:
+            if args.command == "svd":
+                return svd_blockwise(ds, args.k, **options)
+            return kmeans_blockwise(ds, args.k, max_iter=args.iterations, **options)
+
+        write_results(run, args.output or args.file)
         print(f"time          {time.perf_counter() - start:.2f} s")
-        print(f"results       {group} in {args.output or args.file}")
     return 0

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import InvalidInput
-from .common import add_scheduler_options, check_plot_name
+from .common import add_scheduler_options, check_plot_name, check_results_target, write_results
 
 
 def add_parser(sub: Any, common: Callable) -> None:
@@ -41,7 +41,6 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     from ..denoise import windowed_svd
     from ..imageio import image_to_usid, is_image_file, read_image
     from ..usid.file import USIDFile
-    from ..usid.results import check_target
 
     device = select_device(args.device)
     check_plot_name(args.plot)
@@ -61,7 +60,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
             print(f"image         {args.file} → USID {out}")
             source_path, args.output = str(out), None
     elif not args.no_write:
-        check_target(args.output or args.file)
+        check_results_target(args.output or args.file)
     start = time.perf_counter()
     if is_image_file(args.file) and args.no_write:
         result = windowed_svd(image, window=args.window, step=args.step, k=args.k, device=device, budget=args.memory)
@@ -74,8 +73,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         result = windowed_svd(ds, window=args.window, step=args.step, k=args.k, device=device, budget=args.memory)
         _report(f"{ds.name} in {source_path}", (ds.shape[0],), device, result, time.perf_counter() - start, args)
         if not args.no_write:
-            path = result.write(ds, output=args.output)
-            print(f"results       {path} in {args.output or source_path}")
+            write_results(lambda: result.write(ds, output=args.output), args.output or source_path)
     return 0
 
 
@@ -109,17 +107,19 @@ def _block_wise(args: argparse.Namespace, ds: Any, source_path: str, device: Any
     workers = f" ({args.workers} workers)" if args.workers else ""
     print(f"windowed SVD of {ds.name} in {source_path}, window {window} px, bands on {args.scheduler}{workers}")
     start = time.perf_counter()
-    group = windowed_svd_blockwise(
-        ds,
-        window,
-        args.k,
-        scheduler=args.scheduler,
-        workers=args.workers,
-        device=device.kind,
-        budget=args.memory,
-        output=args.output,
-        progress=not args.no_progress,
+    write_results(
+        lambda: windowed_svd_blockwise(
+            ds,
+            window,
+            args.k,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            device=device.kind,
+            budget=args.memory,
+            output=args.output,
+            progress=not args.no_progress,
+        ),
+        args.output or source_path,
     )
     print(f"time          {time.perf_counter() - start:.2f} s")
-    print(f"results       {group} in {args.output or source_path}")
     return 0

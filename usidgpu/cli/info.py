@@ -123,7 +123,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     for e in entries:
         print("\n".join(e["_text"]))
     for p in partial:
-        print(
-            f"unfinished    {p['group']} ({p['tool']}, {p['status']}, {p['done']}/{p['total']} done) in {p['sidecar']}"
-        )
+        state = _STATES.get(p["status"], p["status"]).format(file=args.file)
+        what = p["group"] or Path(p["sidecar"]).name
+        print(f"unfinished    {what} ({p['tool']}, {state}, {p['done']}/{p['total']} done) in {p['sidecar']}")
     return EXIT_OK
+
+
+#: how the sidecars' states read in the text output (see usidgpu.usid.results.find_partial)
+_STATES = {
+    "computed": "complete, attach pending: usidgpu resume {file}",
+    "partial": "partial: rerun to resume",
+    "busy": "in use by another process",
+    "damaged": "damaged: removed by the next run of its tool",
+}

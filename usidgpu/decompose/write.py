@@ -36,7 +36,15 @@ def write_svd(result: Any, main: Any = None, output: str | os.PathLike | None = 
             w.group.create_dataset("Explained_Variance_Ratio", data=result.explained_variance_ratio)
         w.group.attrs["total_energy"] = result.total_energy
 
-    return write_result(result, main, output, fill)
+    return write_result(result, main, output, fill, conditions=svd_conditions(result.parameters))
+
+
+def svd_conditions(parameters: dict[str, Any]) -> tuple[str, ...]:
+    """The SVD parameters the machine decided when ``auto`` picked the method from the memory
+    budget: the method and why (the reason quotes the budget). Recorded, but not part of the run's
+    identity: a rerun with other free memory is the same run. A requested method is identity."""
+    reason = str(parameters.get("method_reason", ""))
+    return () if reason.endswith(": requested") else ("method_reason", "svd_method")
 
 
 def write_nmf(result: Any, main: Any = None, output: str | os.PathLike | None = None) -> str:

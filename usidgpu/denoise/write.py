@@ -47,4 +47,7 @@ def write_windowed(result: Any, main: Any = None, output: str | os.PathLike | No
         if result.scores is not None:
             writer.group.create_dataset("Scores", data=result.scores.astype(np.float32))
 
-    return write_result(result, main, output, fill)
+    # the tiles follow the free memory (see windowed_svd): recorded, not part of the run's identity
+    scores = 0 if result.scores is None else result.scores.size
+    written = 4 * (2 * frames.size + result.components.size + scores)  # float32 datasets
+    return write_result(result, main, output, fill, conditions=("tiles", "tile_edge"), size_hint=written)

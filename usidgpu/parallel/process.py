@@ -37,13 +37,28 @@ import numpy as np
 from ..core.arrays import asnumpy
 from ..core.device import select_device
 from ..core.errors import InvalidInput, ResultsError
+from ..core.faults import crash_point, register
 from ..core.memory import memory_budget
 from ..core.stream import plan_blocks as plan_rows
 from ..storage.locks import run_lock
 from ..storage.sidecar import PARTIAL, BlockStore, clear_removed, read_meta, remove_store
 from ..usid.dimension import Dimension
-from ..usid.results import ResultsWriter, check_target, sidecar_dir, sidecar_prefix
+from ..usid.results import (
+    COMPUTED,
+    AttachPending,
+    ResultsWriter,
+    attach_pending,
+    check_space,
+    check_target,
+    disk_full,
+    read_when_free,
+    sidecar_dir,
+    sidecar_prefix,
+    sidecar_state,
+)
 from .executors import Executor, get_executor
+
+BLOCK_DONE = register("process.block", "a block-wise run stored one more block (N-th: between blocks)")
 
 
 @dataclass
@@ -260,8 +275,18 @@ class Process:
             remove_store(path)
             _remove_empty(path.parent)
             return attached
-        path.parent.mkdir(exist_ok=True)
+        kept = self._kept_sidecar()
+        if kept is not None:
+            # this computation finished before but could not attach (a busy file, a full disk):
+            # attach what it kept instead of computing it again
+            remove_store(path)
+            return ResultsWriter.reopen(kept, Path(self.output or self.source_file)).finish()
         columns = {name: (spec.columns, np.dtype(spec.dtype)) for name, spec in specs.items()}
+        if not (path.exists() and old.get("fingerprint") == self.fingerprint()):
+            # the store, the sidecar it is consolidated into, and that group's copy in the target
+            row_bytes = sum(cols * dtype.itemsize for cols, dtype in columns.values())
+            check_space(path.parent.parent, 3 * self.source_shape[0] * row_bytes, f"the results of {self.tool}")
+        path.parent.mkdir(exist_ok=True)
         store, resumed = BlockStore.open_or_create(path, self.fingerprint(), blocks, columns, meta)
         try:
             self.prepare()
@@ -270,6 +295,7 @@ class Process:
             bar = _progress(self.progress, len(blocks), len(blocks) - len(pending), self.tool)
             for _i, _ in self.executor.map_unordered(_run_block, tasks):
                 bar.update(1)
+                crash_point(BLOCK_DONE)
             bar.close()
         finally:
             self._close_executor()
@@ -301,13 +327,13 @@ class Process:
 
     def _attached_group(self) -> str | None:
         """A complete results group this very run (same fingerprint) attached already, if any."""
-        from ..usid.file import RESULTS_NAME, open_h5
+        from ..usid.file import RESULTS_NAME
 
         target = Path(self.output or self.source_file)
         if not target.exists():  # a new output file: nothing attached yet (it is created on attach)
             return None
         parent, base = self.source_name.rsplit("/", 1)
-        with open_h5(target, "r") as f:
+        with read_when_free(target) as f:
             group_of = f.get(parent or "/")
             if group_of is None:
                 return None
@@ -320,17 +346,58 @@ class Process:
                     return group_of[key].name
         return None
 
+    def _kept_sidecar(self) -> Path | None:
+        """The sidecar of this very run (same fingerprint) holding complete results not attached yet."""
+        import h5py
+
+        parent, base = self.source_name.rsplit("/", 1)
+        folder = sidecar_dir(Path(self.output or self.source_file))
+        for p in sorted(folder.glob(f"{sidecar_prefix(parent or '/')}{base}-{self.tool}_*.h5")):
+            if sidecar_state(p) != "ok":
+                continue
+            with h5py.File(p, "r") as f:
+                g = f.get(f"{parent}/{p.name[:-3].rsplit('~', 1)[-1]}")
+                if (
+                    g is not None
+                    and g.attrs.get("usidgpu_run") == self.fingerprint()
+                    and g.attrs.get("usidgpu_status") == COMPUTED
+                ):
+                    return p
+        return None
+
     def _consolidate(self, store: BlockStore, specs: dict[str, Output]) -> str:
         if not store.done().all():
             raise ResultsError(f"{store.path}: {int((~store.done()).sum())} block(s) are not done")
         _remove_if_broken(store.meta.get("sidecar"))
+        row_bytes = sum(spec.columns * np.dtype(spec.dtype).itemsize for spec in specs.values())
         writer = ResultsWriter.begin(
-            self.source, self.tool, self.parameters(), output=self.output, device=self.device, n_units=1
+            self.source,
+            self.tool,
+            self.parameters(),
+            output=self.output,
+            device=self.device,
+            n_units=1,
+            size_hint=self.source_shape[0] * row_bytes,
         )
         store.set_meta(sidecar=str(writer.sidecar_path))
-        if writer.resumed:  # an earlier consolidation was interrupted: write it again
-            for name in [n for n in writer.group if n != "completed_positions"]:
-                del writer.group[name]
+        if not (writer.resumed and writer.status == COMPUTED):
+            if writer.resumed:  # an earlier consolidation was interrupted: write it again
+                writer.restart()
+            self._fill(writer, store, specs)
+        try:
+            group = writer.finish()
+        except AttachPending:
+            # complete in the sidecar, which a rerun, `usidgpu resume` or the next analysis attaches
+            store.remove()
+            _remove_empty(store.path.parent)
+            raise
+        store.remove()
+        _remove_empty(store.path.parent)
+        attach_pending(Path(self.output or self.source_file))  # results earlier runs kept for this file
+        return group
+
+    def _fill(self, writer: ResultsWriter, store: BlockStore, specs: dict[str, Output]) -> None:
+        """Write the store's outputs and the extras into the sidecar, then mark it done."""
         import dask
 
         try:
@@ -339,14 +406,19 @@ class Process:
                 self._write_outputs(writer, store, specs)
             self.finalize(writer)
             writer.group.attrs["usidgpu_run"] = self.fingerprint()  # how a rerun knows it is attached
+            writer.mark_done(0, 1)
+        except Exception as exc:
+            if not disk_full(exc):
+                writer.close()  # the sidecar stays: the next run resumes the consolidation
+                raise
+            writer.discard()  # the store keeps every block: the next run writes it again
+            raise ResultsError(
+                f"writing the results of {self.tool} next to {writer.target} failed: the disk is full; the computed "
+                f"blocks are kept in {store.path} (`usidgpu resume` finishes them once there is room)"
+            ) from None
         except BaseException:
             writer.close()  # the sidecar stays: the next run resumes the consolidation
             raise
-        writer.mark_done(0, 1)
-        group = writer.finish()
-        store.remove()
-        _remove_empty(store.path.parent)
-        return group
 
     def _write_outputs(self, writer: ResultsWriter, store: BlockStore, specs: dict[str, Output]) -> None:
         for name, spec in specs.items():
@@ -386,14 +458,7 @@ def _remove_if_broken(sidecar: str | None) -> None:
     """Delete the sidecar of a consolidation killed while writing it, when HDF5 cannot read it
     any more: the store still holds every block, so nothing is lost, and the results group keeps
     its name instead of moving on to the next number."""
-    if not sidecar or not Path(sidecar).exists():
-        return
-    import h5py
-
-    try:
-        with h5py.File(sidecar, "r") as f:
-            f.visit(lambda _name: None)
-    except Exception:  # truncated or half-written HDF5: garbage
+    if sidecar and Path(sidecar).exists() and sidecar_state(sidecar) == "damaged":
         Path(sidecar).unlink()
 
 

@@ -1,4 +1,5 @@
-"""Finding and finishing interrupted :class:`~usidgpu.parallel.Process` runs (``usidgpu resume``)."""
+"""Finding and finishing interrupted :class:`~usidgpu.parallel.Process` runs, and attaching the
+results runs had to keep in their sidecars (``usidgpu resume``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from ..core.errors import ResultsError
 from ..storage.locks import RunInProgress, lock_holder
 from ..storage.sidecar import PARTIAL, done_count, lock_path, read_meta
-from ..usid.results import sidecar_dir
+from ..usid.results import COMPUTED, attach_pending, attach_wait, find_partial, sidecar_dir
 
 
 def partial_runs(target: str | os.PathLike) -> list[dict[str, Any]]:
@@ -44,6 +45,17 @@ def partial_runs(target: str | os.PathLike) -> list[dict[str, Any]]:
     return runs
 
 
+def kept_results(target: str | os.PathLike, which: str | None = None) -> list[dict[str, Any]]:
+    """Complete results waiting to be attached to ``target`` (a busy file, a full disk or a crash
+    stopped their attach): :func:`~usidgpu.usid.results.find_partial` entries with status
+    ``computed``, optionally only those whose tool or group path contains ``which``."""
+    return [
+        r
+        for r in find_partial(target)
+        if r["status"] == COMPUTED and (which is None or which in (r["tool"] or "") or which in (r["group"] or ""))
+    ]
+
+
 def matches(run: dict[str, Any], which: str | None) -> bool:
     """Whether a run's tool or source dataset path contains ``which`` (every run for None)."""
     return which is None or which in (run["tool"] or "") or which in (run["source_name"] or "")
@@ -57,7 +69,9 @@ def resume(
     progress: bool = True,
 ) -> list[str]:
     """Finish the interrupted runs of ``target``: only their missing blocks are computed. Runs
-    that another process is computing right now are left to it.
+    that another process is computing right now are left to it. Then attach the results kept for
+    ``target`` (:func:`~usidgpu.usid.results.attach_pending`), waiting for the file while another
+    process holds it (``$USIDGPU_ATTACH_WAIT`` s).
 
     Parameters
     ----------
@@ -90,6 +104,10 @@ def resume(
             )
         except (RuntimeError, ValueError, OSError) as exc:
             failures.append(f"{run['store']}: {exc}")
+    if which is None or kept_results(target, which):
+        attached, problems = attach_pending(target, wait=attach_wait())
+        written += attached
+        failures += problems
     if failures:
         raise ResultsError("; ".join(failures) + (f" (resumed: {', '.join(written)})" if written else ""))
     return written
