@@ -498,3 +498,24 @@ def test_results_cannot_go_into_a_zarr_store(tmp_path):
         path = result.write(ds, output=tmp_path / "out.h5")  # another file is fine
     assert usidgpu.validate(tmp_path / "out.h5") == []
     assert path.endswith("-SVD_000")
+
+
+def test_a_mostly_unwritten_dataset_copies_only_its_written_chunks(tmp_path, monkeypatch):
+    """A dataset declaring far more rows than were written (an interrupted writer, a damaged file)
+    converts in the time of its written chunks, and reads back equal, fill value included."""
+    import zarr
+
+    src = tmp_path / "sparse.h5"
+    with h5py.File(src, "w") as f:
+        d = f.create_dataset("x", shape=(2_000_000_000, 4), chunks=(1000, 4), dtype="f4", fillvalue=-1.5)
+        d[:1000] = np.arange(4000, dtype="f4").reshape(1000, 4)
+        d[1_500_000_000:1_500_000_010] = 7.0
+    reads = []
+    monkeypatch.setattr(convert, "_blocks", lambda *a, **k: reads.append(a) or iter(()))  # the dense path: unused
+    h5_to_zarr(src, tmp_path / "sparse.zarr")
+    z = zarr.open_group(str(tmp_path / "sparse.zarr"), mode="r")["x"]
+    assert z.shape == (2_000_000_000, 4) and not reads
+    with h5py.File(src, "r") as f:
+        np.testing.assert_array_equal(z[:1000], f["x"][:1000])
+        np.testing.assert_array_equal(z[1_500_000_000 - 5 : 1_500_000_020], f["x"][1_500_000_000 - 5 : 1_500_000_020])
+        np.testing.assert_array_equal(z[123_456_789], np.full(4, -1.5, "f4"))

@@ -284,11 +284,14 @@ def _pixel_meta(info: dict[str, Any]) -> dict[str, Any]:
         meta["row_dim"], meta["col_dim"] = dims[0].name, dims[1].name
         steps = []
         for d in dims:
-            values = np.asarray(d.values, dtype=np.float64)
-            steps.append(float(values[1] - values[0]) if len(values) > 1 else 1.0)
+            values = np.asarray(d.values, dtype=np.float64)[:2]
+            finite = len(values) > 1 and bool(np.isfinite(values).all())
+            steps.append(float(values[1] - values[0]) if finite else float("nan"))
         units = {d.units for d in dims}
-        meta["pixel_size"] = (abs(steps[0]) or 1.0, abs(steps[1]) or 1.0)
-        meta["units"] = (units.pop() or "px") if len(units) == 1 else "px"
+        if all(np.isfinite(steps)):
+            meta["pixel_size"] = (abs(steps[0]) or 1.0, abs(steps[1]) or 1.0)
+            meta["units"] = (units.pop() or "px") if len(units) == 1 else "px"
+        # else: position values that give no step (one value, NaN, inf): lengths stay in pixels
     return meta
 
 

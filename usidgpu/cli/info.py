@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import NotUSIDError
+from ..core.errors import BudgetError, NotUSIDError
 from ..core.memory import format_bytes
 from ..storage import filter_count
 from .common import EXIT_OK
@@ -57,19 +57,42 @@ def _describe(f: Any, m: Any) -> dict[str, Any]:
         "quantity": m.quantity,
         "units": m.units,
         "storage": _storage(m),
-        "position_layout": m.pos_layout.kind,
-        "spectroscopic_layout": m.spec_layout.kind,
-        "position_dims": [{"name": d.name, "units": d.units, "size": d.size} for d in m.pos_dims],
-        "spectroscopic_dims": [{"name": d.name, "units": d.units, "size": d.size} for d in m.spec_dims],
-        "nd_shape": list(m.nd_shape) if m.is_grid else None,
-        "results": [{"path": r.path, "tool": r.tool, "complete": r.complete} for r in f.results_groups(m)],
     }
-    entry["_text"] = [
+    text = [
         m.name,
         f"  data          {m.shape[0]} position{'s' if m.shape[0] != 1 else ''} × "
         f"{m.shape[1]} point{'s' if m.shape[1] != 1 else ''}, {m.dtype}, "
         f"{format_bytes(m.nbytes)}, {_storage(m)}",
         f"  quantity      {m.quantity} ({m.units})" if m.units else f"  quantity      {m.quantity}",
+    ]
+    try:
+        entry |= _dims(m)
+        text += _dims_text(m)
+    except BudgetError as exc:
+        # ancillary tables too large to read (a huge declared size): say what can be said
+        entry |= {"dimensions_unread": str(exc)}
+        text.append(f"  dimensions    not read: {exc}")
+    entry["results"] = [{"path": r.path, "tool": r.tool, "complete": r.complete} for r in f.results_groups(m)]
+    for r in entry["results"]:
+        state = "" if r["complete"] else " [incomplete]"
+        text.append(f"  results       {r['path'].rsplit('/', 1)[1]} ({r['tool']}){state}")
+    entry["_text"] = text
+    return entry
+
+
+def _dims(m: Any) -> dict[str, Any]:
+    """The dimensions of ``m`` for ``--json`` (reads its ancillary tables)."""
+    return {
+        "position_layout": m.pos_layout.kind,
+        "spectroscopic_layout": m.spec_layout.kind,
+        "position_dims": [{"name": d.name, "units": d.units, "size": d.size} for d in m.pos_dims],
+        "spectroscopic_dims": [{"name": d.name, "units": d.units, "size": d.size} for d in m.spec_dims],
+        "nd_shape": list(m.nd_shape) if m.is_grid else None,
+    }
+
+
+def _dims_text(m: Any) -> list[str]:
+    return [
         "  positions     "
         + ", ".join(_dim_text(d) for d in m.pos_dims)
         + ("" if m.pos_layout.is_grid else f"  [{m.pos_layout.kind} sampling]"),
@@ -78,10 +101,6 @@ def _describe(f: Any, m: Any) -> dict[str, Any]:
         + ("" if m.spec_layout.is_grid else f"  [{m.spec_layout.kind}]"),
         f"  n-d shape     {tuple(m.nd_shape)}" if m.is_grid else "  n-d shape     none (not a full grid)",
     ]
-    for r in entry["results"]:
-        state = "" if r["complete"] else " [incomplete]"
-        entry["_text"].append(f"  results       {r['path'].rsplit('/', 1)[1]} ({r['tool']}){state}")
-    return entry
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -102,6 +102,12 @@ class WindowedSVD(Process):
         import numpy
 
         g = self.reduce(self._gram, _add, with_rows=True)
+        if not numpy.isfinite(g).all():
+            # a NaN or infinite pixel makes the Gram matrix so; the eigensolver would fail obscurely
+            raise InvalidInput(
+                f"{self.source.name} contains NaN or infinite values; denoising needs finite data "
+                "(clean or mask them first)"
+            )
         vals = numpy.linalg.eigvalsh(g)[::-1]
         self.singular_values = numpy.sqrt(numpy.maximum(vals, 0))
         n_windows = self.n_frames * (self.h - self.window + 1) * (self.w - self.window + 1)

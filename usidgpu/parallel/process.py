@@ -36,7 +36,7 @@ import numpy as np
 
 from ..core.arrays import asnumpy
 from ..core.device import select_device
-from ..core.errors import InvalidInput, ResultsError
+from ..core.errors import InvalidInput, ResultsError, UsidgpuError
 from ..core.faults import crash_point, register
 from ..core.memory import memory_budget
 from ..core.stream import plan_blocks as plan_rows
@@ -289,7 +289,14 @@ class Process:
         path.parent.mkdir(exist_ok=True)
         store, resumed = BlockStore.open_or_create(path, self.fingerprint(), blocks, columns, meta)
         try:
-            self.prepare()
+            try:
+                self.prepare()
+            except UsidgpuError:
+                # the input is refused before any block ran: a new store holds nothing to resume
+                if not resumed and not store.done().any():
+                    store.remove()
+                    _remove_empty(path.parent)
+                raise
             pending = [i for i, done in enumerate(store.done()) if not done]
             tasks = [(self, store, i) for i in pending]
             bar = _progress(self.progress, len(blocks), len(blocks) - len(pending), self.tool)

@@ -367,7 +367,11 @@ class Runner:
             self._finish(job, CANCELLED, "cancelled while running")
         elif child.returncode == 0:
             result = next((m.group(1) for ln in out_lines if (m := _RESULT.match(ln))), None)
-            self._finish(job, DONE, "done", result=result, progress=1.0)
+            if result == "kept":  # "results  kept in SIDECAR (attach pending)": the file stayed busy
+                message = "done; the file stayed busy, so the results wait beside it (attached by the next analysis)"
+                self._finish(job, DONE, message, result=None, progress=1.0)
+            else:
+                self._finish(job, DONE, "done", result=result, progress=1.0)
         else:
             self._finish(job, FAILED, _failure(child.returncode, err_lines))
 

@@ -9,6 +9,7 @@ into ``h5py.h5f``/``h5py.h5z``/object ids.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,7 +106,9 @@ def open_h5(path: str | os.PathLike, mode: str = "r") -> h5py.File:
         text = str(exc)
         if "truncated" in text or "eof" in text.lower():
             reason = "the HDF5 file is truncated (incomplete copy or interrupted write)"
-        elif "lock" in text.lower():
+        elif "unable to lock file" in text.lower() or getattr(exc, "errno", None) == errno.EAGAIN:
+            # HDF5's own words for a lock held elsewhere (not any text with "lock" in it: a damaged
+            # superblock is reported as "sblock")
             reason = "the file is locked by another process (set HDF5_USE_FILE_LOCKING=FALSE to override)"
         elif "Permission" in text or "permission" in text:
             reason = "permission denied"
@@ -225,6 +228,24 @@ def damaged_heap(path: str | os.PathLike) -> int | None:
     and reports the first that would not advance. Files larger than :data:`HEAP_SCAN_BYTES` are
     searched in their first and last parts, where HDF5 writers put their metadata.
     """
+    st = os.stat(path)
+    # an unchanged file need not be searched again (a service opens the same files all day)
+    key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _HEAP_VERDICTS:
+        return _HEAP_VERDICTS[key]
+    verdict = _search_heaps(path)
+    if len(_HEAP_VERDICTS) >= 1024:
+        _HEAP_VERDICTS.clear()
+    _HEAP_VERDICTS[key] = verdict
+    return verdict
+
+
+#: verdicts of :func:`damaged_heap`, by file identity, size and modification time
+_HEAP_VERDICTS: dict[tuple, int | None] = {}
+
+
+def _search_heaps(path: str | os.PathLike) -> int | None:
+    """The search of :func:`damaged_heap`, on the file as it is now."""
     with open(path, "rb") as fh:
         size = fh.seek(0, os.SEEK_END)
         parts = (

@@ -16,7 +16,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -216,9 +216,14 @@ def split_common(metas: Sequence[Mapping[str, Any]]) -> tuple[dict, list[dict]]:
 
 # ----------------------------------------------------------------------------- writing
 def write_channels(
-    out_path: str, channels: Sequence[Channel], file_attrs: Mapping[str, Any], metadata: Mapping[str, Any]
+    out_path: str | BinaryIO, channels: Sequence[Channel], file_attrs: Mapping[str, Any], metadata: Mapping[str, Any]
 ) -> list[str]:
-    """Write every channel into a new HDF5 file; returns the Main dataset paths."""
+    """Write every channel into a new HDF5 file; returns the Main dataset paths.
+
+    ``out_path`` is a path or an open binary file object (h5py's ``fileobj`` driver), handed to
+    ``h5py.File`` unchanged: :mod:`usidgpu.translate` passes a guarded file that keeps a full
+    disk's failed write away from the HDF5 library (:mod:`usidgpu.storage.staging`).
+    """
     import h5py
 
     from ..usid.write import write_main
