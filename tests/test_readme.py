@@ -30,7 +30,7 @@ def test_ci_runs_the_readme_test_command():
         text=True,
         check=True,
     ).stdout.strip()
-    assert out == 'python -m pip install -e ".[test]" && python -m pytest -q'
+    assert out == 'python -m pip install -e ".[test]" && python -m pytest -q -n 2'
     assert f"```bash\n{out}\n```" in README
     assert 'eval "$command"' in (REPO / ".ci" / "run").read_text()
 
