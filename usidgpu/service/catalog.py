@@ -26,6 +26,7 @@ from typing import Any
 
 from ..core.errors import InvalidInput, UsidgpuError
 from ..storage.locks import RunInProgress, lock_holder, run_lock
+from .database import transaction
 
 STATE_DIR = ".usidgpu-serve"
 """Folder (in the first watched folder) that holds the catalog; never scanned for data."""
@@ -164,16 +165,8 @@ class Catalog:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db, self._lock)
 
     # ------------------------------------------------------------------ scanning
     def candidates(self) -> Iterator[tuple[int, Path]]:

@@ -364,6 +364,11 @@ class ResultsWriter:
                 break
             except FileExistsError:
                 continue  # another run took this name just now
+        self._write_new_sidecar(fingerprint)
+
+    def _write_new_sidecar(self, fingerprint: str) -> None:
+        """Write the empty group, its attributes and book-keeping into the (new) sidecar file; a
+        failure (a full disk) removes the file and raises one line."""
         try:
             self._h5 = open_h5(self.sidecar_path, "w")
             self._closed = False
@@ -541,16 +546,7 @@ class ResultsWriter:
         fingerprint = identity(self.parameters, self.conditions)
         self.close()
         self.sidecar_path.unlink(missing_ok=True)
-        try:
-            self._h5 = open_h5(self.sidecar_path, "w")
-            self._closed = False
-            self.group = self._h5.require_group(self.parent_path).create_group(self.group_name)
-            self._write_group_attrs(fingerprint)
-        except OSError as exc:
-            self._abandon()
-            raise self._failed(exc, "writing") from None
-        self._completed = self.group["completed_positions"]
-        self.completed = self._completed[()].astype(bool)
+        self._write_new_sidecar(fingerprint)
         self.resumed = False
 
     def write_main(
