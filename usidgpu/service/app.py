@@ -265,7 +265,8 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         disposition = {"Content-Disposition": f'inline; filename="{name}"', "X-Array-Dims": ",".join(kept)}
         streamed = format in ("npy", "raw") and math.prod(shape) * dtype.itemsize > STREAM_ABOVE and shape
         # the bytes this answer holds in memory until it is sent (a streamed one: one part at a time)
-        held = settings.in_flight.acquire(min(math.prod(shape) * dtype.itemsize, STREAM_ABOVE))
+        # (twice its size: the HTTP layer (h11) joins the body into one more copy as it sends it)
+        held = settings.in_flight.acquire(2 * min(math.prod(shape) * dtype.itemsize, STREAM_ABOVE))
         done = BackgroundTask(settings.in_flight.release, held)
         try:
             if streamed:
