@@ -25,13 +25,16 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import matplotlib
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParameter
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -62,8 +65,11 @@ Colormap = Enum("Colormap", {name: name for name in sorted(matplotlib.colormaps)
 DEFAULT_COLORMAP = Colormap("viridis")
 
 
+#: Everything the page loads comes from this service.
+CONTENT_SECURITY_POLICY = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; frame-ancestors 'none'"
+
 #: A job id in a path: SQLite's integers are 64-bit (a larger one is a 422, not a crash).
-JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the job's id")]
+JobId = Annotated[int, PathParameter(ge=1, le=2**63 - 1, description="the job's id")]
 
 
 class ErrorAnswer(BaseModel):
@@ -211,6 +217,23 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
 
     Reader = Annotated[Caller, Depends(may_read)]
     Submitter = Annotated[Caller, Depends(may_submit)]
+
+    # ------------------------------------------------------------------ the page
+    static = Path(__file__).parent / "static"
+    app.mount("/static", StaticFiles(directory=static), name="static")
+
+    @app.middleware("http")
+    async def page_policy(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        # the page loads nothing from elsewhere (instruments are often offline; no CDN, ever)
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        """The browser page: datasets, viewer, analyses (static files of this package)."""
+        return FileResponse(static / "index.html", media_type="text/html")
 
     # ------------------------------------------------------------------ routes
     @app.get("/api/v1/health")

@@ -1,0 +1,170 @@
+"""The browser page of ``usidgpu serve``, driven in a real headless Chromium (Debian's, through
+Playwright) against a real server on loopback. What the page shows is read back from the page —
+the image's pixels drawn into a canvas, the spectrum it plotted — and compared with
+:meth:`usidgpu.MainDataset.sel` on the same file. Screenshots go to ``tests/artifacts/``."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fault_tools import results_groups
+from helpers import make_file
+from service_tools import served
+
+import usidgpu
+from usidgpu import Dimension
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (.ci/run installs Debian's)")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+PIPELINE = """
+[[rule]]
+name = "svd"
+kind = ["spectrum image"]
+analysis = "svd"
+parameters = { k = 2 }
+"""
+
+
+def spectrum_image(path: Path, seed: int = 0) -> None:
+    data = np.random.default_rng(seed).standard_normal((24, 32, 40)).astype(np.float32)
+    make_file(path, data, pos=[Dimension("Y", "nm", np.arange(24) * 0.5), Dimension("X", "nm", np.arange(32) * 0.5)],
+              spec=[Dimension("Bias", "V", np.linspace(-1, 1, 40))])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    # the page's own policy forbids eval; Playwright's waits evaluate strings, so tests bypass it
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # expected failures: the event stream cut when a test stops its server, and images the page
+    # dropped itself (a slider moved on before the last one arrived)
+    page.on(
+        "requestfailed",
+        lambda r: (
+            None
+            if r.url.endswith("/api/v1/events") or "ERR_ABORTED" in (r.failure or "")
+            else errors.append(f"failed: {r.url} {r.failure}")
+        ),
+    )
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(("http://127.0.0.1", "data:")) else None)
+    yield page
+    context.close()
+    assert not errors, errors
+    assert not outside, f"the page asked the outside world for {outside}"
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def displayed_pixels(page) -> np.ndarray:
+    """The RGBA pixels of the image the page shows, at its natural size (drawn into a canvas)."""
+    flat = page.evaluate(
+        """() => { const img = document.querySelector('#image');
+                   const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+                   const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+                   return [c.width, c.height, Array.from(g.getImageData(0, 0, c.width, c.height).data)]; }"""
+    )
+    w, h, data = flat
+    return np.array(data, dtype=np.uint8).reshape(h, w, 4)
+
+
+def test_a_dropped_file_appears_live_with_its_pipeline_and_a_corrupt_one_with_its_reason(page, tmp_path):
+    folder = tmp_path / "instrument"
+    folder.mkdir()
+    pipeline = tmp_path / "pipeline.toml"
+    pipeline.write_text(PIPELINE)
+    with served(folder, "--pipeline", pipeline, "--settle", "0.3", "--state", tmp_path / "state") as server:
+        page.goto(server.url)
+        page.wait_for_selector("#datasets")
+        assert page.locator(".card").count() == 0
+        staging = tmp_path / "si.h5"
+        spectrum_image(staging)
+        shutil.copy(staging, folder / "si.h5")  # no reload from here on: the event stream updates the page
+        page.wait_for_selector(".card", timeout=60_000)
+        card = page.locator(".card").first
+        assert "spectrum image" in card.inner_text() and "Bias 40 V" in card.inner_text()
+        page.wait_for_selector(".card .badge.done", timeout=90_000)
+        assert "svd: done" in card.inner_text()
+        (folder / "broken.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+        page.wait_for_selector("#failed li", timeout=60_000)
+        text = page.locator("#failed li").first.inner_text()
+        assert text.startswith("broken.h5: ") and "\n" not in text and str(folder) not in text
+        page.fill("input[type=search]", "no such thing")
+        assert page.locator(".card").count() == 0
+        page.fill("input[type=search]", "bias")
+        assert page.locator(".card").count() == 1
+        shot(page, "datasets")
+        page.goto("about:blank")  # leave before the server stops
+
+
+def test_slider_and_click_show_the_image_and_spectrum_of_sel_then_an_svd_runs(page, tmp_path):
+    from PIL import Image
+
+    from usidgpu.service.encode import png_bytes
+
+    folder = tmp_path / "instrument"
+    folder.mkdir()
+    spectrum_image(folder / "si.h5", seed=3)
+    with served(folder, "--no-pipeline", "--state", tmp_path / "state") as server:
+        page.goto(server.url)
+        page.click(".card")
+        page.wait_for_function("window.usidgpu.view && window.usidgpu.view.image && window.usidgpu.view.image.loaded")
+        page.focus("#slider-Bias")  # the keyboard moves the slider
+        for _ in range(7):
+            page.keyboard.press("ArrowRight")
+        page.wait_for_function("window.usidgpu.view.image.loaded && window.usidgpu.view.index.Bias === 7")
+        page.wait_for_function("document.querySelector('#image').complete")
+        with usidgpu.open(folder / "si.h5") as f:
+            m = f.main_datasets()[0]
+            want = np.asarray(Image.open(io.BytesIO(png_bytes(m.sel(Bias=7)))))
+            np.testing.assert_array_equal(displayed_pixels(page), want)  # the very pixels of sel(Bias=7)
+            box = page.locator("#image").bounding_box()
+            # click the middle of pixel (row 10, column 21)
+            page.mouse.click(box["x"] + (21.5 / 32) * box["width"], box["y"] + (10.5 / 24) * box["height"])
+            page.wait_for_function("window.usidgpu.view.spectrum && window.usidgpu.view.spectrum.selection.Y === 10")
+            spectrum = page.evaluate("window.usidgpu.view.spectrum")
+            assert spectrum["selection"]["X"] == 21
+            np.testing.assert_allclose(spectrum["values"], m.sel(Y=10, X=21), rtol=1e-6)
+            np.testing.assert_allclose(spectrum["x"], m.dim("Bias").values)
+        assert page.locator("#xlabel").text_content() == "Bias (V)"
+        assert page.locator("#ylabel").text_content() == "Current (nA)"
+        assert page.locator("#scalebar").inner_text().endswith("nm")
+        shot(page, "dataset")
+        # an SVD from the page, with k = 3: queued, done, its group in the file and on the page
+        page.select_option("select[name=analysis]", "svd")
+        page.fill("input[name=k]", "3")
+        page.click("#run button[type=submit]")
+        page.wait_for_selector("#jobs tr[data-status=done]", timeout=90_000)
+        page.wait_for_selector("#results li[data-tool=SVD]", timeout=30_000)
+        shot(page, "dataset-after-svd")
+        # a refused parameter: the page shows the command's own one line
+        page.fill("input[name=k]", "many")
+        page.click("#run button[type=submit]")
+        page.wait_for_selector("#error:not([hidden])")
+        assert "invalid int value: 'many'" in page.locator("#error").inner_text()
+        page.goto("about:blank")
+    (group,) = results_groups(folder / "si.h5", "SVD")
+    assert group.endswith("Raw_Data-SVD_000")
+    with usidgpu.open(folder / "si.h5") as f:
+        (svd,) = [r for r in f.results_groups(f.main_datasets()[0]) if r.tool == "SVD"]
+        assert svd.complete and svd.attrs["num_components"] == 3  # the k typed into the page
