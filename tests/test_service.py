@@ -166,6 +166,8 @@ def test_png_of_a_2d_view_has_its_shape_and_contrast(server, folder):
     "path, params, status, words",
     [
         ("datasets/0000000000000000", {}, 404, "no dataset"),
+        ("jobs/9223372036854775808", {}, 422, "less than or equal"),  # beyond SQLite's integers (found by fuzzing)
+        ("jobs/0", {}, 422, "greater than or equal"),
         ("datasets/..%2F..%2Fetc%2Fpasswd/data", {}, 404, ""),
         ("datasets/ID/data", {"Energy": "1"}, 400, "no dimension 'Energy'"),
         ("datasets/ID/data", {"X": "1:2:0"}, 400, "step cannot be 0"),
