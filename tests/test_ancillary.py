@@ -85,3 +85,27 @@ def test_dimension_validation():
     assert d.name == "X" and d.units == "m" and len(d) == 2
     assert d == Dimension("X", "m", [1.0, 2.0]) and d != Dimension("X", "nm", [1, 2])
     assert "X" in repr(d)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint32", "int64", "int16"])
+@pytest.mark.parametrize("kind", ["small", "wide", "negative", "grid"])
+def test_linear_time_unique_equals_numpy(dtype, kind):
+    """The counting path of index columns gives exactly np.unique's values, first positions and
+    inverse (and the sorting path takes over where counting does not apply)."""
+    from usidgpu.usid.ancillary import _unique_column
+
+    rng = np.random.default_rng(7)
+    column = {
+        "small": rng.integers(0, 20, 5000),
+        "wide": rng.integers(0, 120, 40),  # values beyond 4·n + 1024? no: still counted
+        "negative": rng.integers(-3, 3, 300),
+        "grid": np.tile(np.arange(64), 64),
+    }[kind]
+    if np.dtype(dtype).kind == "u":
+        column = np.abs(column)
+    column = column.astype(dtype)
+    got = _unique_column(column)
+    want = np.unique(column, return_index=True, return_inverse=True)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, np.asarray(w).reshape(-1))
+    assert got[0].dtype == column.dtype

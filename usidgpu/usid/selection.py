@@ -112,6 +112,12 @@ def selection_plan(main: MainDataset, selection: dict[str, Any]) -> SelectionPla
     return SelectionPlan(rows, cols, pshape + sshape, axes, drop)
 
 
+def _run_count(sorted_unique: np.ndarray) -> int:
+    """How many contiguous runs a sorted array of distinct integers has (without listing them:
+    a strided selection of a large image has a million)."""
+    return 0 if sorted_unique.size == 0 else int(np.count_nonzero(np.diff(sorted_unique) != 1)) + 1
+
+
 def _runs(sorted_unique: np.ndarray) -> list[tuple[int, int]]:
     """Contiguous runs [a, b) of a sorted array of distinct integers."""
     if sorted_unique.size == 0:
@@ -128,10 +134,10 @@ def read_rows_cols(main: MainDataset, plan: SelectionPlan, budget: int | str | N
     rows_u, rows_inv = np.unique(plan.rows, return_inverse=True)
     cols_u, cols_inv = np.unique(plan.cols, return_inverse=True)
     out = np.empty((rows_u.size, cols_u.size), dtype=dset.dtype)
-    row_runs, col_runs = _runs(rows_u), _runs(cols_u)
     itemsize = dset.dtype.itemsize
     nbytes = memory_budget(budget, "cpu")
-    if len(row_runs) <= MAX_ROW_RUNS and len(col_runs) <= MAX_COL_RUNS:
+    if _run_count(rows_u) <= MAX_ROW_RUNS and _run_count(cols_u) <= MAX_COL_RUNS:
+        row_runs, col_runs = _runs(rows_u), _runs(cols_u)
         # hyperslab reads of only the selected rows × columns, a bounded number of rows at a time
         row_pos = 0
         col_offsets = np.cumsum([0] + [b - a for a, b in col_runs])
