@@ -9,6 +9,8 @@ import io
 import shutil
 from pathlib import Path
 
+import h5py
+import httpx
 import numpy as np
 import pytest
 from fault_tools import results_groups
@@ -22,6 +24,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (.ci/run installs Debian's)")
 ARTIFACTS = Path(__file__).parent / "artifacts"
+LOADED = "window.usidgpu.view && window.usidgpu.view.image && window.usidgpu.view.image.loaded"
 
 PIPELINE = """
 [[rule]]
@@ -128,7 +131,7 @@ def test_slider_and_click_show_the_image_and_spectrum_of_sel_then_an_svd_runs(pa
     with served(folder, "--no-pipeline", "--state", tmp_path / "state") as server:
         page.goto(server.url)
         page.click(".card")
-        page.wait_for_function("window.usidgpu.view && window.usidgpu.view.image && window.usidgpu.view.image.loaded")
+        page.wait_for_function(LOADED)
         page.focus("#slider-Bias")  # the keyboard moves the slider
         for _ in range(7):
             page.keyboard.press("ArrowRight")
@@ -137,7 +140,9 @@ def test_slider_and_click_show_the_image_and_spectrum_of_sel_then_an_svd_runs(pa
         with usidgpu.open(folder / "si.h5") as f:
             m = f.main_datasets()[0]
             want = np.asarray(Image.open(io.BytesIO(png_bytes(m.sel(Bias=7)))))
-            np.testing.assert_array_equal(displayed_pixels(page), want)  # the very pixels of sel(Bias=7)
+            shown = displayed_pixels(page)  # the very pixels of sel(Bias=7), opaque
+            np.testing.assert_array_equal(shown[..., :3], want[..., :3])
+            assert (shown[..., 3] == 255).all()
             box = page.locator("#image").bounding_box()
             # click the middle of pixel (row 10, column 21)
             page.mouse.click(box["x"] + (21.5 / 32) * box["width"], box["y"] + (10.5 / 24) * box["height"])
@@ -155,8 +160,30 @@ def test_slider_and_click_show_the_image_and_spectrum_of_sel_then_an_svd_runs(pa
         page.fill("input[name=k]", "3")
         page.click("#run button[type=submit]")
         page.wait_for_selector("#jobs tr[data-status=done]", timeout=90_000)
-        page.wait_for_selector("#results li[data-tool=SVD]", timeout=30_000)
+        page.wait_for_selector("#results li[data-tool=SVD] a[data-result]", timeout=30_000)
         shot(page, "dataset-after-svd")
+        # the downloads of the view are the numbers shown
+        spectrum_csv = httpx.get(server.url + page.get_attribute("#download-spectrum", "href")).text
+        np.testing.assert_allclose(np.loadtxt(io.StringIO(spectrum_csv), delimiter=",", skiprows=1)[:, 1],
+                                   spectrum["values"], rtol=1e-6)  # fmt: skip
+        image_npy = httpx.get(server.url + page.get_attribute("#download-npy", "href")).content
+        with usidgpu.open(folder / "si.h5") as f:
+            np.testing.assert_array_equal(np.load(io.BytesIO(image_npy)), f.main_datasets()[0].sel(Bias=7))
+        # a results dataset opens in the same viewer; its NPY download equals the file's dataset
+        links = {a.get_attribute("data-result"): a.get_attribute("href") for a in page.locator("a[data-result]").all()}
+        assert {"U", "V"} <= set(links), links  # the group's Main datasets (S is a plain table)
+        u_npy = page.locator("#results a[download='U.npy']").get_attribute("href")
+        with h5py.File(folder / "si.h5", "r") as h:
+            group = [k for k in h["Measurement_000/Channel_000"] if k.endswith("SVD_000")][0]
+            stored = h[f"Measurement_000/Channel_000/{group}/U"][()]
+        np.testing.assert_allclose(
+            np.load(io.BytesIO(httpx.get(server.url + u_npy).content)).reshape(stored.shape), stored
+        )
+        page.click("a[data-result=U]")
+        page.wait_for_function("window.usidgpu.view && window.usidgpu.view.desc.name === 'U'")
+        page.wait_for_function(LOADED)
+        page.go_back()
+        page.wait_for_selector("#run")
         # a refused parameter: the page shows the command's own one line
         page.fill("input[name=k]", "many")
         page.click("#run button[type=submit]")

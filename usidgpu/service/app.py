@@ -44,7 +44,17 @@ from .._version import __version__
 from ..core.errors import FileProblem, SelectionError, UsidgpuError
 from ..remote.wire import dtype_of
 from .catalog import Entry, NotInCatalog
-from .encode import MEDIA_TYPES, json_bytes, little_endian, npy_header, npy_parts, png_bytes, raw_headers, raw_view
+from .encode import (
+    MEDIA_TYPES,
+    csv_bytes,
+    json_bytes,
+    little_endian,
+    npy_header,
+    npy_parts,
+    png_bytes,
+    raw_headers,
+    raw_view,
+)
 from .events import sse
 from .instance import Service
 from .jobs import NoSuchJob
@@ -270,7 +280,7 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         _s: Reader,
         dataset_id: str,
         request: Request,
-        format: Literal["npy", "raw", "json", "png"] = Query("npy", description="npy | raw | json | png"),  # noqa: A002
+        format: Literal["npy", "raw", "json", "png", "csv"] = Query("npy", description="npy | raw | json | png | csv"),  # noqa: A002
         vmin: float | None = Query(None, description="PNG: lower contrast limit"),
         vmax: float | None = Query(None, description="PNG: upper contrast limit"),
         cmap: Annotated[Colormap, Query(description="PNG: a matplotlib colormap")] = DEFAULT_COLORMAP,
@@ -309,7 +319,9 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
             body_parts: list[bytes | memoryview] = npy_parts(values) if format == "npy" else [raw_view(values)]
             return PartsResponse(body_parts, media_type=MEDIA_TYPES[format], headers=disposition, background=done)
         settings.in_flight.release(held)  # JSON and PNG answers are small copies
-        if format == "json":
+        if format == "csv":
+            body = csv_bytes(values, kept, [coordinates(entry, n, selection.get(n, slice(None))) for n in kept])
+        elif format == "json":
             body = json_bytes(values, kept)
         else:
             body = png_bytes(values, vmin, vmax, cmap.value)
@@ -449,6 +461,16 @@ def read_selection(readers: OpenDatasets, entry: Entry, selection: dict[str, Any
             return np.asarray(main.sel(**selection))
     except KeyError:
         raise FileProblem(f"{entry.name} is no longer in its file; the folder is being rescanned") from None
+
+
+def coordinates(entry: Entry, name: str, key: Any) -> np.ndarray | None:
+    """The values of dimension ``name`` that a selection ``key`` (slice or list) keeps, or None
+    when the description does not list them."""
+    dim = next(d for d in entry.description["dims"] if d["name"] == name)
+    if dim["values"] is None:
+        return None
+    values = np.asarray(dim["values"], dtype=float)
+    return values[key] if isinstance(key, slice) else values[np.asarray(key, dtype=np.int64) % values.size]
 
 
 def read_chunk(readers: OpenDatasets, entry: Entry, selection: dict[str, slice]) -> np.ndarray:

@@ -222,10 +222,12 @@ class Catalog:
         error = None
         try:
             with USIDFile(path) as f:
+                described = []
                 for main in f.main_datasets():
                     desc = describe(main, f.results_groups(main))
-                    did = dataset_id(self.folders[folder_index], path, main.name)
-                    rows.append((did, main.name, desc["name"], desc["kind"], json.dumps(desc)))
+                    described.append((dataset_id(self.folders[folder_index], path, main.name), desc))
+            link_results(described)
+            rows = [(did, d["path"], d["name"], d["kind"], json.dumps(d)) for did, d in described]
             if not rows:
                 error = "not a USID file: no Main dataset found"
         except (UsidgpuError, OSError, MemoryError) as exc:
@@ -317,6 +319,18 @@ class Catalog:
         with self._lock:
             rows = self._db.execute("SELECT path, error FROM files WHERE status = 'failed' ORDER BY path").fetchall()
         return [{"file": os.path.basename(p), "error": e} for p, e in rows]
+
+
+def link_results(described: list[tuple[str, dict[str, Any]]]) -> None:
+    """Name, in each results group a description lists, the catalog ids and names of the Main
+    datasets it holds (components, maps, labels, cleaned images…), so clients can open them."""
+    inside: dict[str, list[dict[str, str]]] = {}
+    for did, desc in described:
+        if desc.get("result_of"):
+            inside.setdefault(desc["result_of"], []).append({"id": did, "name": desc["name"], "kind": desc["kind"]})
+    for _did, desc in described:
+        for group in desc["results"]:
+            group["datasets"] = inside.get(group["path"], [])
 
 
 def _entry(row: tuple) -> Entry:

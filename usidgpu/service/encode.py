@@ -17,13 +17,16 @@ import numpy as np
 
 from ..core.errors import InvalidInput, UnknownName
 
-FORMATS = ("npy", "raw", "json", "png")
+FORMATS = ("npy", "raw", "json", "png", "csv")
 MEDIA_TYPES = {
     "npy": "application/x-npy",
     "raw": "application/octet-stream",
     "json": "application/json",
     "png": "image/png",
+    "csv": "text/csv",
 }
+#: CSV is for tables a spreadsheet opens: up to this many values.
+MAX_CSV_ELEMENTS = 1 << 22
 #: JSON is for small selections; larger ones use .npy or raw bytes.
 MAX_JSON_ELEMENTS = 65536
 
@@ -139,3 +142,36 @@ def png_bytes(a: np.ndarray, vmin: float | None = None, vmax: float | None = Non
     # local network, where a third more bytes costs less than three times the encoding
     image.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def csv_bytes(a: np.ndarray, dims: list[str], coordinates: list[np.ndarray | None]) -> bytes:
+    """A 1-D or 2-D selection as CSV: a header naming the dimensions, then one row per index of the
+    first dimension (its coordinate first when known), one column per index of the second.
+
+    Parameters
+    ----------
+    dims : list of str
+        The selection's dimensions (axis order).
+    coordinates : list
+        Each dimension's values (None where unknown).
+    """
+    if a.ndim not in (1, 2) or a.dtype.names or np.iscomplexobj(a):
+        raise InvalidInput(
+            f"CSV holds 1-D or 2-D real tables; this selection is {a.ndim}-D {a.dtype}: select fewer "
+            "dimensions, or use format=npy"
+        )
+    if a.size > MAX_CSV_ELEMENTS:
+        raise InvalidInput(f"the selection holds {a.size} values; CSV is for up to {MAX_CSV_ELEMENTS}: use format=npy")
+    table = a.reshape(a.shape[0], -1)
+    rows_coord = coordinates[0] if coordinates and coordinates[0] is not None else np.arange(table.shape[0])
+    if a.ndim == 2:
+        cols = coordinates[1] if coordinates[1] is not None else np.arange(table.shape[1])
+        header = f"{dims[0]} \\ {dims[1]}," + ",".join(f"{c:.9g}" for c in np.asarray(cols, dtype=float))
+    else:
+        header = f"{dims[0]},value"
+    buf = io.StringIO()
+    buf.write(header + "\n")
+    np.savetxt(
+        buf, np.column_stack([np.asarray(rows_coord, dtype=float), table.astype(float)]), delimiter=",", fmt="%.9g"
+    )
+    return buf.getvalue().encode()

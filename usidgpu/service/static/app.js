@@ -159,7 +159,7 @@ async function renderDataset(id) {
       ["viridis", "gray", "magma", "inferno", "cividis", "RdBu_r"].map((c) => el("option", { value: c }, c))), el("span", {})));
   const plot = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   for (const [k, v] of Object.entries({ class: "plot", id: "spectrum", role: "img", "aria-label": "spectrum at the chosen position" })) plot.setAttribute(k, v);
-  const left = el("figure", {}, el("div", { class: "image-wrap" }, img, marker), scale);
+  const left = el("figure", {}, el("div", { class: "image-wrap" }, img, marker), scale, el("p", { class: "meta", id: "downloads" }));
   const right = el("div", {}, el("h2", {}, lay.spectrum ? `Spectrum along ${lay.spectrum.name}` : "Value"),
     el("p", { class: "meta", id: "point" }, "click the image to show the spectrum there"), plot, controls);
   main.replaceChildren(title, summary, el("div", { class: "viewer" }, left, right), analysisPanel(desc), resultsPanel(desc));
@@ -187,7 +187,7 @@ function drawImage() {
   const params = { ...imageSelection(), format: "png", cmap: view.cmap, vmin: view.vmin, vmax: view.vmax };
   const url = `/api/v1/datasets/${view.id}/data?${query(params)}`;
   view.image = { url, selection: imageSelection(), loaded: false };
-  img.onload = () => { view.image.loaded = true; drawScale(); };
+  img.onload = () => { view.image.loaded = true; drawScale(); downloads(); };
   img.onerror = async () => { const r = await fetch(url); try { showError((await r.json()).detail); } catch (_) { showError(`image: ${r.status}`); } };
   img.src = url;
 }
@@ -226,6 +226,7 @@ async function drawSpectrum() {
   view.spectrum = { selection: sel, values: y, x, dims: answer.dims };
   $("#point").textContent = Object.entries(view.point).map(([k, v]) => `${k} = ${valueText(view.desc.dims.find((d) => d.name === k), v)}`).join(", ");
   plotLine($("#spectrum"), x, y, axis ? label(axis.name, axis.units) : "index", label(view.desc.quantity, view.desc.units));
+  downloads();
 }
 function plotLine(svg, x, y, xlabel, ylabel) {
   const W = 600, H = 260, L = 60, R = 10, T = 10, B = 40;
@@ -299,9 +300,26 @@ function renderDatasetsBadges() {
   }
 }
 function resultsPanel(desc) {
-  if (!desc.results.length) return el("section", { id: "results" }, el("h2", {}, "Results"), el("p", { class: "meta" }, "none yet"));
-  return el("section", { id: "results" }, el("h2", {}, "Results"), el("ul", {}, desc.results.map((r) =>
-    el("li", { "data-tool": r.tool }, `${r.tool}: ${r.path}${r.complete ? "" : " (incomplete)"}`))));
+  const section = el("section", { id: "results" }, el("h2", {}, "Results"));
+  if (!desc.results.length) { section.append(el("p", { class: "meta" }, "none yet")); return section; }
+  section.append(el("ul", {}, desc.results.map((r) => el("li", { "data-tool": r.tool },
+    `${r.tool}: ${r.path.split("/").pop()}${r.complete ? "" : " (incomplete)"}`,
+    el("ul", {}, (r.datasets || []).map((d) => el("li", {},
+      el("a", { href: `#/dataset/${d.id}`, "data-result": d.name }, d.name), ` ${d.kind} · download `,
+      el("a", { href: `/api/v1/datasets/${d.id}/data?format=npy`, download: `${d.name}.npy` }, "npy"))))))));
+  return section;
+}
+function downloads() { // links to the numbers and pictures of the current view
+  const view = state.view, box = $("#downloads");
+  if (!box || !view || !view.image) return;
+  const base = `/api/v1/datasets/${view.id}/data?`, sel = view.image.selection, name = view.desc.name;
+  const links = [el("a", { href: view.image.url, download: `${name}.png` }, "image (PNG)"), " · ",
+    el("a", { href: base + query({ ...sel, format: "npy" }), download: `${name}.npy`, id: "download-npy" }, "image (NPY)"), " · ",
+    el("a", { href: base + query({ ...sel, format: "csv" }), download: `${name}.csv`, id: "download-csv" }, "image (CSV)")];
+  if (view.spectrum) {
+    links.push(" · ", el("a", { href: base + query({ ...view.spectrum.selection, format: "csv" }), download: `${name}-spectrum.csv`, id: "download-spectrum" }, "spectrum (CSV)"));
+  }
+  box.replaceChildren("download: ", ...links);
 }
 
 // ---------------------------------------------------------------------------------------- routing
