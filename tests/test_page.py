@@ -195,3 +195,44 @@ def test_slider_and_click_show_the_image_and_spectrum_of_sel_then_an_svd_runs(pa
     with usidgpu.open(folder / "si.h5") as f:
         (svd,) = [r for r in f.results_groups(f.main_datasets()[0]) if r.tool == "SVD"]
         assert svd.complete and svd.attrs["num_components"] == 3  # the k typed into the page
+
+
+def test_zoom_and_pan_ask_for_the_part_shown_and_clicks_find_their_pixel(page, tmp_path):
+    from PIL import Image
+
+    from usidgpu.service.encode import png_bytes
+
+    folder = tmp_path / "instrument"
+    folder.mkdir()
+    spectrum_image(folder / "si.h5", seed=5)  # 24 × 32 positions
+    with served(folder, "--no-pipeline", "--state", tmp_path / "state") as server:
+        page.goto(server.url)
+        page.click(".card")
+        page.wait_for_function(LOADED)
+        page.click("#zoom-in")  # the middle half of each side: rows 6–17, columns 8–23
+        page.wait_for_function(LOADED + " && window.usidgpu.view.image.window.rows[0] === 6")
+        page.wait_for_function("document.querySelector('#image').complete")
+        window = page.evaluate("window.usidgpu.view.image.window")
+        assert window == {"rows": [6, 18], "cols": [8, 24]}
+        with usidgpu.open(folder / "si.h5") as f:
+            m = f.main_datasets()[0]
+            want = np.asarray(Image.open(io.BytesIO(png_bytes(m.sel(Y=slice(6, 18), X=slice(8, 24), Bias=0)))))
+            np.testing.assert_array_equal(displayed_pixels(page)[..., :3], want[..., :3])
+            # drag a quarter of the width to the left: the window moves 4 columns right
+            box = page.locator("#image").bounding_box()
+            y = box["y"] + box["height"] / 2
+            page.mouse.move(box["x"] + 0.75 * box["width"], y)
+            page.mouse.down()
+            page.mouse.move(box["x"] + 0.5 * box["width"], y, steps=5)
+            page.mouse.up()
+            page.wait_for_function(LOADED + " && window.usidgpu.view.image.window.cols[0] === 12")
+            # a click in the zoomed view finds its pixel of the whole image
+            box = page.locator("#image").bounding_box()
+            page.mouse.click(box["x"] + (2.5 / 16) * box["width"], box["y"] + (3.5 / 12) * box["height"])
+            page.wait_for_function("window.usidgpu.view.spectrum && window.usidgpu.view.spectrum.selection.Y === 9")
+            spectrum = page.evaluate("window.usidgpu.view.spectrum")
+            assert spectrum["selection"]["X"] == 14
+            np.testing.assert_allclose(spectrum["values"], m.sel(Y=9, X=14), rtol=1e-6)
+        page.click("#zoom-reset")
+        page.wait_for_function(LOADED + " && window.usidgpu.view.image.window.rows[1] === 24")
+        page.goto("about:blank")

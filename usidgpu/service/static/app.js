@@ -55,6 +55,7 @@ function layoutOf(desc) {
   return { image, spectrum, sliders };
 }
 function stride(size, target) { return Math.max(1, Math.ceil(size / target)); }
+const MAX_SIDE = 1024;
 function thumbnailUrl(d) {
   const dims = d.dims;
   const real = dims.filter((x) => x.size > 1);
@@ -139,6 +140,9 @@ async function renderDataset(id) {
   const lay = layoutOf(desc);
   const view = { id, desc, layout: lay, index: {}, point: null, vmin: "", vmax: "", cmap: "viridis", image: null, spectrum: null };
   for (const d of desc.dims) view.index[d.name] = 0;
+  // the part of the image shown, in index space [start, stop) per image dimension: zoom and pan
+  // ask the server for that part only, strided to at most MAX_SIDE pixels a side
+  if (lay.image.length === 2) view.window = { rows: [0, lay.image[0].size], cols: [0, lay.image[1].size] };
   state.view = view;
   const main = $("#main");
   const title = el("h1", {}, desc.name, " ", el("span", { class: "meta" }, `${desc.file} ${desc.path}`));
@@ -149,7 +153,13 @@ async function renderDataset(id) {
     rerenderJobs();
     return;
   }
-  const img = el("img", { id: "image", alt: `${desc.name} at the chosen indices`, onclick: (e) => pick(e) });
+  const img = el("img", { id: "image", alt: `${desc.name} at the chosen indices`, draggable: "false" });
+  enablePanZoom(img);
+  const zoomBar = el("div", { class: "toolbar" },
+    el("button", { type: "button", id: "zoom-in", onclick: () => zoom(0.5) }, "zoom in"),
+    el("button", { type: "button", id: "zoom-out", onclick: () => zoom(2) }, "zoom out"),
+    el("button", { type: "button", id: "zoom-reset", onclick: () => zoom(Infinity) }, "whole image"),
+    el("span", { class: "meta", id: "window" }));
   const marker = el("div", { id: "marker", hidden: true });
   const scale = el("div", { class: "scalebar", id: "scalebar" });
   const controls = el("div", { class: "controls" }, lay.sliders.map((d) => slider(d)),
@@ -159,7 +169,7 @@ async function renderDataset(id) {
       ["viridis", "gray", "magma", "inferno", "cividis", "RdBu_r"].map((c) => el("option", { value: c }, c))), el("span", {})));
   const plot = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   for (const [k, v] of Object.entries({ class: "plot", id: "spectrum", role: "img", "aria-label": "spectrum at the chosen position" })) plot.setAttribute(k, v);
-  const left = el("figure", {}, el("div", { class: "image-wrap" }, img, marker), scale, el("p", { class: "meta", id: "downloads" }));
+  const left = el("figure", {}, zoomBar, el("div", { class: "image-wrap" }, img, marker), scale, el("p", { class: "meta", id: "downloads" }));
   const right = el("div", {}, el("h2", {}, lay.spectrum ? `Spectrum along ${lay.spectrum.name}` : "Value"),
     el("p", { class: "meta", id: "point" }, "click the image to show the spectrum there"), plot, controls);
   main.replaceChildren(title, summary, el("div", { class: "viewer" }, left, right), analysisPanel(desc), resultsPanel(desc));
@@ -176,9 +186,12 @@ function slider(d) {
 function valueText(d, i) { return d.values ? `${fmt(d.values[i])}${d.units ? " " + d.units : ""}` : `#${i}`; }
 function imageSelection() {
   const view = state.view, lay = view.layout, sel = {};
+  const [dy, dx] = lay.image;
   for (const d of view.desc.dims) {
-    if (lay.image.includes(d)) sel[d.name] = `::${stride(d.size, 1024)}`; // never more than ~1024 px a side
-    else sel[d.name] = String(view.index[d.name]);
+    if (d === dy || d === dx) {
+      const [a, b] = d === dy ? view.window.rows : view.window.cols;
+      sel[d.name] = `${a}:${b}:${stride(b - a, MAX_SIDE)}`; // never more than MAX_SIDE px a side
+    } else sel[d.name] = String(view.index[d.name]);
   }
   return sel;
 }
@@ -186,8 +199,11 @@ function drawImage() {
   const view = state.view, img = $("#image");
   const params = { ...imageSelection(), format: "png", cmap: view.cmap, vmin: view.vmin, vmax: view.vmax };
   const url = `/api/v1/datasets/${view.id}/data?${query(params)}`;
-  view.image = { url, selection: imageSelection(), loaded: false };
-  img.onload = () => { view.image.loaded = true; drawScale(); downloads(); };
+  view.image = { url, selection: imageSelection(), window: JSON.parse(JSON.stringify(view.window)), loaded: false };
+  img.onload = () => { view.image.loaded = true; drawScale(); downloads(); placeMarker(); };
+  const { rows, cols } = view.window, [dy, dx] = view.layout.image;
+  $("#window").textContent = rows[1] - rows[0] < dy.size || cols[1] - cols[0] < dx.size
+    ? `${dy.name} ${rows[0]}–${rows[1] - 1}, ${dx.name} ${cols[0]}–${cols[1] - 1}` : "";
   img.onerror = async () => { const r = await fetch(url); try { showError((await r.json()).detail); } catch (_) { showError(`image: ${r.status}`); } };
   img.src = url;
 }
@@ -195,7 +211,7 @@ function drawScale() {
   const view = state.view, [, dx] = view.layout.image, img = $("#image"), bar = $("#scalebar");
   if (!dx.values || dx.values.length < 2 || !img.clientWidth) { bar.replaceChildren(); return; }
   const step = Math.abs(dx.values[1] - dx.values[0]);
-  const width = step * dx.size; // the image's physical width
+  const width = step * (view.window.cols[1] - view.window.cols[0]); // the shown part's physical width
   const nice = [1, 2, 5].flatMap((m) => [-3, -2, -1, 0, 1, 2, 3, 4, 5, 6].map((e) => m * 10 ** e)).sort((a, b) => a - b)
     .filter((v) => v <= width / 4).pop();
   if (!nice) { bar.replaceChildren(); return; }
@@ -204,17 +220,62 @@ function drawScale() {
   line.style.width = `${px}px`; // through the CSSOM: the page's policy allows no inline style attributes
   bar.replaceChildren(line, `${fmt(nice)} ${dx.units || "px"}`);
 }
+function indexAt(event) { // the (row, column) of the image under the pointer, in the whole image
+  const view = state.view, r = $("#image").getBoundingClientRect();
+  const { rows: [y0, y1], cols: [x0, x1] } = view.window;
+  const col = Math.min(x1 - 1, x0 + Math.floor(((event.clientX - r.left) / r.width) * (x1 - x0)));
+  const row = Math.min(y1 - 1, y0 + Math.floor(((event.clientY - r.top) / r.height) * (y1 - y0)));
+  return [Math.max(y0, row), Math.max(x0, col)];
+}
 function pick(event) {
-  const view = state.view, img = event.currentTarget, [dy, dx] = view.layout.image;
-  const r = img.getBoundingClientRect();
-  const col = Math.min(dx.size - 1, Math.floor(((event.clientX - r.left) / r.width) * dx.size));
-  const row = Math.min(dy.size - 1, Math.floor(((event.clientY - r.top) / r.height) * dy.size));
+  const view = state.view, [dy, dx] = view.layout.image;
+  const [row, col] = indexAt(event);
   view.point = { [dy.name]: row, [dx.name]: col };
-  const marker = $("#marker");
-  marker.hidden = false;
-  marker.style.left = `${((col + 0.5) / dx.size) * r.width}px`;
-  marker.style.top = `${((row + 0.5) / dy.size) * r.height}px`;
+  placeMarker();
   drawSpectrum();
+}
+function placeMarker() {
+  const view = state.view, marker = $("#marker"), [dy, dx] = view.layout.image;
+  if (!view.point) return;
+  const { rows: [y0, y1], cols: [x0, x1] } = view.window, r = $("#image").getBoundingClientRect();
+  const row = view.point[dy.name], col = view.point[dx.name];
+  marker.hidden = row < y0 || row >= y1 || col < x0 || col >= x1;
+  marker.style.left = `${((col - x0 + 0.5) / (x1 - x0)) * r.width}px`;
+  marker.style.top = `${((row - y0 + 0.5) / (y1 - y0)) * r.height}px`;
+}
+function zoom(factor, center) { // factor < 1 zooms in; Infinity shows the whole image
+  const view = state.view, [dy, dx] = view.layout.image, w = view.window;
+  const fit = (range, size, c) => {
+    if (factor === Infinity) return [0, size];
+    const span = Math.max(Math.min(8, size), Math.min(size, Math.round((range[1] - range[0]) * factor)));
+    const mid = c ?? (range[0] + range[1]) / 2;
+    const start = Math.max(0, Math.min(size - span, Math.round(mid - span / 2)));
+    return [start, start + span];
+  };
+  view.window = { rows: fit(w.rows, dy.size, center && center[0]), cols: fit(w.cols, dx.size, center && center[1]) };
+  drawImage();
+}
+function pan(dRows, dCols) {
+  const view = state.view, [dy, dx] = view.layout.image, w = view.window;
+  const shift = (range, size, d) => { const s = Math.max(-range[0], Math.min(size - range[1], d)); return [range[0] + s, range[1] + s]; };
+  view.window = { rows: shift(w.rows, dy.size, dRows), cols: shift(w.cols, dx.size, dCols) };
+  drawImage();
+}
+function enablePanZoom(img) {
+  let drag = null;
+  img.addEventListener("wheel", (e) => { e.preventDefault(); zoom(e.deltaY < 0 ? 0.5 : 2, indexAt(e)); }, { passive: false });
+  img.addEventListener("pointerdown", (e) => { drag = { x: e.clientX, y: e.clientY, moved: false }; img.setPointerCapture(e.pointerId); });
+  img.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    if (Math.hypot(e.clientX - drag.x, e.clientY - drag.y) > 4) drag.moved = true;
+  });
+  img.addEventListener("pointerup", (e) => {
+    const d = drag; drag = null;
+    if (!d) return;
+    if (!d.moved) { pick(e); return; }
+    const view = state.view, r = img.getBoundingClientRect(), w = view.window;
+    pan(-Math.round(((e.clientY - d.y) / r.height) * (w.rows[1] - w.rows[0])), -Math.round(((e.clientX - d.x) / r.width) * (w.cols[1] - w.cols[0])));
+  });
 }
 async function drawSpectrum() {
   const view = state.view, lay = view.layout, sel = { ...view.point, format: "json" };
