@@ -170,13 +170,17 @@ def test_submit_follow_events_and_cancel(tmp_path):
     assert {k: v for k, v in data_digests(folder / "si.h5").items() if k in before} == before
 
 
-def test_a_killed_server_resumes_its_job_with_one_results_group(tmp_path):
+@pytest.mark.parametrize(
+    ("side", "window", "after_s"),
+    [(128, 32, 0.3), (512, 64, 2.5)],  # killed as the job's command starts, and in the middle of its work
+)
+def test_a_killed_server_resumes_its_job_with_one_results_group(tmp_path, side, window, after_s):
     folder = tmp_path / "instrument"
     folder.mkdir()
     make_file(
         folder / "img.h5",
-        np.random.default_rng(0).standard_normal((128, 128, 1)).astype(np.float32),
-        pos=[Dimension("Y", "nm", 128), Dimension("X", "nm", 128)],
+        np.random.default_rng(0).standard_normal((side, side, 1)).astype(np.float32),
+        pos=[Dimension("Y", "nm", side), Dimension("X", "nm", side)],
         spec=[Dimension("arb", "a.u.", 1)],
     )
     state = tmp_path / "state"
@@ -184,10 +188,13 @@ def test_a_killed_server_resumes_its_job_with_one_results_group(tmp_path):
     assert isinstance(server, Server)
     try:
         (entry,) = server.get("datasets").json()["datasets"]
-        job = server.post("jobs", json={"dataset": entry["id"], "analysis": "denoise", "parameters": {"window": 32}})
+        job = server.post(
+            "jobs", json={"dataset": entry["id"], "analysis": "denoise", "parameters": {"window": window}}
+        )
         job_id = job.json()["id"]
         wait_for(lambda: server.get(f"jobs/{job_id}").json()["status"] == "running", what="the job to run")
-        time.sleep(0.5)
+        time.sleep(after_s)
+        assert server.get(f"jobs/{job_id}").json()["status"] == "running"  # still working when killed
     finally:
         stop_server(server, kill=True)
     # the job's child died with the server (no orphan finishing behind the restarted service)
