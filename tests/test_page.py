@@ -236,3 +236,33 @@ def test_zoom_and_pan_ask_for_the_part_shown_and_clicks_find_their_pixel(page, t
         page.click("#zoom-reset")
         page.wait_for_function(LOADED + " && window.usidgpu.view.image.window.rows[1] === 24")
         page.goto("about:blank")
+
+
+def test_off_loopback_the_page_signs_in_with_a_key(page, tmp_path):
+    """A service bound beyond loopback needs a key: the page asks for it once, refuses a wrong
+    one with the server's words, and with the right one shows the datasets (the key then travels
+    in an HttpOnly cookie, also for images and the event stream)."""
+    from usidgpu.service.keys import KeyStore
+
+    folder = tmp_path / "instrument"
+    folder.mkdir()
+    spectrum_image(folder / "si.h5")
+    state = tmp_path / "state"
+    state.mkdir()
+    key = KeyStore(state / "keys.json").add("read")
+    with served(folder, "--host", "0.0.0.0", "--no-pipeline", "--state", state) as server:
+        page.goto(server.url.replace("0.0.0.0", "127.0.0.1"))
+        page.wait_for_selector("#sign-in")
+        page.fill("#key", "not-the-key-0123456789")
+        page.click("#sign-in button")
+        page.wait_for_selector("#error:not([hidden])")
+        assert "not a key of this service" in page.locator("#error").inner_text()
+        page.fill("#key", key)
+        page.click("#sign-in button")
+        page.wait_for_selector(".card img")
+        page.wait_for_function("document.querySelector('.card img').naturalWidth > 0")  # the thumbnail got through
+        cookies = page.context.cookies()
+        (cookie,) = [c for c in cookies if c["name"] == "usidgpu_key"]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert page.evaluate("document.cookie") == ""  # no script can read it
+        page.goto("about:blank")

@@ -105,6 +105,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+#: The cookie the page keeps its API key in (see ``POST /api/v1/session``).
+KEY_COOKIE = "usidgpu_key"
+
+
+class SignIn(BaseModel):
+    """An API key for the page."""
+
+    key: str = Field(..., min_length=1, max_length=200)
+
+
 class JobRequest(BaseModel):
     """A job to queue."""
 
@@ -206,6 +216,8 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         else:
             auth = request.headers.get("authorization", "")
             key = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
+            # the page's sign-in cookie (a browser cannot add headers to images and event streams)
+            key = key or request.cookies.get(KEY_COOKIE)
             found = settings.keys.lookup(key)
             if found is None:
                 raise HTTPException(
@@ -246,6 +258,26 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         return FileResponse(static / "index.html", media_type="text/html")
 
     # ------------------------------------------------------------------ routes
+    @app.post("/api/v1/session")
+    def sign_in(body: SignIn) -> JSONResponse:
+        """Sign the page in with an API key: it is checked, then kept in a cookie only this site
+        receives (HttpOnly, SameSite=Strict: no script reads it, no other site's page sends it)."""
+        if settings.keys is None:
+            return JSONResponse({"scope": "submit", "detail": "this service needs no key"})
+        found = settings.keys.lookup(body.key)
+        if found is None:
+            raise HTTPException(401, "not a key of this service")
+        answer = JSONResponse({"scope": found[0]})
+        answer.set_cookie(KEY_COOKIE, body.key, httponly=True, samesite="strict", path="/")
+        return answer
+
+    @app.delete("/api/v1/session")
+    def sign_out() -> JSONResponse:
+        """Forget the page's key."""
+        answer = JSONResponse({"detail": "signed out"})
+        answer.delete_cookie(KEY_COOKIE, path="/")
+        return answer
+
     @app.get("/api/v1/health")
     def health() -> dict[str, Any]:
         """Liveness: the version and how many datasets are catalogued."""

@@ -31,6 +31,7 @@ function showError(message) {
 }
 async function api(path, options = {}) {
   const response = await fetch(`/api/v1/${path}`, options);
+  if (response.status === 401 && path !== "session") signIn();
   if (!response.ok) {
     let detail = `${response.status} ${response.statusText}`;
     try {
@@ -65,6 +66,23 @@ function thumbnailUrl(d) {
   const params = { format: "png", cmap: "gray" };
   for (const x of dims) params[x.name] = image.includes(x) ? `::${stride(x.size, 96)}` : "0";
   return `/api/v1/datasets/${d.id}/data?${query(params)}`;
+}
+
+// a service off loopback needs an API key: asked once, kept by the server in an HttpOnly cookie
+function signIn() {
+  state.needKey = true;
+  if ($("#sign-in")) return;
+  const input = el("input", { type: "password", name: "key", id: "key", "aria-label": "API key", autocomplete: "off", size: 48 });
+  const form = el("form", { id: "sign-in", onsubmit: async (e) => {
+    e.preventDefault();
+    try {
+      await api("session", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ key: input.value }) });
+      location.reload();
+    } catch (_) { input.select(); }
+  } }, el("h1", {}, "Sign in"), el("p", {}, "This service needs an API key (ask whoever runs it)."),
+    el("div", { class: "toolbar" }, input, el("button", { class: "primary", type: "submit" }, "Sign in")));
+  $("#main").replaceChildren(form);
+  input.focus();
 }
 
 // ---------------------------------------------------------------------------------------- live data
@@ -385,6 +403,7 @@ function downloads() { // links to the numbers and pictures of the current view
 
 // ---------------------------------------------------------------------------------------- routing
 async function route(fresh = true) {
+  if (state.needKey) return; // the sign-in form stays until a key is accepted
   const m = location.hash.match(/^#\/dataset\/([0-9a-f]+)/);
   try {
     if (m) {
@@ -398,7 +417,8 @@ async function route(fresh = true) {
 }
 window.addEventListener("hashchange", () => route(true));
 window.addEventListener("DOMContentLoaded", async () => {
-  try { await refresh(); } catch (_) { /* shown by api() */ }
+  try { await refresh(); } catch (_) { /* shown by api(), or the sign-in form */ }
+  if (state.needKey) return;
   listen();
   route(true);
 });
