@@ -266,3 +266,30 @@ def test_off_loopback_the_page_signs_in_with_a_key(page, tmp_path):
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert page.evaluate("document.cookie") == ""  # no script can read it
         page.goto("about:blank")
+
+
+def test_a_sparse_dataset_shows_no_broken_image(page, tmp_path, real_sparse):
+    """Positions that fill no grid (pyUSID's sparse-sampling sample): no thumbnail is asked for and
+    the dataset page says why there is no image, with the table to download."""
+    folder = tmp_path / "instrument"
+    folder.mkdir()
+    shutil.copy(real_sparse, folder / "sparse.h5")
+    with served(folder, "--no-pipeline", "--read-only", "--state", tmp_path / "state") as server:
+        page.goto(server.url)
+        page.wait_for_selector(".card")
+        assert page.locator(".card img").count() == 0
+        page.locator(".card").first.click()
+        page.wait_for_selector("text=sparse sampling")
+        href = page.locator("a[download$='.npy']").first.get_attribute("href")
+        assert httpx.get(server.url + href).status_code == 200
+        page.goto("about:blank")
+
+
+@pytest.fixture
+def real_sparse():
+    from conftest import real_file
+
+    path = real_file("sparse_sampling.h5")
+    if not path.exists():
+        pytest.skip("the sparse-sampling sample is not here")
+    return path

@@ -282,3 +282,25 @@ def test_each_client_is_held_to_its_request_rate_and_job_count(tmp_path):
             assert second.status_code == 201
         else:
             assert "limit is 1" in second.json()["detail"]
+
+
+def test_an_nsid_file_is_translated_and_a_plain_hdf5_file_says_why_not(tmp_path, data_dir):
+    """A real NSID file (sidpy/pyNSID, no USID Main dataset) dropped in the folder is read through
+    a translation; an HDF5 file of neither kind stays listed with the translator's reason."""
+    nsid = data_dir / "bfo_iv_final.hf5"
+    if not nsid.exists():
+        pytest.skip("the NSID sample is not here")
+    folder = tmp_path / "instrument"
+    folder.mkdir()
+    with h5py.File(folder / "plain.h5", "w") as f:
+        f["x"] = np.arange(3)
+    with served(folder, "--no-pipeline", "--settle", "0.3", "--state", tmp_path / "state") as server:
+        shutil.copy(nsid, folder / "bfo.hf5")
+        (entry,) = wait_for(lambda: server.get("datasets").json()["datasets"], what="the translated dataset")
+        assert entry["kind"] == "spectrum image" and entry["file"].startswith("bfo-")
+        failed = wait_for(
+            lambda: [f for f in server.get("datasets").json()["failed"] if "translatable" in f["error"]],
+            what="the plain file's reason",
+        )
+        assert [f["file"] for f in failed] == ["plain.h5"] and "\n" not in failed[0]["error"]
+        assert not [f for f in server.get("datasets").json()["failed"] if f["file"] == "bfo.hf5"]

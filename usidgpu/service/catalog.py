@@ -314,6 +314,19 @@ class Catalog:
                 return index
         return None
 
+    def failed_files(self) -> list[tuple[Path, str]]:
+        """(path, one-line reason) of the files that could not be read."""
+        with self._lock:
+            rows = self._db.execute("SELECT path, error FROM files WHERE status = 'failed' ORDER BY path").fetchall()
+        return [(Path(p), e) for p, e in rows]
+
+    def set_file_status(self, path: str | os.PathLike, status: str, error: str | None = None) -> None:
+        """Record what became of a file (``translated``: read through a translation instead)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE files SET status = ?, error = ? WHERE path = ?", (status, error, str(Path(path).resolve()))
+            )
+
     def failures(self) -> list[dict[str, Any]]:
         """Files that could not be read, with their one-line reasons."""
         with self._lock:

@@ -16,7 +16,7 @@ from ..core.errors import InvalidInput, UnknownName
 from .catalog import HDF5_SUFFIXES, STATE_DIR, Catalog, Entry
 from .commands import Commands
 from .events import EventLog
-from .jobs import DONE, FINISHED, RUNNING, Job, JobStore, Runner, translated_path
+from .jobs import DONE, FAILED, FINISHED, RUNNING, Job, JobStore, Runner, translated_path
 from .pipeline import Rule
 from .readers import OpenDatasets
 from .watch import Settler, watch_folders
@@ -25,6 +25,9 @@ log = logging.getLogger("usidgpu.service")
 
 #: Vendor files the service translates to USID as they land (``usidgpu translate`` reads them).
 VENDOR_SUFFIXES = (".dm3", ".dm4", ".emd", ".ibw", ".sxm", ".3ds", ".tif", ".tiff")
+
+#: How the catalog words a file without Main datasets (then a translation is tried).
+NOT_USID = "not a USID file"
 
 #: Analyses that can run block-wise on a dask scheduler (``--scheduler``).
 BLOCKWISE = frozenset({"svd", "cluster", "denoise"})
@@ -112,6 +115,9 @@ class Service:
         counts = self.catalog.scan()
         for entry in self.catalog.datasets():  # source data only: results are not analyzed again
             self.apply_pipeline(entry)
+        for path, _reason in self.catalog.failed_files():
+            if self.catalog.folder_of(path) is not None and path.parent != self.translated:
+                self.translate_if_other_hdf5(path)
         if not self.options.read_only:
             for folder in self.watched:
                 for path in _vendor_files(folder, self.catalog.state_dir):
@@ -177,9 +183,17 @@ class Service:
                 if not entry.description.get("result_of"):
                     self.events.publish("dataset", entry.summary())
                 self.apply_pipeline(entry)
-        else:
+        elif not self.translate_if_other_hdf5(path):
             failed = [f for f in self.catalog.failures() if f["file"] == path.name]
             self.events.publish("failed", failed[0] if failed else {"file": path.name, "error": "unreadable"})
+
+    def translate_if_other_hdf5(self, path: Path) -> bool:
+        """An HDF5 file that holds no USID Main dataset may be another format ``usidgpu translate``
+        reads (NSID, from sidpy/pyNSID): queue its translation. True when queued (or done)."""
+        reason = dict((str(p), e) for p, e in self.catalog.failed_files()).get(str(path.resolve()), "")
+        if self.options.read_only or not reason.startswith(NOT_USID):
+            return False
+        return self.translate(path) is not None or translated_path(self.catalog.state_dir, path).exists()
 
     def translate(self, path: Path) -> Job | None:
         """Queue the translation of a vendor file (once: not when its output exists or a job for it
@@ -236,6 +250,9 @@ class Service:
         """After each change of a job: tell the clients; let go of its file while it runs (it
         attaches its results at the end); when one is done, catalog what it made."""
         self.events.publish("job", job.public())
+        if job.analysis == "translate" and job.status == FAILED and job.file.lower().endswith(HDF5_SUFFIXES):
+            # an HDF5 file neither USID nor translatable: its reason is the translator's
+            self.catalog.set_file_status(job.file, "failed", f"not USID, and not translatable: {job.message}")
         if job.status == RUNNING:
             self.readers.hold_off(job.file)
             return
@@ -246,6 +263,7 @@ class Service:
         if job.analysis == "translate":
             out = translated_path(self.catalog.state_dir, Path(job.file))
             if out.exists():
+                self.catalog.set_file_status(job.file, "translated")  # an NSID file: no failure any more
                 self.take(out)
             return
         folder = self.catalog.folder_of(job.file)

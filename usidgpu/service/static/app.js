@@ -48,6 +48,7 @@ const label = (name, units) => (units ? `${name} (${units})` : name);
 
 // which two dimensions make the image, which one the spectrum, which get sliders
 function layoutOf(desc) {
+  if (!desc.nd_shape) return { image: [], spectrum: null, sliders: [] }; // sparse sampling: no grid to draw
   const real = desc.dims.filter((d) => d.size > 1);
   const pos = real.filter((d) => d.role === "position");
   const image = (pos.length >= 2 ? pos : real).slice(0, 2);
@@ -58,6 +59,7 @@ function layoutOf(desc) {
 function stride(size, target) { return Math.max(1, Math.ceil(size / target)); }
 const MAX_SIDE = 1024;
 function thumbnailUrl(d) {
+  if (!d.nd_shape) return null; // positions that fill no grid have no image
   const dims = d.dims;
   const real = dims.filter((x) => x.size > 1);
   const pos = real.filter((x) => x.role === "position");
@@ -167,7 +169,11 @@ async function renderDataset(id) {
   const summary = el("p", { class: "meta" }, `${desc.kind} · ${label(desc.quantity, desc.units)} · ` +
     desc.dims.map((d) => `${label(d.name, d.units)} ${d.size}`).join(" × "));
   if (lay.image.length < 2) {
-    main.replaceChildren(title, summary, el("p", {}, "This dataset has no two dimensions to show as an image."), analysisPanel(desc), resultsPanel(desc));
+    const why = desc.nd_shape ? "This dataset has no two dimensions to show as an image."
+      : "Its positions do not fill a grid (sparse sampling), so there is no image to draw; the values are served as a table.";
+    main.replaceChildren(title, summary, el("p", {}, why,
+      " ", el("a", { href: `/api/v1/datasets/${id}/data?format=npy`, download: `${desc.name}.npy` }, "download (NPY)")),
+      analysisPanel(desc), resultsPanel(desc));
     rerenderJobs();
     return;
   }
