@@ -67,7 +67,14 @@ def page(browser):
         ),
     )
     outside: list[str] = []
-    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(("http://127.0.0.1", "data:")) else None)
+    page.on(
+        "request",
+        lambda r: (
+            outside.append(r.url)
+            if not r.url.startswith(("http://127.0.0.1", "data:", "blob:http://127.0.0.1"))
+            else None
+        ),
+    )
     yield page
     context.close()
     assert not errors, errors
@@ -79,13 +86,14 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def displayed_pixels(page) -> np.ndarray:
-    """The RGBA pixels of the image the page shows, at its natural size (drawn into a canvas)."""
+def displayed_pixels(page, selector: str = "#image") -> np.ndarray:
+    """The RGBA pixels of an image the page shows, at its natural size (drawn into a canvas)."""
     flat = page.evaluate(
-        """() => { const img = document.querySelector('#image');
+        """(selector) => { const img = document.querySelector(selector);
                    const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
                    const g = c.getContext('2d'); g.drawImage(img, 0, 0);
-                   return [c.width, c.height, Array.from(g.getImageData(0, 0, c.width, c.height).data)]; }"""
+                   return [c.width, c.height, Array.from(g.getImageData(0, 0, c.width, c.height).data)]; }""",
+        selector,
     )
     w, h, data = flat
     return np.array(data, dtype=np.uint8).reshape(h, w, 4)
@@ -293,3 +301,40 @@ def real_sparse():
     if not path.exists():
         pytest.skip("the sparse-sampling sample is not here")
     return path
+
+
+def test_a_denoising_result_is_shown_beside_its_source_with_the_same_contrast(page, tmp_path):
+    from fault_tools import usidgpu as run_cli
+    from PIL import Image
+
+    from usidgpu.service.encode import contrast_limits, png_bytes
+
+    folder = tmp_path / "instrument"
+    folder.mkdir()
+    y, x = np.mgrid[0:64, 0:64]
+    image = np.sin(x / 5.0) * np.cos(y / 7.0) + np.random.default_rng(1).normal(0, 0.3, (64, 64))
+    pos = [Dimension("Y", "nm", 64), Dimension("X", "nm", 64)]
+    spec = [Dimension("arb", "a.u.", 1)]
+    make_file(
+        folder / "img.h5", image[..., None].astype(np.float32), pos=pos, spec=spec, quantity="Intensity", units="counts"
+    )
+    assert run_cli("denoise", folder / "img.h5", "--window", "8").returncode == 0
+    with served(folder, "--no-pipeline", "--read-only", "--state", tmp_path / "state") as server:
+        page.goto(server.url)
+        page.click(".card")
+        page.wait_for_function(LOADED)
+        page.click("button.compare")
+        page.wait_for_function(
+            "['#compare-raw', '#compare-cleaned', '#compare-noise'].every((s) => { const i = document.querySelector(s);"
+            " return i && i.complete && i.naturalWidth > 0; })"
+        )
+        shot(page, "denoise-compare")
+        with usidgpu.open(folder / "img.h5") as f:
+            raw = f.main_datasets()[0].sel(arb=0)
+            (group,) = [r for r in f.results_groups(f.main_datasets()[0])]
+            cleaned = f[group.path + "/Cleaned_Image"].sel(arb=0)
+        lo, hi = contrast_limits(raw)
+        assert page.evaluate("window.usidgpu.compare.limits") == pytest.approx([lo, hi])
+        want = np.asarray(Image.open(io.BytesIO(png_bytes(cleaned, lo, hi, "gray"))))
+        np.testing.assert_array_equal(displayed_pixels(page, "#compare-cleaned")[..., :3], want[..., :3])
+        page.goto("about:blank")

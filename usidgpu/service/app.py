@@ -46,6 +46,7 @@ from ..remote.wire import dtype_of
 from .catalog import Entry, NotInCatalog
 from .encode import (
     MEDIA_TYPES,
+    contrast_limits,
     csv_bytes,
     json_bytes,
     little_endian,
@@ -356,6 +357,9 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         elif format == "json":
             body = json_bytes(values, kept)
         else:
+            if values.ndim == 2 and not values.dtype.names and not np.iscomplexobj(values):
+                lo, hi = contrast_limits(values, vmin, vmax)
+                disposition["X-Contrast-Limits"] = f"{lo!r},{hi!r}"
             body = png_bytes(values, vmin, vmax, cmap.value)
         return Response(body, media_type=MEDIA_TYPES[format], headers=disposition)
 

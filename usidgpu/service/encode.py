@@ -100,6 +100,18 @@ def _finite_list(a: np.ndarray) -> Any:
     return a.tolist()
 
 
+def contrast_limits(a: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> tuple[float, float]:
+    """The contrast limits of a view: those given, else the 0.5 and 99.5 percentiles of the finite
+    values (sent back as ``X-Contrast-Limits``, so a page can draw other views alike)."""
+    values = np.asarray(a, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    lo = float(np.percentile(finite, 0.5)) if vmin is None and finite.size else (vmin if vmin is not None else 0.0)
+    hi = float(np.percentile(finite, 99.5)) if vmax is None and finite.size else (vmax if vmax is not None else 1.0)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise InvalidInput("vmin and vmax must be finite numbers")
+    return lo, hi
+
+
 def png_bytes(a: np.ndarray, vmin: float | None = None, vmax: float | None = None, cmap: str = "viridis") -> bytes:
     """A 2-D selection as a PNG through a colormap.
 
@@ -124,11 +136,7 @@ def png_bytes(a: np.ndarray, vmin: float | None = None, vmax: float | None = Non
     except KeyError:
         raise UnknownName(f"no colormap {cmap!r}; e.g. viridis, gray, magma, inferno, cividis, RdBu_r") from None
     values = a.astype(np.float64)
-    finite = values[np.isfinite(values)]
-    lo = float(np.percentile(finite, 0.5)) if vmin is None and finite.size else (vmin if vmin is not None else 0.0)
-    hi = float(np.percentile(finite, 99.5)) if vmax is None and finite.size else (vmax if vmax is not None else 1.0)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise InvalidInput("vmin and vmax must be finite numbers")
+    lo, hi = contrast_limits(values, vmin, vmax)
     scaled = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
     rgba = colormap(np.clip(np.nan_to_num(scaled, nan=0.0), 0, 1), bytes=True)
     missing = ~np.isfinite(values)

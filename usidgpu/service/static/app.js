@@ -387,13 +387,46 @@ function renderDatasetsBadges() {
 function resultsPanel(desc) {
   const section = el("section", { id: "results" }, el("h2", {}, "Results"));
   if (!desc.results.length) { section.append(el("p", { class: "meta" }, "none yet")); return section; }
+  const compareButton = (r) => {
+    const byName = Object.fromEntries((r.datasets || []).map((d) => [d.name, d]));
+    if (!byName.Cleaned_Image || !byName.Removed_Noise || !state.view || !state.view.layout.image.length) return "";
+    return el("button", { type: "button", class: "compare", onclick: () => compareDenoising(byName.Cleaned_Image, byName.Removed_Noise) },
+      "raw | cleaned | removed noise");
+  };
+  section.append(el("div", { id: "compare" }));
   section.append(el("ul", {}, desc.results.map((r) => el("li", { "data-tool": r.tool },
-    `${r.tool}: ${r.path.split("/").pop()}${r.complete ? "" : " (incomplete)"}`,
+    `${r.tool}: ${r.path.split("/").pop()}${r.complete ? "" : " (incomplete)"} `, compareButton(r),
     el("ul", {}, (r.datasets || []).map((d) => el("li", {},
       el("a", { href: `#/dataset/${d.id}`, "data-result": d.name }, d.name), ` ${d.kind} · download `,
       el("a", { href: `/api/v1/datasets/${d.id}/data?format=npy`, download: `${d.name}.npy` }, "npy"))))))));
   return section;
 }
+// a denoising result beside its source: the same frame, the same contrast for raw and cleaned
+async function compareDenoising(cleaned, noise) {
+  const view = state.view, box = $("#compare");
+  const viewOf = async (id) => {
+    const desc = id === view.id ? view.desc : await api(`datasets/${id}`);
+    const lay = layoutOf(desc), sel = {};
+    for (const d of desc.dims) {
+      sel[d.name] = lay.image.includes(d) ? `::${stride(d.size, 512)}` : String(view.index[d.name] ?? 0);
+    }
+    return sel;
+  };
+  const png = async (id, params) => {
+    const response = await fetch(`/api/v1/datasets/${id}/data?${query(params)}`);
+    if (!response.ok) { showError((await response.json()).detail); throw new Error("view"); }
+    return { url: URL.createObjectURL(await response.blob()), limits: (response.headers.get("X-Contrast-Limits") || "").split(",").map(Number) };
+  };
+  const raw = await png(view.id, { ...(await viewOf(view.id)), format: "png", cmap: "gray" });
+  const [lo, hi] = raw.limits;
+  const clean = await png(cleaned.id, { ...(await viewOf(cleaned.id)), format: "png", cmap: "gray", vmin: lo, vmax: hi });
+  const removed = await png(noise.id, { ...(await viewOf(noise.id)), format: "png", cmap: "RdBu_r" });
+  state.compare = { limits: [lo, hi], noiseLimits: removed.limits, cleaned: cleaned.id, noise: noise.id };
+  const panel = (title, image, id) => el("figure", { class: "panel" }, el("img", { src: image.url, alt: title, id }), el("figcaption", {}, title));
+  box.replaceChildren(el("h3", {}, `raw | cleaned | removed noise (same contrast for raw and cleaned: ${fmt(lo)} … ${fmt(hi)} ${view.desc.units})`),
+    el("div", { class: "triptych" }, panel("raw", raw, "compare-raw"), panel("cleaned", clean, "compare-cleaned"), panel("removed noise", removed, "compare-noise")));
+}
+
 function downloads() { // links to the numbers and pictures of the current view
   const view = state.view, box = $("#downloads");
   if (!box || !view || !view.image) return;
