@@ -338,3 +338,40 @@ def test_a_denoising_result_is_shown_beside_its_source_with_the_same_contrast(pa
         want = np.asarray(Image.open(io.BytesIO(png_bytes(cleaned, lo, hi, "gray"))))
         np.testing.assert_array_equal(displayed_pixels(page, "#compare-cleaned")[..., :3], want[..., :3])
         page.goto("about:blank")
+
+
+def test_a_kmeans_result_shows_its_label_map_and_mean_responses_in_matching_colours(page, tmp_path):
+    import matplotlib
+    from fault_tools import usidgpu as run_cli
+    from PIL import Image
+
+    from usidgpu.service.encode import png_bytes
+
+    folder = tmp_path / "instrument"
+    folder.mkdir()
+    spectrum_image(folder / "si.h5", seed=9)
+    assert run_cli("cluster", folder / "si.h5", "-k", "3").returncode == 0
+    with served(folder, "--no-pipeline", "--read-only", "--state", tmp_path / "state") as server:
+        page.goto(server.url)
+        page.click(".card")
+        page.wait_for_function(LOADED)
+        page.click("button.clusters")
+        page.wait_for_function(
+            "(() => { const i = document.querySelector('#label-map');"
+            " return i && i.complete && i.naturalWidth > 0; })()"
+        )
+        shot(page, "kmeans")
+        with usidgpu.open(folder / "si.h5") as f:
+            (group,) = f.results_groups(f.main_datasets()[0])
+            labels = f[group.path + "/Labels"]
+            label_image = labels.sel(**{d.name: 0 for d in labels.spec_dims})
+            responses = f[group.path + "/Mean_Response"].to_ndim()
+        want = np.asarray(Image.open(io.BytesIO(png_bytes(label_image.astype(float), -0.5, 9.5, "tab10"))))
+        np.testing.assert_array_equal(displayed_pixels(page, "#label-map")[..., :3], want[..., :3])
+        shown = page.evaluate("window.usidgpu.clusters")
+        assert shown["k"] == 3
+        np.testing.assert_allclose(np.array(shown["responses"]), responses.reshape(3, -1), rtol=1e-6)
+        colours = page.evaluate("[...document.querySelectorAll('#responses polyline')].map((l) => l.style.stroke)")
+        tab10 = [tuple(round(255 * c) for c in matplotlib.colormaps["tab10"](i)[:3]) for i in range(3)]
+        assert colours == [f"rgb({r}, {g}, {b})" for r, g, b in tab10]  # the lines wear the map's colours
+        page.goto("about:blank")

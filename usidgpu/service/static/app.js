@@ -387,11 +387,18 @@ function renderDatasetsBadges() {
 function resultsPanel(desc) {
   const section = el("section", { id: "results" }, el("h2", {}, "Results"));
   if (!desc.results.length) { section.append(el("p", { class: "meta" }, "none yet")); return section; }
-  const compareButton = (r) => {
+  const compareButton = (r) => { // a view made for the kind of result, where there is one
     const byName = Object.fromEntries((r.datasets || []).map((d) => [d.name, d]));
-    if (!byName.Cleaned_Image || !byName.Removed_Noise || !state.view || !state.view.layout.image.length) return "";
-    return el("button", { type: "button", class: "compare", onclick: () => compareDenoising(byName.Cleaned_Image, byName.Removed_Noise) },
-      "raw | cleaned | removed noise");
+    if (!state.view || !state.view.layout.image.length) return "";
+    if (byName.Cleaned_Image && byName.Removed_Noise) {
+      return el("button", { type: "button", class: "compare", onclick: () => compareDenoising(byName.Cleaned_Image, byName.Removed_Noise) },
+        "raw | cleaned | removed noise");
+    }
+    if (byName.Labels && byName.Mean_Response) {
+      return el("button", { type: "button", class: "clusters", onclick: () => showClusters(byName.Labels, byName.Mean_Response) },
+        "label map | mean responses");
+    }
+    return "";
   };
   section.append(el("div", { id: "compare" }));
   section.append(el("ul", {}, desc.results.map((r) => el("li", { "data-tool": r.tool },
@@ -425,6 +432,52 @@ async function compareDenoising(cleaned, noise) {
   const panel = (title, image, id) => el("figure", { class: "panel" }, el("img", { src: image.url, alt: title, id }), el("figcaption", {}, title));
   box.replaceChildren(el("h3", {}, `raw | cleaned | removed noise (same contrast for raw and cleaned: ${fmt(lo)} … ${fmt(hi)} ${view.desc.units})`),
     el("div", { class: "triptych" }, panel("raw", raw, "compare-raw"), panel("cleaned", clean, "compare-cleaned"), panel("removed noise", removed, "compare-noise")));
+}
+
+// k-means: the label map and each cluster's mean response, in the same colours (matplotlib's
+// tab10 / tab20, whose colours are listed here so the lines match the map the server draws)
+const TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+const TAB20 = ["#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896", "#9467bd", "#c5b0d5",
+  "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d", "#17becf", "#9edae5"];
+async function showClusters(labels, responses) {
+  const box = $("#compare"), ldesc = await api(`datasets/${labels.id}`), rdesc = await api(`datasets/${responses.id}`);
+  const answer = await api(`datasets/${responses.id}/data?format=json`);
+  const k = answer.shape[0], palette = k <= 10 ? TAB10 : TAB20, cmap = k <= 10 ? "tab10" : "tab20";
+  if (k > 20) { showError(`${k} clusters: the colours repeat beyond 20`); }
+  const lay = layoutOf(ldesc), sel = {};
+  for (const d of ldesc.dims) sel[d.name] = lay.image.includes(d) ? `::${stride(d.size, 512)}` : "0";
+  const url = `/api/v1/datasets/${labels.id}/data?${query({ ...sel, format: "png", cmap, vmin: -0.5, vmax: palette.length - 0.5 })}`;
+  const spec = rdesc.dims.find((d) => d.role === "spectroscopic" && d.size > 1) || rdesc.dims[rdesc.dims.length - 1];
+  const x = spec.values || answer.data[0].map((_, i) => i);
+  const rows = answer.data.map((r) => (Array.isArray(r[0]) ? r.flat(Infinity) : r));
+  state.clusters = { k, responses: rows, x, labels: url };
+  const plot = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  plot.setAttribute("class", "plot");
+  plot.setAttribute("id", "responses");
+  plotLines(plot, x, rows, palette, label(spec.name, spec.units), label(rdesc.quantity, rdesc.units));
+  const legend = el("p", { class: "meta" }, rows.map((_, i) => el("span", { class: "swatch", "data-colour": palette[i % palette.length] }, `cluster ${i}`)));
+  box.replaceChildren(el("h3", {}, `k-means: ${k} clusters`),
+    el("div", { class: "triptych" }, el("figure", { class: "panel" }, el("img", { src: url, alt: "label map", id: "label-map" }), el("figcaption", {}, "label map")),
+      el("figure", { class: "panel wide" }, plot, legend, el("figcaption", {}, "mean response of each cluster"))));
+  for (const sw of legend.querySelectorAll(".swatch")) sw.style.borderLeftColor = sw.dataset.colour;
+}
+function plotLines(svg, x, rows, palette, xlabel, ylabel) {
+  plotLine(svg, x, rows[0], xlabel, ylabel); // axes, labels and the first line
+  const all = rows.flat().filter(Number.isFinite);
+  const W = 600, H = 260, L = 60, R = 10, T = 10, B = 40;
+  const [x0, x1] = [Math.min(...x), Math.max(...x)], [y0, y1] = [Math.min(...all), Math.max(...all)];
+  const sx = (v) => L + ((v - x0) / (x1 - x0 || 1)) * (W - L - R), sy = (v) => H - B - ((v - y0) / (y1 - y0 || 1)) * (H - T - B);
+  svg.querySelector("polyline").remove();
+  const ticks = svg.querySelectorAll("text");
+  ticks[2].textContent = fmt(y0); ticks[3].textContent = fmt(y1);
+  rows.forEach((row, i) => {
+    const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+    line.setAttribute("class", "line");
+    line.setAttribute("data-cluster", i);
+    line.setAttribute("points", x.map((v, j) => (Number.isFinite(row[j]) ? `${sx(v).toFixed(1)},${sy(row[j]).toFixed(1)}` : "")).filter(Boolean).join(" "));
+    line.style.stroke = palette[i % palette.length];
+    svg.append(line);
+  });
 }
 
 function downloads() { // links to the numbers and pictures of the current view
