@@ -19,6 +19,7 @@ the client.
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -325,22 +326,26 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         selection = selection_from_query(dict(request.query_params), list(sizes))
         shape = selected_shape(sizes, selection)
         dtype = dtype_of(entry.description)
-        check_size(math.prod(shape) * dtype.itemsize, settings.max_slice_bytes)
+        nbytes = math.prod(shape) * dtype.itemsize
+        check_size(nbytes, settings.max_slice_bytes)
         kept = [n for n in sizes if not isinstance(selection.get(n, slice(None)), int)]
         name = f"{entry.name}.{format}"
         disposition = {"Content-Disposition": f'inline; filename="{name}"', "X-Array-Dims": ",".join(kept)}
-        streamed = format in ("npy", "raw") and math.prod(shape) * dtype.itemsize > STREAM_ABOVE and shape
+        streamed = format in ("npy", "raw") and nbytes > STREAM_ABOVE and shape
         # the bytes this answer holds in memory until it is sent (a streamed one: one part at a time)
         # (twice its size: the HTTP layer (h11) joins the body into one more copy as it sends it)
-        held = settings.in_flight.acquire(2 * min(math.prod(shape) * dtype.itemsize, STREAM_ABOVE))
+        held = settings.in_flight.acquire(2 * min(nbytes, STREAM_ABOVE))
         done = BackgroundTask(settings.in_flight.release, held)
         try:
             if streamed:
-                parts = _parts(service.readers, entry, selection, kept[0], sizes[kept[0]])
+                parts = _parts(service.readers, entry, selection, kept[0], sizes[kept[0]], nbytes)
                 head = [npy_header(shape, dtype)] if format == "npy" else []
                 extra = raw_headers(shape, dtype) if format == "raw" else {}
                 return StreamingResponse(
-                    _chain(head, parts), media_type=MEDIA_TYPES[format], headers=disposition | extra, background=done
+                    itertools.chain(head, parts),
+                    media_type=MEDIA_TYPES[format],
+                    headers=disposition | extra,
+                    background=done,
                 )
             values = read_selection(service.readers, entry, selection)
         except BaseException:
@@ -518,25 +523,18 @@ def read_chunk(readers: OpenDatasets, entry: Entry, selection: dict[str, slice])
         return np.asarray(main.h5[selection["Positions"], selection["Spectroscopic"]])
 
 
-def _parts(readers: OpenDatasets, entry: Entry, selection: dict[str, Any], dim: str, size: int) -> Iterator[bytes]:
-    """The selection in C order, read in parts along its first kept dimension."""
+def _parts(
+    readers: OpenDatasets, entry: Entry, selection: dict[str, Any], dim: str, size: int, nbytes: int
+) -> Iterator[bytes]:
+    """The selection (``nbytes`` in all) in C order, read in parts of about a quarter of
+    :data:`STREAM_ABOVE` along its first kept dimension."""
     key = selection.get(dim, slice(None))
     indices = np.arange(size)[key] if isinstance(key, slice) else np.asarray(key, dtype=np.int64) % size
-    per_part = max(1, len(indices) * STREAM_ABOVE // max(1, _nbytes_guess(entry, selection)) // 4)
+    per_part = max(1, len(indices) * STREAM_ABOVE // max(1, nbytes) // 4)
     for start in range(0, len(indices), per_part):
         part = dict(selection, **{dim: [int(i) for i in indices[start : start + per_part]]})
         values = read_selection(readers, entry, part)
         yield little_endian(values).tobytes()
-
-
-def _nbytes_guess(entry: Entry, selection: dict[str, Any]) -> int:
-    sizes = {d["name"]: d["size"] for d in entry.description["dims"]}
-    return math.prod(selected_shape(sizes, selection)) * dtype_of(entry.description).itemsize
-
-
-def _chain(head: list[bytes], parts: Iterator[bytes]) -> Iterator[bytes]:
-    yield from head
-    yield from parts
 
 
 __all__ = ["STREAM_ABOVE", "Settings", "create_app", "read_selection", "status_of"]

@@ -29,12 +29,14 @@ def open_keys(state_dir: Path, host: str, new_key: str | None) -> tuple[KeyStore
     else keys are required: with none stored, one is generated (or ``new_key`` is stored).
     """
     keys = KeyStore(state_dir / "keys.json")
-    shown = None
-    if new_key is not None or (not is_loopback(host) and len(keys) == 0):
-        shown = keys.add("submit", key=new_key or None, label="made by usidgpu serve")
-    if is_loopback(host) and len(keys) == 0:
+    made = None
+    if new_key is not None:
+        keys.add("submit", key=new_key, label="given to usidgpu serve")
+    elif not is_loopback(host) and len(keys) == 0:
+        made = keys.add("submit", label="made by usidgpu serve")
+    if len(keys) == 0:  # loopback, no keys stored: open to this machine's users
         return None, None
-    return keys, shown if new_key is None else None
+    return keys, made
 
 
 def serve(

@@ -58,15 +58,11 @@ function layoutOf(desc) {
 }
 function stride(size, target) { return Math.max(1, Math.ceil(size / target)); }
 const MAX_SIDE = 1024;
-function thumbnailUrl(d) {
-  if (!d.nd_shape) return null; // positions that fill no grid have no image
-  const dims = d.dims;
-  const real = dims.filter((x) => x.size > 1);
-  const pos = real.filter((x) => x.role === "position");
-  const image = (pos.length >= 2 ? pos : real).slice(0, 2);
-  if (image.length < 2) return null;
+function thumbnailUrl(d) { // the first image of the dataset's viewer, strided to ~96 px
+  const lay = layoutOf(d);
+  if (lay.image.length < 2) return null;
   const params = { format: "png", cmap: "gray" };
-  for (const x of dims) params[x.name] = image.includes(x) ? `::${stride(x.size, 96)}` : "0";
+  for (const x of d.dims) params[x.name] = lay.image.includes(x) ? `::${stride(x.size, 96)}` : "0";
   return `/api/v1/datasets/${d.id}/data?${query(params)}`;
 }
 
@@ -313,10 +309,11 @@ async function drawSpectrum() {
   plotLine($("#spectrum"), x, y, axis ? label(axis.name, axis.units) : "index", label(view.desc.quantity, view.desc.units));
   downloads();
 }
-function plotLine(svg, x, y, xlabel, ylabel) {
+function plotLine(svg, x, y, xlabel, ylabel) { plotLines(svg, x, [y], [null], xlabel, ylabel); }
+function plotLines(svg, x, rows, colours, xlabel, ylabel) { // line plot(s) with labelled axes
   const W = 600, H = 260, L = 60, R = 10, T = 10, B = 40;
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  const finite = y.filter(Number.isFinite);
+  const finite = rows.flat().filter(Number.isFinite);
   const [x0, x1] = [Math.min(...x), Math.max(...x)], [y0, y1] = [Math.min(...finite), Math.max(...finite)];
   const sx = (v) => L + ((v - x0) / (x1 - x0 || 1)) * (W - L - R), sy = (v) => H - B - ((v - y0) / (y1 - y0 || 1)) * (H - T - B);
   const ns = "http://www.w3.org/2000/svg", mk = (tag, attrs, text) => {
@@ -325,10 +322,15 @@ function plotLine(svg, x, y, xlabel, ylabel) {
     if (text !== undefined) n.textContent = text;
     return n;
   };
-  const points = x.map((v, i) => (Number.isFinite(y[i]) ? `${sx(v).toFixed(1)},${sy(y[i]).toFixed(1)}` : "")).filter(Boolean).join(" ");
+  const lines = rows.map((y, i) => {
+    const points = x.map((v, j) => (Number.isFinite(y[j]) ? `${sx(v).toFixed(1)},${sy(y[j]).toFixed(1)}` : "")).filter(Boolean).join(" ");
+    const line = mk("polyline", { class: "line", points, "data-cluster": i });
+    if (colours[i % colours.length]) line.style.stroke = colours[i % colours.length]; // CSSOM: the policy forbids style attributes
+    return line;
+  });
   svg.replaceChildren(
     mk("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#999" }), mk("line", { x1: L, y1: T, x2: L, y2: H - B, stroke: "#999" }),
-    mk("polyline", { class: "line", points }),
+    ...lines,
     mk("text", { x: L, y: H - B + 14 }, fmt(x0)), mk("text", { x: W - R, y: H - B + 14, "text-anchor": "end" }, fmt(x1)),
     mk("text", { x: L - 4, y: H - B, "text-anchor": "end" }, fmt(y0)), mk("text", { x: L - 4, y: T + 10, "text-anchor": "end" }, fmt(y1)),
     mk("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle", id: "xlabel" }, xlabel),
@@ -461,25 +463,6 @@ async function showClusters(labels, responses) {
       el("figure", { class: "panel wide" }, plot, legend, el("figcaption", {}, "mean response of each cluster"))));
   for (const sw of legend.querySelectorAll(".swatch")) sw.style.borderLeftColor = sw.dataset.colour;
 }
-function plotLines(svg, x, rows, palette, xlabel, ylabel) {
-  plotLine(svg, x, rows[0], xlabel, ylabel); // axes, labels and the first line
-  const all = rows.flat().filter(Number.isFinite);
-  const W = 600, H = 260, L = 60, R = 10, T = 10, B = 40;
-  const [x0, x1] = [Math.min(...x), Math.max(...x)], [y0, y1] = [Math.min(...all), Math.max(...all)];
-  const sx = (v) => L + ((v - x0) / (x1 - x0 || 1)) * (W - L - R), sy = (v) => H - B - ((v - y0) / (y1 - y0 || 1)) * (H - T - B);
-  svg.querySelector("polyline").remove();
-  const ticks = svg.querySelectorAll("text");
-  ticks[2].textContent = fmt(y0); ticks[3].textContent = fmt(y1);
-  rows.forEach((row, i) => {
-    const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-    line.setAttribute("class", "line");
-    line.setAttribute("data-cluster", i);
-    line.setAttribute("points", x.map((v, j) => (Number.isFinite(row[j]) ? `${sx(v).toFixed(1)},${sy(row[j]).toFixed(1)}` : "")).filter(Boolean).join(" "));
-    line.style.stroke = palette[i % palette.length];
-    svg.append(line);
-  });
-}
-
 function downloads() { // links to the numbers and pictures of the current view
   const view = state.view, box = $("#downloads");
   if (!box || !view || !view.image) return;
