@@ -323,6 +323,15 @@ def test_a_denoising_result_is_shown_beside_its_source_with_the_same_contrast(pa
         page.goto(server.url)
         page.click(".card")
         page.wait_for_function(LOADED)
+        # an image has no spectrum: a click shows the value at the pixel (row 20, column 40)
+        box = page.locator("#image").bounding_box()
+        page.mouse.click(box["x"] + (40.5 / 64) * box["width"], box["y"] + (20.5 / 64) * box["height"])
+        page.wait_for_function("window.usidgpu.view.spectrum && window.usidgpu.view.spectrum.selection.Y === 20")
+        shown = page.evaluate("window.usidgpu.view.spectrum.values")
+        with usidgpu.open(folder / "img.h5") as f:
+            value = float(f.main_datasets()[0].sel(Y=20, X=40, arb=0))
+        assert shown == pytest.approx([value], rel=1e-6)
+        assert page.locator("#point").inner_text().endswith("counts")
         page.click("button.compare")
         page.wait_for_function(
             "['#compare-raw', '#compare-cleaned', '#compare-noise'].every((s) => { const i = document.querySelector(s);"

@@ -92,7 +92,8 @@ def serve(
             print(f"API key (shown once; stored hashed in {service.catalog.state_dir / 'keys.json'}):\n  {shown}")
         counts = service.start()
         print(
-            f"catalog       {len(service.catalog.datasets())} datasets in {len(service.watched)} folder(s)"
+            f"catalog       {_count(len(service.catalog.datasets()), 'dataset')} in "
+            f"{_count(len(service.watched), 'folder')}"
             + (f", {counts['failed']} file(s) unreadable" if counts["failed"] else ""),
             flush=True,
         )
@@ -141,6 +142,10 @@ def listen(host: str, port: int) -> socket.socket:
         raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.listen(128)
     return sock
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _url_host(host: str) -> str:

@@ -301,12 +301,23 @@ async function drawSpectrum() {
   const view = state.view, lay = view.layout, sel = { ...view.point, format: "json" };
   for (const d of view.desc.dims) if (!(d.name in sel) && d !== lay.spectrum) sel[d.name] = view.index[d.name];
   const answer = await api(`datasets/${view.id}/data?${query(sel)}`);
-  const y = answer.data.flat(Infinity).map((v) => (Array.isArray(v) ? Math.hypot(...v) : v));
+  const flat = [answer.data].flat(Infinity); // one value (an image's pixel) or a spectrum
+  const complex = answer.dtype.includes("c"); // complex values come as [re, im] pairs: their magnitude is drawn
+  const y = complex ? flat.filter((_, i) => i % 2 === 0).map((re, i) => Math.hypot(re, flat[2 * i + 1])) : flat;
   const axis = lay.spectrum;
   const x = axis && axis.values ? axis.values : y.map((_, i) => i);
   view.spectrum = { selection: sel, values: y, x, dims: answer.dims };
-  $("#point").textContent = Object.entries(view.point).map(([k, v]) => `${k} = ${valueText(view.desc.dims.find((d) => d.name === k), v)}`).join(", ");
-  plotLine($("#spectrum"), x, y, axis ? label(axis.name, axis.units) : "index", label(view.desc.quantity, view.desc.units));
+  const where = Object.entries(view.point).map(([k, v]) => `${k} = ${valueText(view.desc.dims.find((d) => d.name === k), v)}`).join(", ");
+  const quantity = label(complex ? `|${view.desc.quantity}|` : view.desc.quantity, view.desc.units);
+  if (axis) {
+    $("#point").textContent = where;
+    $("#spectrum").removeAttribute("hidden");
+    plotLine($("#spectrum"), x, y, label(axis.name, axis.units), quantity);
+  } else { // an image: the value at the pixel
+    $("#point").textContent = `${where}: ${fmt(y[0])}${view.desc.units ? " " + view.desc.units : ""}`;
+    $("#spectrum").replaceChildren();
+    $("#spectrum").setAttribute("hidden", "");
+  }
   downloads();
 }
 function plotLine(svg, x, y, xlabel, ylabel) { plotLines(svg, x, [y], [null], xlabel, ylabel); }
@@ -432,7 +443,7 @@ async function compareDenoising(cleaned, noise) {
   const removed = await png(noise.id, { ...(await viewOf(noise.id)), format: "png", cmap: "RdBu_r" });
   state.compare = { limits: [lo, hi], noiseLimits: removed.limits, cleaned: cleaned.id, noise: noise.id };
   const panel = (title, image, id) => el("figure", { class: "panel" }, el("img", { src: image.url, alt: title, id }), el("figcaption", {}, title));
-  box.replaceChildren(el("h3", {}, `raw | cleaned | removed noise (same contrast for raw and cleaned: ${fmt(lo)} … ${fmt(hi)} ${view.desc.units})`),
+  box.replaceChildren(el("h3", {}, `raw | cleaned | removed noise (same contrast for raw and cleaned: ${fmt(lo)} … ${fmt(hi)}${view.desc.units ? " " + view.desc.units : ""})`),
     el("div", { class: "triptych" }, panel("raw", raw, "compare-raw"), panel("cleaned", clean, "compare-cleaned"), panel("removed noise", removed, "compare-noise")));
 }
 
@@ -470,7 +481,7 @@ function downloads() { // links to the numbers and pictures of the current view
   const links = [el("a", { href: view.image.url, download: `${name}.png` }, "image (PNG)"), " · ",
     el("a", { href: base + query({ ...sel, format: "npy" }), download: `${name}.npy`, id: "download-npy" }, "image (NPY)"), " · ",
     el("a", { href: base + query({ ...sel, format: "csv" }), download: `${name}.csv`, id: "download-csv" }, "image (CSV)")];
-  if (view.spectrum) {
+  if (view.spectrum && view.layout.spectrum) {
     links.push(" · ", el("a", { href: base + query({ ...view.spectrum.selection, format: "csv" }), download: `${name}-spectrum.csv`, id: "download-spectrum" }, "spectrum (CSV)"));
   }
   box.replaceChildren("download: ", ...links);
