@@ -225,14 +225,105 @@ def test_large_slices_are_streamed_in_parts_and_equal_sel(folder, tmp_path, monk
     from usidgpu.service import app as service_app
 
     monkeypatch.setattr(service_app, "STREAM_ABOVE", 200)  # bytes: every slice here is streamed
+    monkeypatch.setattr(service_app, "SEND_PIECE", 96)  # and sent in many pieces
     with quiet_service(folder, tmp_path) as service:
         client = TestClient(service_app.create_app(service))
         (entry,) = service.catalog.datasets(query="si.h5")
         with local(folder, "si.h5") as f:
             m = f.main_datasets()[0]
-            for query, sel in [({}, {}), ({"Y": "1:5", "Bias": "2"}, {"Y": slice(1, 5), "Bias": 2})]:
+            for query, sel in [
+                ({}, {}),
+                ({"Y": "1:5", "Bias": "2"}, {"Y": slice(1, 5), "Bias": 2}),
+                ({"Y": "::-2", "X": "4,0,2"}, {"Y": slice(None, None, -2), "X": [4, 0, 2]}),
+            ]:
+                expected = m.sel(**sel)
                 r = client.get(f"/api/v1/datasets/{entry.id}/data", params=query)
-                np.testing.assert_array_equal(np.load(io.BytesIO(r.content)), m.sel(**sel))
+                assert int(r.headers["content-length"]) == len(r.content)
+                np.testing.assert_array_equal(np.load(io.BytesIO(r.content)), expected)
+                r = client.get(f"/api/v1/datasets/{entry.id}/data", params=dict(query, format="raw"))
+                assert r.headers["x-array-shape"] == ",".join(map(str, expected.shape))
+                raw = np.frombuffer(r.content, dtype=r.headers["x-array-dtype"]).reshape(expected.shape)
+                np.testing.assert_array_equal(raw, expected)
+
+
+@pytest.mark.parametrize(
+    "key", [slice(None), slice(1, 6, 2), slice(None, None, -1), slice(4, 0, -3), slice(-2, None), [5, 0, 3, 3, 1]]
+)
+@pytest.mark.parametrize("part_bytes", [1, 150, 10**6])
+def test_the_parts_of_a_streamed_slice_put_together_equal_the_slice(folder, key, part_bytes):
+    from usidgpu.service.app import part_selections
+
+    with local(folder, "si.h5") as f:
+        m = f.main_datasets()[0]
+        whole = m.sel(Y=key, Bias=slice(1, 6))
+        parts = part_selections({"Y": key, "Bias": slice(1, 6)}, "Y", 6, whole.nbytes, part_bytes)
+        assert len(parts) == (whole.shape[0] if part_bytes == 1 else 1 if part_bytes == 10**6 else len(parts))
+        np.testing.assert_array_equal(np.concatenate([m.sel(**p) for p in parts]), whole)
+
+
+def _run_stream(parts: int, disconnect_after: int | None = None, fail_at: int | None = None):
+    """Drive a SliceStream by hand: what was read, what was sent, whether its memory was released."""
+    import asyncio
+
+    from starlette.background import BackgroundTask
+
+    from usidgpu.service.app import SliceStream
+
+    reads, sent, released = [], [], []
+
+    def read(part):
+        reads.append(part["i"])
+        if part["i"] == fail_at:
+            raise OSError("the disk went away")
+        return np.full(4, part["i"], np.float32)
+
+    async def main():
+        left = asyncio.Event()
+
+        async def receive():
+            await left.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+            if disconnect_after is not None and len(sent) > disconnect_after:
+                left.set()
+                await asyncio.sleep(0.05)
+
+        stream = SliceStream(b"", read, [{"i": i} for i in range(parts)], 16 * parts,
+                             background=BackgroundTask(released.append, True))  # fmt: skip
+        await stream(None, receive, send)
+
+    return reads, sent, released, main
+
+
+def test_a_streamed_slice_is_sent_whole_with_its_length():
+    import asyncio
+
+    reads, sent, released, main = _run_stream(5)
+    asyncio.run(main())
+    bodies = [m for m in sent if m["type"] == "http.response.body"]
+    assert reads == [0, 1, 2, 3, 4] and released == [True]
+    assert b"".join(bytes(m["body"]) for m in bodies) == np.repeat(np.arange(5, dtype=np.float32), 4).tobytes()
+    assert [m["more_body"] for m in bodies] == [True] * 4 + [False]
+    assert dict(sent[0]["headers"])[b"content-length"] == b"80"
+
+
+def test_a_client_that_leaves_stops_the_reading_and_frees_the_memory():
+    import asyncio
+
+    reads, sent, released, main = _run_stream(50, disconnect_after=2)
+    asyncio.run(main())
+    assert len(reads) < 10 and released == [True]
+
+
+def test_a_read_that_fails_mid_stream_ends_the_answer_short_and_frees_the_memory():
+    import asyncio
+
+    reads, sent, released, main = _run_stream(6, fail_at=3)
+    with pytest.raises(OSError, match="disk went away"):  # the server closes the connection short
+        asyncio.run(main())
+    assert released == [True] and not any(m.get("more_body") is False for m in sent)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -5,7 +5,7 @@ A :class:`RemoteDataset` has the ``dims``, ``sel()``, ``to_ndim()``, ``to_dask()
 chunks of ``to_dask()`` are fetched in parallel by dask's threads). ``submit()`` queues an
 analysis on the server and returns a :class:`RemoteJob` to follow.
 
-Only ``httpx`` is needed (``pip install usidgpu[client]``): the client runs where the server's
+Only ``urllib3`` is needed (``pip install usidgpu[client]``): the client runs where the server's
 libraries are not installed.
 """
 

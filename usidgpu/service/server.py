@@ -21,6 +21,9 @@ from .readers import ByteBudget
 
 log = logging.getLogger("usidgpu.service")
 
+#: Bytes of socket send buffer per connection asked for (the kernel caps it at net.core.wmem_max).
+SEND_BUFFER = 4 << 20
+
 
 def open_keys(state_dir: Path, host: str, new_key: str | None) -> tuple[KeyStore | None, str | None]:
     """The key store the service checks, and a newly made key to print once (or None).
@@ -135,6 +138,9 @@ def listen(host: str, port: int) -> socket.socket:
     # answers go out as headers then body: without TCP_NODELAY (inherited by the accepted
     # connections) Nagle's algorithm holds the body until the client's delayed ACK, 40 ms each
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # a send buffer that takes a whole piece of a large slice at once (see app.SEND_PIECE): with
+    # the default the loop waits for the client to drain every few hundred kB
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     try:
         sock.bind((host.strip("[]"), port))
     except OSError as exc:
