@@ -384,3 +384,142 @@ def test_a_kmeans_result_shows_its_label_map_and_mean_responses_in_matching_colo
         tab10 = [tuple(round(255 * c) for c in matplotlib.colormaps["tab10"](i)[:3]) for i in range(3)]
         assert colours == [f"rgb({r}, {g}, {b})" for r, g, b in tab10]  # the lines wear the map's colours
         page.goto("about:blank")
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    """A spectrum image with an SVD and an NMF, a lattice image denoised and with its atomic
+    columns, and a G-mode file with its Bayesian inference — each written by the CLI."""
+    from fault_tools import usidgpu as run_cli
+
+    from usidgpu.atoms.synthetic import lattice_image
+    from usidgpu.bayes import simulate_giv
+
+    folder = tmp_path_factory.mktemp("analysed")
+    spectrum_image(folder / "si.h5", seed=4)
+    with h5py.File(folder / "si.h5", "a") as f:  # NMF needs non-negative data
+        f["Measurement_000/Channel_000/Raw_Data"][...] = np.abs(f["Measurement_000/Channel_000/Raw_Data"][...])
+    lattice = lattice_image((96, 96), spacing=12, vacancies=2, displacement=0.3, dose=300, seed=2)
+    make_file(folder / "img.h5", lattice.image[:, :, None].astype(np.float32),
+              pos=[Dimension("Y", "Å", 96), Dimension("X", "Å", 96)], spec=[Dimension("arb", "a.u.", 1)],
+              quantity="Intensity", units="counts")  # fmt: skip
+    sim = simulate_giv(12, 256, noise=0.03, seed=6, g_shunt=np.linspace(0.4, 0.8, 12))
+    with h5py.File(folder / "giv.h5", "a") as f:
+        g = f.require_group("Measurement_000/Channel_000")
+        g.attrs["excitation_frequency_[Hz]"] = sim["frequency"]
+        pos, spec = [Dimension("Y", "µm", 3), Dimension("X", "µm", 4)], [Dimension("Bias", "V", sim["bias"])]
+        current = sim["current"].astype(np.float32).reshape(3, 4, -1)
+        usidgpu.write_main(g, "Raw_Data", current, "Current", "nA", pos, spec)
+    for args in (("svd", "si.h5", "-k", "3"), ("nmf", "si.h5", "-k", "2"), ("denoise", "img.h5", "--window", "8"),
+                 ("atoms", "img.h5"), ("bayes", "giv.h5", "--samples", "200", "--grid-points", "40")):  # fmt: skip
+        ran = run_cli(args[0], folder / args[1], *args[2:])
+        assert ran.returncode == 0, ran.stderr
+    return folder
+
+
+def open_dataset_of(page, server, file: str) -> None:
+    page.goto(server.url)
+    page.wait_for_selector(".card")
+    page.locator(".card", has_text=file).first.click()
+    page.wait_for_function(LOADED)
+
+
+def images_loaded(selector: str) -> str:
+    return f"[...document.querySelectorAll('{selector}')].every((i) => i.complete && i.naturalWidth > 0)"
+
+
+def test_decompositions_show_scree_components_and_abundance_maps_of_the_file(page, analysed, tmp_path):
+    from PIL import Image
+
+    from usidgpu.service.encode import contrast_limits, png_bytes
+
+    with served(analysed, "--no-pipeline", "--read-only", "--state", tmp_path / "state") as server:
+        open_dataset_of(page, server, "si.h5")
+        with usidgpu.open(analysed / "si.h5") as f:
+            main = f.main_datasets()[0]
+            groups = {g.tool: g.path for g in f.results_groups(main)}
+            s = f.h5[groups["SVD"] + "/S"][()]
+            v = f[groups["SVD"] + "/V"].to_ndim().reshape(3, -1)
+            u = f[groups["SVD"] + "/U"]
+            u0 = u.sel(**{u.spec_dims[0].name: 0})
+            errors = f.h5[groups["NMF"] + "/Reconstruction_Error"][()]
+            h = f[groups["NMF"] + "/Components"].to_ndim().reshape(2, -1)
+        page.click("li[data-tool=SVD] button.decomposition")
+        page.wait_for_function(f"window.usidgpu.results?.tool === 'SVD' && {images_loaded('img.abundance')}")
+        shot(page, "svd-views")
+        shown = page.evaluate("window.usidgpu.results")
+        np.testing.assert_allclose(shown["scree"], s, rtol=1e-6)
+        np.testing.assert_allclose(np.array(shown["components"]), v, rtol=1e-6)
+        assert shown["k"] == 3 and len(shown["maps"]) == 3
+        assert page.locator("#scree .mark").count() == 1  # the k kept, marked on the scree
+        assert "Bias (V)" in page.locator("#components").inner_html()
+        want = np.asarray(Image.open(io.BytesIO(png_bytes(u0, None, None, "RdBu_r"))))
+        np.testing.assert_array_equal(displayed_pixels(page, "img.abundance")[..., :3], want[..., :3])
+        limits = page.evaluate("document.querySelector('img.abundance').dataset.limits").split(",")
+        assert [float(v) for v in limits] == pytest.approx(contrast_limits(u0))  # the colour scale shown with it
+        assert page.locator(".colour-scale").first.inner_text().endswith(u.units)
+
+        page.click("li[data-tool=NMF] button.decomposition")
+        page.wait_for_function(f"window.usidgpu.results.tool === 'NMF' && {images_loaded('img.abundance')}")
+        shown = page.evaluate("window.usidgpu.results")
+        np.testing.assert_allclose(shown["scree"], errors, rtol=1e-6)
+        np.testing.assert_allclose(np.array(shown["components"]), h, rtol=1e-6)
+        csv_link = page.locator("#compare a", has_text="CSV").first.get_attribute("href")
+        table = np.loadtxt(io.StringIO(httpx.get(server.url + csv_link).text), delimiter=",", skiprows=1)
+        np.testing.assert_allclose(table[:, 1], errors, rtol=1e-8)  # the numbers behind the plot
+        page.goto("about:blank")
+
+
+def test_denoising_scree_atomic_columns_and_bayes_maps_show_the_files_numbers(page, analysed, tmp_path):
+    with served(analysed, "--no-pipeline", "--read-only", "--state", tmp_path / "state") as server:
+        open_dataset_of(page, server, "img.h5")
+        with usidgpu.open(analysed / "img.h5") as f:
+            main = f.main_datasets()[0]
+            groups = {g.tool: g for g in f.results_groups(main)}
+            singular = f.h5[groups["Windowed_SVD"].path + "/Singular_Values"][()]
+            k = int(groups["Windowed_SVD"].attrs["num_components"])
+            columns = f.h5[groups["Atomic_Columns"].path + "/Columns"][()].reshape(-1)
+            vacancies = f.h5[groups["Atomic_Columns"].path + "/Vacancies"][()]
+        page.click("li[data-tool=Windowed_SVD] button.compare")
+        page.wait_for_function("window.usidgpu.compare && window.usidgpu.compare.scree")
+        assert page.evaluate("window.usidgpu.compare.k") == k
+        np.testing.assert_allclose(page.evaluate("window.usidgpu.compare.scree"), singular, rtol=1e-9)
+
+        page.click("li[data-tool=Atomic_Columns] button.columns")
+        page.wait_for_function(
+            f"window.usidgpu.results?.tool === 'Atomic_Columns' && {images_loaded('#columns-image')}"
+        )
+        shot(page, "atom-columns")
+        shown = page.evaluate("window.usidgpu.results")
+        np.testing.assert_allclose(
+            np.array(shown["columns"]), np.column_stack([columns["y"], columns["x"], columns["sublattice"]]), rtol=1e-9
+        )
+        np.testing.assert_allclose(np.array(shown["vacancies"]).reshape(vacancies.shape), vacancies, rtol=1e-9)
+        assert page.locator("#columns-overlay circle").count() == len(columns)
+        assert page.locator("#columns-overlay .vacancy").count() == len(vacancies)
+        assert page.locator("#columns-table tr").count() == len(columns) + 1
+        colours = set(
+            page.evaluate("[...document.querySelectorAll('#columns-overlay circle')].map((c) => c.style.stroke)")
+        )
+        assert len(colours) == len(set(columns["sublattice"]))  # one colour per sublattice
+
+        open_dataset_of(page, server, "giv.h5")
+        with usidgpu.open(analysed / "giv.h5") as f:
+            (group,) = f.results_groups(f.main_datasets()[0])
+            resistance = f[group.path + "/Resistance"]
+            rv = resistance.sel(Y=1, X=2)
+        page.click("li[data-tool=Bayesian_Inference] button.bayes")
+        page.wait_for_function(images_loaded("#resistance-map, img.capacitance"))
+        box = page.locator("#resistance-map").bounding_box()
+        page.mouse.click(box["x"] + (2.5 / 4) * box["width"], box["y"] + (1.5 / 3) * box["height"])
+        page.wait_for_function("window.usidgpu.results.bayes.rv")
+        shot(page, "bayes-maps")
+        assert page.evaluate("window.usidgpu.results.bayes.point") == [1, 2]
+        np.testing.assert_allclose(
+            page.evaluate("window.usidgpu.results.bayes.rv"), np.ravel(rv), rtol=1e-6, equal_nan=True
+        )
+        assert page.locator("img.capacitance").count() == 2
+        page.wait_for_function("[...document.querySelectorAll('.colour-scale')].every((s) => s.textContent)")
+        scales = page.locator(".colour-scale").all_inner_texts()
+        assert scales[0].endswith(resistance.units) and all(t.endswith("pF") for t in scales[1:]), scales
+        page.goto("about:blank")

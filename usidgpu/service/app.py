@@ -45,6 +45,7 @@ from .._version import __version__
 from ..core.errors import FileProblem, SelectionError, UsidgpuError
 from ..remote.wire import dtype_of
 from .catalog import Entry, NotInCatalog
+from .describe import MAX_RESULT_ARRAY_BYTES
 from .encode import (
     MEDIA_TYPES,
     contrast_limits,
@@ -366,6 +367,40 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
                 disposition["X-Contrast-Limits"] = f"{lo!r},{hi!r}"
             body = png_bytes(values, vmin, vmax, cmap.value)
         return Response(body, media_type=MEDIA_TYPES[format], headers=disposition)
+
+    @app.get(
+        "/api/v1/datasets/{dataset_id}/results/{number}/arrays/{name}",
+        responses={200: {"content": {MEDIA_TYPES[f]: {} for f in ("npy", "json", "csv")}}},
+    )
+    def result_array(
+        _s: Reader,
+        dataset_id: str,
+        number: Annotated[int, PathParameter(ge=0, le=10_000, description="position in the description's results")],
+        name: Annotated[str, PathParameter(max_length=200, description="an array the results group lists")],
+        format: Literal["npy", "json", "csv"] = Query("npy", description="npy | json | csv"),  # noqa: A002
+    ) -> Response:
+        """An array of a results group that is no Main dataset (its ``arrays``): singular values, an
+        error curve, vacancies, a lattice. Main datasets of the group have their own ids."""
+        entry = catalog.get(dataset_id)
+        groups = entry.description["results"]
+        if number >= len(groups):
+            raise NotInCatalog(f"{entry.name} has {len(groups)} results group(s); there is no number {number}")
+        group = groups[number]
+        listed = {a["name"]: a for a in group.get("arrays", [])}
+        if name not in listed:
+            raise NotInCatalog(f"{group['path'].rsplit('/', 1)[-1]} has no array {name!r}; it has: {', '.join(listed)}")
+        check_size(listed[name]["nbytes"], min(settings.max_slice_bytes, MAX_RESULT_ARRAY_BYTES))
+        with service.readers.dataset(entry.file, entry.path) as main:
+            try:
+                values = np.asarray(main.h5.file[group["path"]][name][()])
+            except KeyError:
+                raise FileProblem(f"{group['path']} changed in its file; the folder is being rescanned") from None
+        dims = [f"axis{i}" for i in range(values.ndim)]
+        filename = {"Content-Disposition": f'inline; filename="{name}.{format}"'}
+        if format == "npy":
+            return PartsResponse(npy_parts(values), media_type=MEDIA_TYPES["npy"], headers=filename)
+        body = json_bytes(values, dims) if format == "json" else csv_bytes(values, dims, [None] * values.ndim)
+        return Response(body, media_type=MEDIA_TYPES[format], headers=filename)
 
     @app.post("/api/v1/rescan")
     def rescan(_s: Submitter) -> dict[str, int]:

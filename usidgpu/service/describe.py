@@ -99,8 +99,66 @@ def describe(main: Any, results: list[Any]) -> dict[str, Any]:
         "nbytes": int(main.nbytes),
         "dims": dims,
         "instrument": instrument,
-        "results": [{"path": r.path, "tool": r.tool, "index": r.index, "complete": bool(r.complete)} for r in results],
+        "results": [result_entry(main.h5.file, r) for r in results],
     }
+
+
+#: Attributes of a results group not shown to clients: where the source file lies on the server
+#: and which machine ran it (datasets are addressed by catalog ids, never by paths), references.
+PRIVATE_ATTRS = frozenset({"source_file", "machine_id", "platform"})
+
+#: A results group's own arrays (its Main datasets have catalog ids) offered whole up to this size.
+MAX_RESULT_ARRAY_BYTES = 64 << 20
+
+
+def result_entry(h5file: Any, r: Any) -> dict[str, Any]:
+    """One results group as a description lists it: tool, state, its parameters (attributes), and
+    its arrays that are no Main dataset — singular values, an error curve, vacancies, a lattice —
+    which ``GET /api/v1/datasets/{id}/results/{n}/arrays/{name}`` serves."""
+    attributes = {k: _plain(v) for k, v in r.attrs.items()
+                  if k not in PRIVATE_ATTRS and not k.startswith("source_") and not _is_reference(v)}  # fmt: skip
+    return {
+        "path": r.path,
+        "tool": r.tool,
+        "index": r.index,
+        "complete": bool(r.complete),
+        "attributes": attributes,
+        "arrays": plain_arrays(h5file[r.path]),
+    }
+
+
+def plain_arrays(group: Any) -> list[dict[str, Any]]:
+    """The datasets directly in ``group`` that are neither Main, nor ancillary to a Main dataset,
+    nor usidgpu's book-keeping (``completed_positions``), with their shapes and dtypes."""
+    import h5py
+
+    from ..usid.rules import ANCILLARY_REFS, is_candidate
+
+    members = {name: obj for name, obj in group.items() if isinstance(obj, h5py.Dataset)}
+    ancillary = set()
+    for obj in members.values():
+        if is_candidate(obj):
+            ancillary.add(obj.id)
+            for ref_name in ANCILLARY_REFS:
+                ref = obj.attrs.get(ref_name)
+                if isinstance(ref, h5py.Reference) and ref:
+                    ancillary.add(group.file[ref].id)
+    served = []
+    for name, obj in members.items():
+        numbers = obj.dtype.kind in "biufc" or obj.dtype.names is not None  # no strings, no opaque bytes
+        if obj.id in ancillary or name == "completed_positions" or not numbers:
+            continue
+        nbytes = int(obj.size * obj.dtype.itemsize)
+        served.append({"name": name, "shape": [int(n) for n in obj.shape], "dtype": str(obj.dtype),
+                       "dtype_descr": dtype_descr(obj.dtype), "nbytes": nbytes,
+                       "served": nbytes <= MAX_RESULT_ARRAY_BYTES})  # fmt: skip
+    return served
+
+
+def _is_reference(value: Any) -> bool:
+    import h5py
+
+    return isinstance(value, (h5py.Reference, h5py.RegionReference))
 
 
 #: Attributes of a Main dataset or its parents worth showing and searching (pyUSID and the

@@ -163,6 +163,8 @@ def csv_bytes(a: np.ndarray, dims: list[str], coordinates: list[np.ndarray | Non
     coordinates : list
         Each dimension's values (None where unknown).
     """
+    if a.dtype.names and a.ndim >= 1 and a.size == a.shape[0]:  # one record per row: a table
+        return records_csv(a.reshape(-1))
     if a.ndim not in (1, 2) or a.dtype.names or np.iscomplexobj(a):
         raise InvalidInput(
             f"CSV holds 1-D or 2-D real tables; this selection is {a.ndim}-D {a.dtype}: select fewer "
@@ -182,4 +184,23 @@ def csv_bytes(a: np.ndarray, dims: list[str], coordinates: list[np.ndarray | Non
     np.savetxt(
         buf, np.column_stack([np.asarray(rows_coord, dtype=float), table.astype(float)]), delimiter=",", fmt="%.9g"
     )
+    return buf.getvalue().encode()
+
+
+def records_csv(records: np.ndarray) -> bytes:
+    """A table of records (a 1-D compound array, e.g. fitted atomic columns) as CSV: a header with
+    the field names, then one line per record (sub-arrays of a field flattened into columns)."""
+    if records.size > MAX_CSV_ELEMENTS:
+        raise InvalidInput(f"the table holds {records.size} rows; CSV is for up to {MAX_CSV_ELEMENTS}: use format=npy")
+    names, columns = [], []
+    for field in records.dtype.names:
+        values = np.asarray(records[field]).reshape(len(records), -1)
+        if values.dtype.kind not in "biuf":
+            raise InvalidInput(f"field {field!r} is {values.dtype}: CSV holds real numbers; use format=npy")
+        names += [field] if values.shape[1] == 1 else [f"{field}[{i}]" for i in range(values.shape[1])]
+        columns.append(values)
+    buf = io.StringIO()
+    buf.write(",".join(names) + "\n")
+    if len(records):
+        np.savetxt(buf, np.hstack([c.astype(float) for c in columns]), delimiter=",", fmt="%.10g")
     return buf.getvalue().encode()

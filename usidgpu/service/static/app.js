@@ -320,13 +320,17 @@ async function drawSpectrum() {
   }
   downloads();
 }
-function plotLine(svg, x, y, xlabel, ylabel) { plotLines(svg, x, [y], [null], xlabel, ylabel); }
-function plotLines(svg, x, rows, colours, xlabel, ylabel) { // line plot(s) with labelled axes
+function plotLine(svg, x, y, xlabel, ylabel, options = {}) { plotLines(svg, x, [y], [null], xlabel, ylabel, options); }
+// line plot(s) with labelled axes; options: logY (a logarithmic y axis: non-positive values are
+// left out), markX (a dashed vertical line there, with its label markText)
+function plotLines(svg, x, rows, colours, xlabel, ylabel, options = {}) {
   const W = 600, H = 260, L = 60, R = 10, T = 10, B = 40;
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  const finite = rows.flat().filter(Number.isFinite);
+  const ty = options.logY ? (v) => (v > 0 ? Math.log10(v) : NaN) : (v) => v;
+  const finite = rows.flat().map(ty).filter(Number.isFinite);
   const [x0, x1] = [Math.min(...x), Math.max(...x)], [y0, y1] = [Math.min(...finite), Math.max(...finite)];
-  const sx = (v) => L + ((v - x0) / (x1 - x0 || 1)) * (W - L - R), sy = (v) => H - B - ((v - y0) / (y1 - y0 || 1)) * (H - T - B);
+  const sx = (v) => L + ((v - x0) / (x1 - x0 || 1)) * (W - L - R), sy = (v) => H - B - ((ty(v) - y0) / (y1 - y0 || 1)) * (H - T - B);
+  const yText = (v) => (options.logY ? fmt(10 ** v) : fmt(v));
   const ns = "http://www.w3.org/2000/svg", mk = (tag, attrs, text) => {
     const n = document.createElementNS(ns, tag);
     for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
@@ -334,16 +338,19 @@ function plotLines(svg, x, rows, colours, xlabel, ylabel) { // line plot(s) with
     return n;
   };
   const lines = rows.map((y, i) => {
-    const points = x.map((v, j) => (Number.isFinite(y[j]) ? `${sx(v).toFixed(1)},${sy(y[j]).toFixed(1)}` : "")).filter(Boolean).join(" ");
+    const points = x.map((v, j) => (Number.isFinite(sy(y[j])) ? `${sx(v).toFixed(1)},${sy(y[j]).toFixed(1)}` : "")).filter(Boolean).join(" ");
     const line = mk("polyline", { class: "line", points, "data-cluster": i });
     if (colours[i % colours.length]) line.style.stroke = colours[i % colours.length]; // CSSOM: the policy forbids style attributes
     return line;
   });
+  const marks = options.markX === undefined ? [] : [
+    mk("line", { x1: sx(options.markX), y1: T, x2: sx(options.markX), y2: H - B, stroke: "#b3261e", "stroke-dasharray": "4 3", class: "mark" }),
+    mk("text", { x: sx(options.markX) + 4, y: T + 12 }, options.markText || "")];
   svg.replaceChildren(
     mk("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#999" }), mk("line", { x1: L, y1: T, x2: L, y2: H - B, stroke: "#999" }),
-    ...lines,
+    ...lines, ...marks,
     mk("text", { x: L, y: H - B + 14 }, fmt(x0)), mk("text", { x: W - R, y: H - B + 14, "text-anchor": "end" }, fmt(x1)),
-    mk("text", { x: L - 4, y: H - B, "text-anchor": "end" }, fmt(y0)), mk("text", { x: L - 4, y: T + 10, "text-anchor": "end" }, fmt(y1)),
+    mk("text", { x: L - 4, y: H - B, "text-anchor": "end" }, yText(y0)), mk("text", { x: L - 4, y: T + 10, "text-anchor": "end" }, yText(y1)),
     mk("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle", id: "xlabel" }, xlabel),
     mk("text", { x: 12, y: (T + H - B) / 2, "text-anchor": "middle", transform: `rotate(-90 12 ${(T + H - B) / 2})`, id: "ylabel" }, ylabel));
 }
@@ -396,83 +403,6 @@ function renderDatasetsBadges() {
     const holder = node.querySelector("div > div:last-child");
     if (holder) holder.replaceChildren(...statusBadges(node.dataset.id));
   }
-}
-function resultsPanel(desc) {
-  const section = el("section", { id: "results" }, el("h2", {}, "Results"));
-  if (!desc.results.length) { section.append(el("p", { class: "meta" }, "none yet")); return section; }
-  const compareButton = (r) => { // a view made for the kind of result, where there is one
-    const byName = Object.fromEntries((r.datasets || []).map((d) => [d.name, d]));
-    if (!state.view || !state.view.layout.image.length) return "";
-    if (byName.Cleaned_Image && byName.Removed_Noise) {
-      return el("button", { type: "button", class: "compare", onclick: () => compareDenoising(byName.Cleaned_Image, byName.Removed_Noise) },
-        "raw | cleaned | removed noise");
-    }
-    if (byName.Labels && byName.Mean_Response) {
-      return el("button", { type: "button", class: "clusters", onclick: () => showClusters(byName.Labels, byName.Mean_Response) },
-        "label map | mean responses");
-    }
-    return "";
-  };
-  section.append(el("div", { id: "compare" }));
-  section.append(el("ul", {}, desc.results.map((r) => el("li", { "data-tool": r.tool },
-    `${r.tool}: ${r.path.split("/").pop()}${r.complete ? "" : " (incomplete)"} `, compareButton(r),
-    el("ul", {}, (r.datasets || []).map((d) => el("li", {},
-      el("a", { href: `#/dataset/${d.id}`, "data-result": d.name }, d.name), ` ${d.kind} · download `,
-      el("a", { href: `/api/v1/datasets/${d.id}/data?format=npy`, download: `${d.name}.npy` }, "npy"))))))));
-  return section;
-}
-// a denoising result beside its source: the same frame, the same contrast for raw and cleaned
-async function compareDenoising(cleaned, noise) {
-  const view = state.view, box = $("#compare");
-  const viewOf = async (id) => {
-    const desc = id === view.id ? view.desc : await api(`datasets/${id}`);
-    const lay = layoutOf(desc), sel = {};
-    for (const d of desc.dims) {
-      sel[d.name] = lay.image.includes(d) ? `::${stride(d.size, 512)}` : String(view.index[d.name] ?? 0);
-    }
-    return sel;
-  };
-  const png = async (id, params) => {
-    const response = await fetch(`/api/v1/datasets/${id}/data?${query(params)}`);
-    if (!response.ok) { showError((await response.json()).detail); throw new Error("view"); }
-    return { url: URL.createObjectURL(await response.blob()), limits: (response.headers.get("X-Contrast-Limits") || "").split(",").map(Number) };
-  };
-  const raw = await png(view.id, { ...(await viewOf(view.id)), format: "png", cmap: "gray" });
-  const [lo, hi] = raw.limits;
-  const clean = await png(cleaned.id, { ...(await viewOf(cleaned.id)), format: "png", cmap: "gray", vmin: lo, vmax: hi });
-  const removed = await png(noise.id, { ...(await viewOf(noise.id)), format: "png", cmap: "RdBu_r" });
-  state.compare = { limits: [lo, hi], noiseLimits: removed.limits, cleaned: cleaned.id, noise: noise.id };
-  const panel = (title, image, id) => el("figure", { class: "panel" }, el("img", { src: image.url, alt: title, id }), el("figcaption", {}, title));
-  box.replaceChildren(el("h3", {}, `raw | cleaned | removed noise (same contrast for raw and cleaned: ${fmt(lo)} … ${fmt(hi)}${view.desc.units ? " " + view.desc.units : ""})`),
-    el("div", { class: "triptych" }, panel("raw", raw, "compare-raw"), panel("cleaned", clean, "compare-cleaned"), panel("removed noise", removed, "compare-noise")));
-}
-
-// k-means: the label map and each cluster's mean response, in the same colours (matplotlib's
-// tab10 / tab20, whose colours are listed here so the lines match the map the server draws)
-const TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
-const TAB20 = ["#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896", "#9467bd", "#c5b0d5",
-  "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d", "#17becf", "#9edae5"];
-async function showClusters(labels, responses) {
-  const box = $("#compare"), ldesc = await api(`datasets/${labels.id}`), rdesc = await api(`datasets/${responses.id}`);
-  const answer = await api(`datasets/${responses.id}/data?format=json`);
-  const k = answer.shape[0], palette = k <= 10 ? TAB10 : TAB20, cmap = k <= 10 ? "tab10" : "tab20";
-  if (k > 20) { showError(`${k} clusters: the colours repeat beyond 20`); }
-  const lay = layoutOf(ldesc), sel = {};
-  for (const d of ldesc.dims) sel[d.name] = lay.image.includes(d) ? `::${stride(d.size, 512)}` : "0";
-  const url = `/api/v1/datasets/${labels.id}/data?${query({ ...sel, format: "png", cmap, vmin: -0.5, vmax: palette.length - 0.5 })}`;
-  const spec = rdesc.dims.find((d) => d.role === "spectroscopic" && d.size > 1) || rdesc.dims[rdesc.dims.length - 1];
-  const x = spec.values || answer.data[0].map((_, i) => i);
-  const rows = answer.data.map((r) => (Array.isArray(r[0]) ? r.flat(Infinity) : r));
-  state.clusters = { k, responses: rows, x, labels: url };
-  const plot = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  plot.setAttribute("class", "plot");
-  plot.setAttribute("id", "responses");
-  plotLines(plot, x, rows, palette, label(spec.name, spec.units), label(rdesc.quantity, rdesc.units));
-  const legend = el("p", { class: "meta" }, rows.map((_, i) => el("span", { class: "swatch", "data-colour": palette[i % palette.length] }, `cluster ${i}`)));
-  box.replaceChildren(el("h3", {}, `k-means: ${k} clusters`),
-    el("div", { class: "triptych" }, el("figure", { class: "panel" }, el("img", { src: url, alt: "label map", id: "label-map" }), el("figcaption", {}, "label map")),
-      el("figure", { class: "panel wide" }, plot, legend, el("figcaption", {}, "mean response of each cluster"))));
-  for (const sw of legend.querySelectorAll(".swatch")) sw.style.borderLeftColor = sw.dataset.colour;
 }
 function downloads() { // links to the numbers and pictures of the current view
   const view = state.view, box = $("#downloads");
