@@ -445,3 +445,12 @@ def test_a_zarr_v3_client_reads_the_same_values_by_url(tmp_path):
         assert r.status_code == 415 and "zarr v3" in r.json()["detail"]
         assert httpx.get(f"{srv.url}/zarr/{ids['si.h5']}/c/99/0/0").status_code == 404
         assert httpx.get(f"{srv.url}/zarr/{ids['si.h5']}/.zarray").status_code == 404
+
+
+def test_every_answer_carries_the_pages_security_policy(server):
+    url, _lines = server
+    for path in ("/", "/static/app.js", "/static/results.js", "/api/v1/datasets", "/api/v1/datasets/nope"):
+        r = httpx.get(url + path)
+        assert r.headers["content-security-policy"].startswith("default-src 'self'"), path
+        assert r.headers["x-content-type-options"] == "nosniff", path
+    assert httpx.get(url + "/api/v1/datasets/nope").status_code == 404

@@ -545,8 +545,9 @@ class SliceStream(Response):
             await asyncio.gather(sending, client_left, return_exceptions=True)
             if self.background is not None:
                 await self.background()
-        if not sending.cancelled() and sending.exception() is not None:
-            raise sending.exception()  # the server then closes the connection short
+        failed = None if sending.cancelled() else sending.exception()
+        if failed is not None:
+            raise failed  # the server then closes the connection short
 
     async def _send_parts(self, send: Any) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})

@@ -192,8 +192,9 @@ def records_csv(records: np.ndarray) -> bytes:
     the field names, then one line per record (sub-arrays of a field flattened into columns)."""
     if records.size > MAX_CSV_ELEMENTS:
         raise InvalidInput(f"the table holds {records.size} rows; CSV is for up to {MAX_CSV_ELEMENTS}: use format=npy")
-    names, columns = [], []
-    for field in records.dtype.names:
+    names: list[str] = []
+    columns = []
+    for field in records.dtype.names or ():
         values = np.asarray(records[field]).reshape(len(records), -1)
         if values.dtype.kind not in "biuf":
             raise InvalidInput(f"field {field!r} is {values.dtype}: CSV holds real numbers; use format=npy")

@@ -31,7 +31,10 @@ function showError(message) {
 }
 async function api(path, options = {}) {
   const response = await fetch(`/api/v1/${path}`, options);
-  if (response.status === 401 && path !== "session") signIn();
+  if (response.status === 401 && path !== "session") { // the sign-in form says why; no second message
+    signIn();
+    throw new Error("an API key is needed");
+  }
   if (!response.ok) {
     let detail = `${response.status} ${response.statusText}`;
     try {
