@@ -269,3 +269,43 @@ def test_damaged_files_never_give_a_traceback(valid_file, tmp_path, capsys):
                 assert captured.err.count("\n") == 1 and path.name in captured.err
             else:
                 assert code in (0, 1)
+
+
+def _pyusid_file_with_a_partial_link(path, pyusid, quantity_units: bool):
+    """A file built the way pyUSID's tests build it: a Main dataset written by pyUSID, and an
+    ordinary dataset linked to the Main's Spectroscopic_Values by ``check_and_link_ancillary``."""
+    with h5py.File(path, "w") as f:
+        group = f.create_group("Measurement_000/Channel_000")
+        main = pyusid.hdf_utils.write_main_dataset(
+            group, np.random.default_rng(0).random((6, 7)), "Raw_Data", "Current", "nA",
+            [pyusid.Dimension("X", "nm", 6)], [pyusid.Dimension("Bias", "V", 7)],
+        )  # fmt: skip
+        other = group.create_dataset("Fit_Parameters", data=np.zeros((6, 7)))
+        if quantity_units:  # it then claims to be Main, and is checked (and refused) as one
+            other.attrs["quantity"], other.attrs["units"] = "Fit", "a.u."
+        pyusid.hdf_utils.check_and_link_ancillary(other, ["Spectroscopic_Values"], anc_refs=[main.h5_spec_vals])
+    return path
+
+
+def test_a_partial_ancillary_link_is_a_note_not_an_error(tmp_path, pyusid, capsys):
+    path = _pyusid_file_with_a_partial_link(tmp_path / "linked.h5", pyusid, quantity_units=False)
+    problems = usidgpu.validate(path)
+    assert [p.rule for p in problems] == ["partial-ancillary-link"] and problems[0].severity == "note"
+    assert problems[0].path == "/Measurement_000/Channel_000/Fit_Parameters"
+    with h5py.File(path, "r") as f:  # pyUSID agrees: one Main dataset, the linked one is not
+        assert [d.name for d in pyusid.hdf_utils.get_all_main(f)] == ["/Measurement_000/Channel_000/Raw_Data"]
+    with usidgpu.open(path) as f:
+        assert [m.name for m in f.main_datasets()] == ["/Measurement_000/Channel_000/Raw_Data"]
+    assert cli(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "note: links Spectroscopic_Values" in out and "valid USID (1 note)" in out
+
+
+def test_a_dataset_that_claims_to_be_main_is_still_checked_as_main(tmp_path, pyusid):
+    path = _pyusid_file_with_a_partial_link(tmp_path / "claims.h5", pyusid, quantity_units=True)
+    problems = usidgpu.validate(path)
+    errors = [p for p in problems if p.severity == "error"]
+    assert errors and all(p.path == "/Measurement_000/Channel_000/Fit_Parameters" for p in errors)
+    assert {p.rule for p in errors} >= {"missing-reference"}
+    with h5py.File(path, "r") as f:
+        assert not pyusid.hdf_utils.check_if_main(f["/Measurement_000/Channel_000/Fit_Parameters"])

@@ -36,7 +36,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             problems = dataset_problems(obj)
         else:
             problems = validate(f)
-    if len(problems) == 1 and problems[0].rule == "no-main":
+    if problems and problems[0].rule == "no-main":  # (any notes after it say what was linked)
         raise NotUSIDError(f"{args.file}: {problems[0].message}")
     errors = [p for p in problems if p.severity == ERROR]
     if args.json:
@@ -51,6 +51,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if errors:
             print(f"{args.file}: INVALID: {len(errors)} problem{'s' if len(errors) != 1 else ''}")
         else:
-            note = f" ({len(problems)} warning{'s' if len(problems) != 1 else ''})" if problems else ""
-            print(f"{args.file}: valid USID{note}")
+            counts = [(sum(p.severity == kind for p in problems), kind) for kind in ("warning", "note")]
+            said = ", ".join(f"{n} {kind}{'s' if n != 1 else ''}" for n, kind in counts if n)
+            print(f"{args.file}: valid USID{f' ({said})' if said else ''}")
     return EXIT_PROBLEMS if errors else EXIT_OK

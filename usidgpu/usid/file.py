@@ -14,7 +14,7 @@ from ..storage.h5 import damage_reported
 from ..storage.h5 import open_h5 as open_h5  # re-exported: its home before usidgpu.storage
 from .attrs import read_attrs
 from .dataset import MainDataset
-from .rules import ERROR, is_candidate, main_problems
+from .rules import ERROR, claims_main, main_problems
 
 #: <Source>-<Tool>_NNN, as pyUSID's create_results_group names results groups.
 RESULTS_NAME = re.compile(r"^(?P<source>[^-]+)-(?P<tool>[^-]+)_(?P<index>\d{3,})$")
@@ -142,7 +142,7 @@ class USIDFile:
         refused: list[NotMainError] = []
 
         def visit(_name: str, obj: Any) -> None:
-            if is_dataset(obj) and is_candidate(obj):
+            if is_dataset(obj) and claims_main(obj):
                 if not [p for p in main_problems(obj) if p.severity == ERROR]:
                     try:
                         found.append(MainDataset(obj))

@@ -24,6 +24,8 @@ ANCILLARY_REFS = ("Position_Indices", "Position_Values", "Spectroscopic_Indices"
 
 ERROR = "error"
 WARNING = "warning"
+#: Legal and harmless, said for the curious (e.g. an ordinary dataset linked to one ancillary).
+NOTE = "note"
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class Problem:
     severity: str = ERROR
 
     def __str__(self) -> str:
-        prefix = "" if self.severity == ERROR else "warning: "
+        prefix = "" if self.severity == ERROR else f"{self.severity}: "
         return f"{self.path}: {prefix}{self.message} [{self.rule}]"
 
 
@@ -57,6 +59,32 @@ def is_candidate(obj: object) -> bool:
     """True for datasets that carry at least one of the four ancillary reference attributes,
     i.e. that were meant to be Main datasets."""
     return is_dataset(obj) and any(name in obj.attrs for name in ANCILLARY_REFS)
+
+
+def claims_main(obj: object) -> bool:
+    """True for datasets that claim to be Main: all four ancillary references, or ``quantity``
+    and ``units`` beside at least one of them.
+
+    A dataset with some references and no quantity/units is an ordinary dataset linked to
+    ancillaries — pyUSID's own ``check_and_link_ancillary`` makes that pattern — and is not
+    checked as a Main dataset (:func:`partial_link_note` mentions it).
+    """
+    if not is_candidate(obj):
+        return False
+    attrs = obj.attrs  # type: ignore[attr-defined]
+    return all(name in attrs for name in ANCILLARY_REFS) or ("quantity" in attrs and "units" in attrs)
+
+
+def partial_link_note(dset: DatasetNode) -> Problem:
+    """The note for a dataset linked to some ancillaries that does not claim to be Main."""
+    present = [name for name in ANCILLARY_REFS if name in dset.attrs]
+    return Problem(
+        dset.name,
+        "partial-ancillary-link",
+        f"links {', '.join(present)} but is not a Main dataset (no quantity/units, not all four "
+        "references): an ordinary dataset with ancillaries, as pyUSID's check_and_link_ancillary makes",
+        NOTE,
+    )
 
 
 def dereference(dset: DatasetNode, name: str) -> tuple[DatasetNode | None, Problem | None]:

@@ -8,7 +8,16 @@ from typing import Any
 from ..storage import DatasetNode, FileNode, is_reference
 from ..storage.h5 import damage_reported
 from .file import USIDFile, results_groups_of
-from .rules import ERROR, WARNING, Problem, content_problems, is_candidate, main_problems
+from .rules import (
+    ERROR,
+    WARNING,
+    Problem,
+    claims_main,
+    content_problems,
+    is_candidate,
+    main_problems,
+    partial_link_note,
+)
 
 
 def _results_problems(main: DatasetNode) -> list[Problem]:
@@ -46,8 +55,10 @@ def validate(path: str | os.PathLike | USIDFile) -> list[Problem]:
     """Check a file against the rules of the USID model.
 
     Main data are never read, so a file of any size validates in moments (and NaN-only data are
-    valid). Every dataset that carries one of the four ancillary reference attributes is checked
-    as a Main dataset; results groups are checked for dangling source references.
+    valid). Every dataset that claims to be Main (all four ancillary references, or quantity and
+    units beside one of them) is checked as a Main dataset; one linked to some ancillaries only
+    (pyUSID's ``check_and_link_ancillary``) gets a note; results groups are checked for dangling
+    source references.
 
     Parameters
     ----------
@@ -57,7 +68,7 @@ def validate(path: str | os.PathLike | USIDFile) -> list[Problem]:
     -------
     list of Problem
         Empty when the file is valid. Problems of severity ``"warning"`` are legal but limit
-        what can be done (e.g. no n-d view of sparse data).
+        what can be done (e.g. no n-d view of sparse data); ``"note"`` ones are said for the curious.
 
     Raises
     ------
@@ -73,10 +84,13 @@ def validate(path: str | os.PathLike | USIDFile) -> list[Problem]:
 
 def _validate_open(h5: FileNode) -> list[Problem]:
     candidates: list[DatasetNode] = []
+    notes: list[Problem] = []
 
     def visit(_name: str, obj: Any) -> None:
-        if is_candidate(obj):
+        if claims_main(obj):
             candidates.append(obj)
+        elif is_candidate(obj):
+            notes.append(partial_link_note(obj))
 
     h5.visititems(visit)
     if not candidates:
@@ -85,12 +99,13 @@ def _validate_open(h5: FileNode) -> list[Problem]:
                 "/",
                 "no-main",
                 "not a USID file: no dataset carries the Position/Spectroscopic references of a Main dataset",
-            )
+            ),
+            *notes,
         ]
     problems: list[Problem] = []
     for dset in candidates:
         problems.extend(_dataset_problems(dset))
-    return problems
+    return problems + notes
 
 
 def dataset_problems(dset: DatasetNode) -> list[Problem]:
