@@ -324,14 +324,19 @@ def create_app(service: Service, settings: Settings | None = None) -> Any:
         dims = entry.description["dims"]
         sizes = {d["name"]: d["size"] for d in dims}
         selection = selection_from_query(dict(request.query_params), list(sizes))
-        shape = selected_shape(sizes, selection)
         dtype = dtype_of(entry.description)
+        grid = bool(entry.description.get("nd_shape"))
+        if grid:
+            shape = selected_shape(sizes, selection)
+            kept = [n for n in sizes if not isinstance(selection.get(n, slice(None)), int)]
+        else:  # positions (or spectroscopic points) that fill no grid stay one flat axis
+            shape, kept = flat_shape_bound(entry.description, selection)
         nbytes = math.prod(shape) * dtype.itemsize
         check_size(nbytes, settings.max_slice_bytes)
-        kept = [n for n in sizes if not isinstance(selection.get(n, slice(None)), int)]
         name = f"{entry.name}.{format}"
         disposition = {"Content-Disposition": f'inline; filename="{name}"', "X-Array-Dims": ",".join(kept)}
-        streamed = format in ("npy", "raw") and nbytes > STREAM_ABOVE and shape
+        # (a non-grid selection's size is known only once read: it is read whole, never streamed)
+        streamed = format in ("npy", "raw") and nbytes > STREAM_ABOVE and shape and grid
         # the bytes this answer holds in memory until it is sent: the selection, or a streamed
         # one's two parts (one sent, one read), and the HTTP layer's copy of a piece (h11 joins it)
         held = settings.in_flight.acquire(3 * STREAM_ABOVE if streamed else 2 * nbytes)
@@ -647,6 +652,27 @@ def read_chunk(readers: OpenDatasets, entry: Entry, selection: dict[str, slice])
         return read_selection(readers, entry, selection)
     with readers.dataset(entry.file, entry.path) as main:
         return np.asarray(main.h5[selection["Positions"], selection["Spectroscopic"]])
+
+
+def flat_shape_bound(description: dict[str, Any], selection: dict[str, Any]) -> tuple[tuple[int, ...], list[str]]:
+    """For a dataset that is no full grid: an upper bound of a selection's shape and the names of
+    its axes. A side (positions, spectroscopic points) that fills no grid is one flat axis named
+    ``Positions`` / ``Spectroscopic``, bounded by all its entries (a selection by name keeps only
+    the matching ones); a side that does is shaped by its dimensions."""
+    shape: list[int] = []
+    names: list[str] = []
+    sides = zip(("position", "spectroscopic"), description["shape"], ("Positions", "Spectroscopic"))
+    for role, entries, flat_name in sides:
+        dims = {d["name"]: d["size"] for d in description["dims"] if d["role"] == role}
+        on_grid = description.get("grid_sides", {}).get(role, math.prod(dims.values()) == entries)
+        if not on_grid:
+            shape.append(int(entries))
+            names.append(flat_name)
+            continue
+        side = {n: k for n, k in selection.items() if n in dims}
+        shape += selected_shape(dims, side)
+        names += [n for n in dims if not isinstance(side.get(n, slice(None)), int)]
+    return tuple(shape), names
 
 
 def part_selections(

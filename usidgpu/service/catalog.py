@@ -35,7 +35,7 @@ STATE_DIR = ".usidgpu-serve"
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hf5", ".he5", ".usid")
 
 #: Version of the catalog's tables and descriptions; a catalog of another version is rebuilt.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (

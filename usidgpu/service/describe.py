@@ -96,6 +96,7 @@ def describe(main: Any, results: list[Any]) -> dict[str, Any]:
         "dtype_descr": dtype_descr(main.dtype),
         "shape": [int(s) for s in main.shape],
         "nd_shape": [int(s) for s in main.nd_shape] if grid else None,
+        "grid_sides": {"position": bool(main.pos_layout.is_grid), "spectroscopic": bool(main.spec_layout.is_grid)},
         "nbytes": int(main.nbytes),
         "dims": dims,
         "instrument": instrument,

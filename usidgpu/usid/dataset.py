@@ -387,9 +387,15 @@ class MainDataset:
         Returns
         -------
         numpy.ndarray
-            n-d array, remaining axes in file order. For sparse or irregular positions the
-            positions stay one flat leading axis and only spectroscopic dimensions can be
-            selected.
+            n-d array, remaining axes in file order. Positions (or spectroscopic points) that
+            fill no grid — sparse sampling, an aborted scan, dependent dimensions — stay one
+            flat axis; naming their dimensions keeps the entries whose index-table values are
+            selected, as pyUSID's ``slice`` does.
+
+        Raises
+        ------
+        SelectionError
+            An index out of range, or no entry of a non-grid side matches.
 
         Examples
         --------

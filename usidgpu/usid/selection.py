@@ -63,18 +63,44 @@ def _indices_for(key: Any, size: int, name: str) -> tuple[np.ndarray, bool]:
     return idx, False
 
 
+def _matching_entries(
+    table: np.ndarray, names: Sequence[str], sizes: Sequence[int], selection: dict[str, Any], side: str, path: str
+) -> np.ndarray:
+    """Entries of a side that is no full grid whose index in every selected dimension is one of
+    those selected — pyUSID's ``USIDataset.slice`` on such data, which matches the values of the
+    index table (``table``: one row per entry, one column per dimension)."""
+    keep = np.ones(table.shape[0], dtype=bool)
+    for j, (name, size) in enumerate(zip(names, sizes)):
+        if name in selection:
+            wanted, _dropped = _indices_for(selection[name], size, name)
+            keep &= np.isin(table[:, j], wanted)
+    entries = np.flatnonzero(keep)
+    if entries.size == 0:
+        chosen = {n: selection[n] for n in names if n in selection}
+        raise SelectionError(f"{path}: no {side} have the indices {chosen} (the {side} do not fill a grid)")
+    return entries
+
+
 def _side_plan(
-    layout: Layout, names: Sequence[str], selection: dict[str, Any], n_entries: int, side: str, path: str
-) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...], list[bool]]:
-    """Entries (rows or columns) to read for one side, its slowest-first shape, file axes, drops."""
+    layout: Layout, names: Sequence[str], selection: dict[str, Any], n_entries: int, side: str, path: str,
+    index_table: Any = None, sizes: Sequence[int] = (),
+) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...], list[bool]]:  # fmt: skip
+    """Entries (rows or columns) to read for one side, its slowest-first shape, file axes, drops.
+
+    A side that is no full grid stays one flat axis; naming its dimensions keeps the entries whose
+    indices match (``index_table()`` gives the side's index table, one row per entry).
+    """
     chosen = [n for n in names if n in selection]
     if not layout.is_grid:
-        if chosen:
+        if not chosen:
+            return np.arange(n_entries), (n_entries,), (0,), [False]
+        if index_table is None:
             raise NotAGridError(
                 f"{path}: the {side} dimensions {chosen} cannot be selected by name because the "
                 f"{side} do not fill a full grid ({layout.kind} layout)"
             )
-        return np.arange(n_entries), (n_entries,), (0,), [False]
+        entries = _matching_entries(np.asarray(index_table()), names, sizes, selection, side, path)
+        return entries.astype(np.int64), (entries.size,), (0,), [False]
     per_dim = []
     drops = []
     for name, size in zip(names, layout.sizes):
@@ -102,11 +128,13 @@ def selection_plan(main: MainDataset, selection: dict[str, Any]) -> SelectionPla
     spec_selection = {k: v for k, v in selection.items() if k not in pos_names}
     pos_selection = {k: v for k, v in selection.items() if k in pos_names}
     rows, pshape, paxes, pdrop = _side_plan(
-        main.pos_layout, pos_names, pos_selection, main.n_positions, "positions", main.name
-    )
+        main.pos_layout, pos_names, pos_selection, main.n_positions, "positions", main.name,
+        lambda: main.h5_pos_inds[()], [d.size for d in main.pos_dims],
+    )  # fmt: skip
     cols, sshape, saxes, sdrop = _side_plan(
-        main.spec_layout, spec_names, spec_selection, main.n_spectral, "spectroscopic points", main.name
-    )
+        main.spec_layout, spec_names, spec_selection, main.n_spectral, "spectroscopic points", main.name,
+        lambda: np.asarray(main.h5_spec_inds[()]).T, [d.size for d in main.spec_dims],
+    )  # fmt: skip
     axes = tuple(paxes) + tuple(len(pshape) + a for a in saxes)
     drop = tuple(i for i, d in enumerate(pdrop + sdrop) if d)
     return SelectionPlan(rows, cols, pshape + sshape, axes, drop)
