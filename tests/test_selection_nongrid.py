@@ -116,3 +116,49 @@ def test_the_service_answers_the_same_selections_with_their_axes_named(tmp_path,
             assert r.headers["x-array-dims"] == dims
         r = httpx.get(url, params={"Y": "2", "X": "4"})
         assert r.status_code == 400 and "no positions have the indices" in r.json()["detail"]
+
+
+def relaxation_file(path, pyusid):
+    """pyUSID's relaxation test file, built as its tests build it: spectroscopic dimensions
+    Frequency × Repeats × DC_Offset and a dependent Field (1 on the first repeat, 0 after)."""
+    freq, repeats, offsets = 3, 5, 7
+    inds, vals = pyusid.io.write_utils.build_ind_val_matrices(
+        [np.linspace(320, 340, freq), np.arange(repeats), 3 * np.pi * np.linspace(0, 1, offsets)]
+    )
+    field_inds = np.tile(np.repeat(np.hstack(([0], np.ones(repeats - 1))), freq), offsets)
+    field_vals = np.tile(np.repeat(np.hstack(([1], np.zeros(repeats - 1))), freq), offsets)
+    inds, vals = np.vstack((inds, field_inds)), np.vstack((vals, field_vals))
+    pos_inds = np.vstack((np.tile(np.arange(11), 2), np.repeat(np.arange(2), 11))).T
+    spec_labels, spec_units = ["Frequency", "Repeats", "DC_Offset", "Field"], ["kHz", "a. u.", "V", "a.u."]
+    with h5py.File(path, "w") as f:
+        g = f.create_group("Measurement_000/Channel_000")
+        made = {}
+        for name, data, dtype, labels, units in [
+            ("Position_Indices", pos_inds, np.uint16, ["X", "Y"], ["nm", "um"]),
+            ("Position_Values", pos_inds * [50, 1.25], np.float32, ["X", "Y"], ["nm", "um"]),
+            ("Spectroscopic_Indices", inds, np.uint16, spec_labels, spec_units),
+            ("Spectroscopic_Values", vals, np.float32, spec_labels, spec_units),
+        ]:  # fmt: skip
+            made[name] = g.create_dataset(name, data=data, dtype=dtype)
+            made[name].attrs["labels"] = np.array(labels, dtype="S")
+            made[name].attrs["units"] = np.array(units, dtype="S")
+        main = g.create_dataset(
+            "Raw_Data", data=np.random.default_rng(1).random((22, freq * repeats * offsets)), dtype=np.float32
+        )
+        main.attrs["units"], main.attrs["quantity"] = "V", "Cantilever Deflection"
+        for name, dset in made.items():
+            main.attrs[name] = dset.ref
+    return path
+
+
+@pytest.mark.parametrize(
+    "selection", [{"Field": 0}, {"Field": 1, "X": 3}, {"DC_Offset": 2}, {"Repeats": [0, 4], "Y": 1}]
+)
+def test_a_dependent_spectroscopic_dimension_selects_as_pyusid_does(tmp_path, pyusid, selection):
+    path = relaxation_file(tmp_path / "relaxation.h5", pyusid)
+    with usidgpu.open(path) as f:
+        got = f.main_datasets()[0].sel(**selection)
+    if got.ndim == 3:  # the positions are a grid: (X, Y) in file order; pyUSID lists rows, Y slowest
+        got = got.transpose(1, 0, 2)
+    want = pyusid_slice(pyusid, str(path), "/Measurement_000/Channel_000/Raw_Data", selection)
+    np.testing.assert_array_equal(got.reshape(want.shape), want)
