@@ -6,7 +6,8 @@ The plan
 
 The reader
     :func:`iter_blocks` reads each block with ``read_direct`` into a buffer that is reused (no
-    allocation per block). With ``prefetch`` a background thread reads block *i+1* while the caller
+    allocation per block); compressed chunks are decoded by a pool of threads instead
+    (:mod:`usidgpu.core.chunks`), since HDF5 decodes them one at a time on one core. With ``prefetch`` a background thread reads block *i+1* while the caller
     works on block *i* (h5py releases the GIL inside HDF5 reads, and NumPy/CuPy release it in
     their kernels, so the two overlap). On a GPU the reads land in page-locked (pinned) host
     buffers and go to the device by asynchronous copies on a separate CUDA stream; the caller's
@@ -30,6 +31,7 @@ from typing import Any, NamedTuple
 import h5py
 import numpy as np
 
+from .chunks import ChunkReader, chunk_reader
 from .device import Device, select_device
 from .errors import BudgetError, InvalidInput, InvalidType
 from .memory import format_bytes, memory_budget
@@ -212,6 +214,7 @@ class _Slots:
     def __init__(self, buffers: list[_Buffer], gpu: bool):
         self.buffers = buffers
         self.gpu = gpu
+        self.reader: ChunkReader | None = None  # set for the pass when chunks are decoded here
         if gpu:
             import cupy
 
@@ -225,7 +228,9 @@ class _Slots:
         buf, n = self.buffers[k], b - a
         if self.gpu and buf.copied is not None:
             buf.copied.synchronize()  # the previous upload from this pinned buffer is done
-        if n:
+        if n and self.reader is not None:
+            self.reader.read_rows(a, b, buf.host)  # compressed chunks, decoded in parallel
+        elif n:
             dset.read_direct(buf.host, np.s_[a:b], np.s_[0:n])
         if self.gpu:
             if buf.released is not None:
@@ -347,6 +352,7 @@ def iter_blocks(
     dtype = dset.dtype if dset.dtype.fields is not None else dset.dtype.newbyteorder("=")
     pool = pool if pool is not None else BufferPool()
     slots = pool.take(shape, dtype, n_slots, dev.is_gpu)
+    slots.reader = chunk_reader(dset)
     bar = progress_bar(progress, plan)
     try:
         source = _prefetched(slots, dset, plan) if prefetch else _inline(slots, dset, plan)
@@ -365,6 +371,9 @@ def iter_blocks(
                 slots.stream.synchronize()
         pool.give(slots)
     finally:
+        if slots.reader is not None:
+            slots.reader.close()
+            slots.reader = None
         if bar is not None:
             bar.close()
 
