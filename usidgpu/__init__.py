@@ -44,6 +44,7 @@ from .usid import (
     validate,
     write_main,
 )
+from .usid.hyperspy import from_hyperspy
 
 __all__ = [
     "Block",
@@ -72,6 +73,7 @@ __all__ = [
     "__version__",
     "atoms",
     "connect",
+    "from_hyperspy",
     "gpu_available",
     "kmeans",
     "memory_budget",

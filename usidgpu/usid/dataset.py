@@ -447,6 +447,14 @@ class MainDataset:
 
         return to_dask(self, ndim=ndim, chunks=chunks)
 
+    def to_hyperspy(self, lazy: bool = False) -> Any:
+        """A HyperSpy signal: positions as navigation axes, spectroscopic dimensions as signal
+        axes, slowest first, with units, uniform or non-uniform axes and the quantity (one signal
+        per field for compound data). See :func:`usidgpu.usid.hyperspy.to_hyperspy`."""
+        from .hyperspy import to_hyperspy
+
+        return to_hyperspy(self, lazy=lazy)
+
     def to_xarray(self, lazy: bool = True, chunks: Any = "auto") -> Any:
         """``xarray.DataArray`` with named dims, coordinates with units, dask-backed when ``lazy``.
 
