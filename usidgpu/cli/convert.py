@@ -28,6 +28,13 @@ def add_parser(sub: Any, common: Any) -> None:
     p.add_argument("input", metavar="IN", help="HDF5 file or zarr store (read-only), or sample:NAME")
     p.add_argument("output", metavar="OUT", help="new .zarr store or .h5/.hdf5/.hf5 file (never overwritten)")
     p.add_argument(
+        "--to",
+        choices=("usid", "nsid"),
+        default="usid",
+        help="usid (default): the same file in the other store; nsid: every Main dataset that is a grid "
+        "as NSID (sidpy/pyNSID) in a new HDF5 file, read by pyNSID and pycroscopy >= 0.63",
+    )
+    p.add_argument(
         "--chunks",
         default=None,
         help="zarr chunk shape for every dataset of that rank, e.g. 256,512 (default: keep the HDF5 chunks)",
@@ -49,18 +56,27 @@ def _chunks(text: str | None) -> tuple[int, ...] | None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from ..samples import resolve
     from ..storage.convert import h5_to_zarr, zarr_to_h5
     from ..storage.h5 import is_h5_path
     from ..storage.staging import prepare_output
     from ..storage.zarr_view import is_zarr_path
+    from ..translate.samples import resolve_usid
 
-    src = resolve(args.input)
+    src = resolve_usid(args.input)
     dst = Path(args.output)
     if not src.exists():
         raise FileProblem(f"{src}: no such file")
     prepare_output(dst)  # removes what a killed conversion left; refuses an existing OUT
     src_zarr, dst_zarr = is_zarr_path(src), is_zarr_path(dst)
+    if args.to == "nsid":
+        if not is_h5_path(dst):
+            raise FileProblem(f"{dst}: NSID is HDF5; give OUT a .h5/.hdf5/.hf5 name")
+        from ..usid.sidpy import usid_to_nsid
+
+        lines = usid_to_nsid(src, dst)
+        print(f"{src} -> {dst} (NSID):")
+        print("\n".join(lines))
+        return 0
     if not src_zarr and dst_zarr:
         run = lambda: h5_to_zarr(src, dst, chunks=_chunks(args.chunks))  # noqa: E731
     elif src_zarr and is_h5_path(dst):

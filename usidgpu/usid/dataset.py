@@ -455,6 +455,13 @@ class MainDataset:
 
         return to_hyperspy(self, lazy=lazy)
 
+    def to_sidpy(self, lazy: bool = True) -> Any:
+        """A ``sidpy.Dataset`` (pyNSID, pycroscopy ≥ 0.63) with dimensions typed SPATIAL /
+        SPECTRAL / TEMPORAL from their units and names. See :func:`usidgpu.usid.sidpy.to_sidpy`."""
+        from .sidpy import to_sidpy
+
+        return to_sidpy(self, lazy=lazy)
+
     def to_xarray(self, lazy: bool = True, chunks: Any = "auto") -> Any:
         """``xarray.DataArray`` with named dims, coordinates with units, dask-backed when ``lazy``.
 
