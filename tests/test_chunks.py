@@ -11,6 +11,7 @@ import pytest
 
 from usidgpu.core import chunks
 from usidgpu.core.chunks import chunk_reader
+from usidgpu.core.errors import FileProblem
 from usidgpu.core.stream import iter_blocks
 
 hdf5plugin = pytest.importorskip("hdf5plugin")
@@ -114,8 +115,38 @@ def test_a_damaged_chunk_is_an_error_not_garbage(tmp_path):
     (tmp_path / "c.h5").write_bytes(bytes(raw))
     with h5py.File(tmp_path / "c.h5", "r") as f:
         reader = chunk_reader(f["d"], threads=2)
-        with pytest.raises(Exception):  # noqa: B017 - zlib's or isal's error, as h5py raises one too
+        with pytest.raises(FileProblem, match=r"chunk at \(16, 0\) of /d cannot be decoded; the file is damaged"):
             reader.read_rows(0, 64, np.empty((64, 32), np.float32))
         reader.close()
         with pytest.raises(OSError):
             f["d"][()]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.complex64])
+def test_chunks_compressed_in_threads_read_back_through_hdf5(tmp_path, shuffle, dtype):
+    from usidgpu.core.chunks import write_compressed
+
+    data = values((203, 77), dtype, seed=5)
+    with h5py.File(tmp_path / "w.h5", "w") as f:
+        d = f.create_dataset("d", shape=data.shape, dtype=dtype, chunks=(16, 30), compression="gzip",
+                             compression_opts=5, shuffle=shuffle)  # fmt: skip
+        assert write_compressed(d, data, threads=3)
+        f.create_dataset("ref", data=data, chunks=(16, 30), compression="gzip", compression_opts=5, shuffle=shuffle)
+    with h5py.File(tmp_path / "w.h5", "r") as f:
+        np.testing.assert_array_equal(f["d"][()], data)  # HDF5's own decoder reads them
+        assert f["d"].id.get_storage_size() == f["ref"].id.get_storage_size()  # zlib at the same level
+
+
+def test_write_main_compresses_in_threads_and_declines_other_filters(tmp_path):
+    import usidgpu
+    from usidgpu import Dimension
+    from usidgpu.core.chunks import write_compressed
+
+    data = values((40, 30, 50), np.float32, seed=6)
+    pos, spec = [Dimension("Y", "nm", 40), Dimension("X", "nm", 30)], [Dimension("Bias", "V", 50)]
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        m = usidgpu.write_main(f, "Raw_Data", data, "Current", "nA", pos, spec, compression="gzip")
+        np.testing.assert_array_equal(m.to_ndim(), data)
+        lzf = f.create_dataset("lzf", shape=(10, 10), dtype="f4", chunks=(5, 5), compression="lzf")
+        assert not write_compressed(lzf, np.zeros((10, 10), "f4"), threads=2)  # left to h5py

@@ -1,4 +1,4 @@
-"""Compressed HDF5 chunks decoded in parallel threads.
+"""Compressed HDF5 chunks decoded (and written) in parallel threads.
 
 HDF5 decodes the chunks of a read one after another on the calling thread, so a gzip-compressed
 dataset streams at what one core inflates (~0.3 GB/s) however many cores wait. Here the raw
@@ -11,6 +11,10 @@ from well-kept libraries (``isal`` for deflate when installed, else the standard
 pipelines listed in :data:`DECODERS` are decoded here; any other (lzf, szip, fletcher32,
 scale-offset, unknown plugins) makes :func:`chunk_reader` return None and the caller reads
 through h5py as before, saying why at debug level. Values are bit for bit those of h5py.
+
+Writing is the mirror image (:func:`write_compressed`): a whole array's chunks are compressed by
+threads and stored with ``write_direct_chunk``, so translating or writing a compressed file is not
+bound to one core either.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import h5py
 import numpy as np
+
+from .errors import FileProblem
 
 log = logging.getLogger("usidgpu.chunks")
 
@@ -121,11 +127,17 @@ class ChunkReader:
             rows, cols = self.chunks
             return self.dset[offset[0] : offset[0] + rows, offset[1] : offset[1] + cols]
         data = raw
-        for decode in self._decode:
-            data = decode(data)  # type: ignore[misc]
-        if self._shuffled:
-            data = unshuffle(data, self.dtype.itemsize)
-        return np.frombuffer(data, dtype=self.dtype).reshape(self.chunks)
+        try:
+            for decode in self._decode:
+                data = decode(data)  # type: ignore[misc]
+            if self._shuffled:
+                data = unshuffle(data, self.dtype.itemsize)
+            return np.frombuffer(data, dtype=self.dtype).reshape(self.chunks)
+        except Exception as exc:  # zlib.error, IsalError, a blosc/zstd error, a short chunk
+            raise FileProblem(
+                f"{self.dset.file.filename}: the compressed chunk at {offset} of {self.dset.name} cannot be "
+                f"decoded; the file is damaged ({type(exc).__name__}: {exc})"
+            ) from None
 
     def read_rows(self, a: int, b: int, out: np.ndarray) -> None:
         """Rows ``a:b`` (all columns) into ``out[: b - a]`` (native byte order, C-contiguous)."""
@@ -168,4 +180,54 @@ def chunk_reader(dset: h5py.Dataset, threads: int | None = None) -> ChunkReader 
     return ChunkReader(dset, pipeline, threads)
 
 
-__all__ = ["DECODERS", "ChunkReader", "chunk_reader", "default_threads", "unshuffle"]
+def shuffle(raw: bytes, itemsize: int) -> bytes:
+    """HDF5's shuffle filter: the bytes grouped by their place within each element."""
+    n = len(raw) // itemsize
+    if itemsize == 1 or n == 0:
+        return raw
+    body = np.frombuffer(raw, dtype=np.uint8, count=n * itemsize)
+    return body.reshape(n, itemsize).T.tobytes() + raw[n * itemsize :]
+
+
+def write_compressed(dset: h5py.Dataset, array: np.ndarray, threads: int | None = None) -> bool:
+    """Write a whole 2-D array into a new deflate-compressed (optionally shuffled) chunked dataset
+    with its chunks compressed in parallel threads (zlib at the dataset's level, so the file is
+    the one h5py would write) and stored by ``write_direct_chunk``. Returns False, writing
+    nothing, when the dataset is not of that kind (the caller then writes through h5py).
+    """
+    threads = threads or default_threads()
+    if dset.chunks is None or dset.ndim != 2 or threads < 2 or array.shape != dset.shape:
+        return False
+    plist = dset.id.get_create_plist()
+    filters = [plist.get_filter(k) for k in range(plist.get_nfilters())]
+    ids = [f[0] for f in filters]
+    if ids not in ([DEFLATE], [SHUFFLE, DEFLATE]) or dset.dtype.kind not in "biufc" or not dset.dtype.isnative:
+        return False
+    level = int(filters[ids.index(DEFLATE)][2][0]) if filters[ids.index(DEFLATE)][2] else 4
+    data = np.ascontiguousarray(array, dtype=dset.dtype)
+    rows, cols = dset.chunks
+    n_rows, n_cols = dset.shape
+    io_lock = threading.Lock()
+
+    def store(offset: tuple[int, int]) -> None:
+        i, j = offset
+        part = data[i : i + rows, j : j + cols]
+        if part.shape != (rows, cols):  # an edge chunk is stored whole, padded with zeros
+            full = np.zeros((rows, cols), dtype=dset.dtype)
+            full[: part.shape[0], : part.shape[1]] = part
+            part = full
+        raw = np.ascontiguousarray(part).tobytes()
+        if ids[0] == SHUFFLE:
+            raw = shuffle(raw, dset.dtype.itemsize)
+        packed = zlib.compress(raw, level)  # releases the GIL: the threads compress at once
+        with io_lock:
+            dset.id.write_direct_chunk(offset, packed, filter_mask=0)
+
+    offsets = [(i, j) for i in range(0, n_rows, rows) for j in range(0, n_cols, cols)]
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="usidgpu-compress") as pool:
+        for _ in pool.map(store, offsets):
+            pass
+    return True
+
+
+__all__ = ["DECODERS", "ChunkReader", "chunk_reader", "default_threads", "shuffle", "unshuffle", "write_compressed"]

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 
 from ..core.arrays import asnumpy, is_cupy_array
+from ..core.chunks import write_compressed
 from ..core.errors import InvalidInput, InvalidType, NotUSIDError
 from ..storage import DatasetNode, copy_dataset, is_dataset, is_group, read_only_reason
 from .ancillary import INDICES_DTYPE, VALUES_DTYPE, build_tables
@@ -368,7 +369,9 @@ def write_main(
     dset = group.create_dataset(name, shape=shape, dtype=dtype, **options)
     try:
         if array is not None and not is_dask:
-            dset.write_direct(np.ascontiguousarray(array.astype(dtype, copy=False)))
+            values = np.ascontiguousarray(array.astype(dtype, copy=False))
+            if not write_compressed(dset, values):  # compressed chunks are made in parallel threads
+                dset.write_direct(values)
         elif is_dask:
             import dask.array as da
 
