@@ -82,22 +82,41 @@ def assign(src: BlockSource, centers: Any, labels: Any, row_sq: Any, desc: str, 
     counts = xp.zeros(k, dtype=np.int64)
     inertia = xp.zeros((), dtype=np.float64)
     far_d, far_r = [], []  # distances and rows of each block's farthest points
+    # on the CPU each block is taken in pieces that stay in the cache between the distances and
+    # the sums (one read of the data from memory per pass, as scikit-learn's chunked Lloyd); on a
+    # GPU a whole block is one launch
+    piece = _cache_rows(n, centers.dtype.itemsize) if xp is np else None
     for a, b, x in src.blocks(desc):
-        d = squared_distances(xp, x, centers, c_sq, row_sq[a:b])
-        lab = xp.argmin(d, axis=1)
-        dmin = d[xp.arange(b - a), lab]
+        dmin = xp.empty(b - a, dtype=np.float64)
+        step = piece or (b - a)
+        for p0 in range(0, b - a, step):
+            p1 = min(p0 + step, b - a)
+            xs = x[p0:p1]
+            d = squared_distances(xp, xs, centers, c_sq, row_sq[a + p0 : a + p1])
+            lab = xp.argmin(d, axis=1)
+            dmin[p0:p1] = d[xp.arange(p1 - p0), lab]
+            labels[a + p0 : a + p1] = lab
+            if with_sums:
+                onehot = xp.zeros((p1 - p0, k), dtype=xs.dtype)
+                onehot[xp.arange(p1 - p0), lab] = 1
+                sums += (onehot.T @ xs).astype(sums.dtype)
+                counts += xp.bincount(lab, minlength=k)
         inertia += dmin.sum()
-        labels[a:b] = lab
         if with_sums:
-            onehot = xp.zeros((b - a, k), dtype=x.dtype)
-            onehot[xp.arange(b - a), lab] = 1
-            sums += (onehot.T @ x).astype(sums.dtype)
-            counts += xp.bincount(lab, minlength=k)
             top = min(k, b - a)
             idx = xp.argpartition(dmin, b - a - top)[b - a - top :]
             far_d.append(dmin[idx])
             far_r.append(idx + a)
     return inertia, sums, counts, (far_d, far_r)
+
+
+#: Bytes of data one piece of an assignment pass holds: well inside a core's L2 cache.
+CACHE_PIECE_BYTES = 256 << 10
+
+
+def _cache_rows(n: int, itemsize: int) -> int:
+    """Rows of an assignment piece: about :data:`CACHE_PIECE_BYTES`, at least 16."""
+    return max(16, CACHE_PIECE_BYTES // max(1, n * itemsize))
 
 
 def farthest(xp: Any, far: tuple, count: int) -> list[int]:
