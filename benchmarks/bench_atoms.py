@@ -39,6 +39,20 @@ of pixels (``usidgpu.atoms.reference.fit_windows``) from the same start values.
    the loops stay on the CPU; the JSON names the card. Target: ≥ 10⁶ column fits per second for
    11 × 11 windows. Without a usable GPU the script exits with a one-line error.
 
+5. **Neighbour-aware fits** (issue 19): every engine but ``array`` once more with
+   ``refine(..., neighbours="subtract")`` (``<engine>_subtract``) in the speed and accuracy
+   sections (``array_subtract`` in accuracy only: the array engine is the slow reference);
+   target ``cpu_100x_curve_fit_neighbour_aware`` and its cost over the single-column fit.
+   ``--no-neighbours`` leaves them out.
+6. **The grid** (``grid``, issue 19): two-sublattice images of
+   ``usidgpu.atoms.synthetic.two_sublattice`` over dim/bright 0.25–0.7 × cell spacing 8–20 px ×
+   σ/spacing 0.12–0.25 × dose 20–500 counts per unit amplitude (81 conditions; ``--quick``: 16),
+   each with ``--grid-cells`` cells: missed and false columns per sublattice (``find_columns``),
+   position RMS over the Cramér–Rao bound of the whole image (``usidgpu.atoms.evaluate``) for the
+   single-column and the neighbour-aware fit, curve_fit on an 11 × 11 window as the oracle, and
+   the 1σ/2σ coverage of the reported errors; target ``issue19_grid`` lists the conditions that
+   miss each criterion.
+
 Results go to ``benchmarks/results/atoms_<device>.json``. No other files are written.
 """
 
@@ -230,6 +244,12 @@ LOOPS = {
 
 
 # ---------------------------------------------------------------------------------- engines
+def variant(name: str) -> tuple[str, str]:
+    """(engine, neighbours) of a variant name: ``numba``, ``numba_1thread``, ``numba_subtract``…"""
+    base, _, rest = name.partition("_")
+    return base, ("subtract" if rest == "subtract" else "none")
+
+
 def probe_engines(device: str, candidates: tuple[str, ...], log: Callable[[str], None]) -> dict[str, Any]:
     """Which engines run here: a tiny refine each (ValueError / ImportError = not available), and
     the time of that first call (numba: compilation or cache load)."""
@@ -310,11 +330,14 @@ def bench_speed_case(
         img_dev = cupy.asarray(lat.image)
     keep: dict[str, Any] = {}
     cases: dict[str, Case] = {}
-    # the numba engine once more on one thread: a core-for-core figure against the one-core loops
+    # the numba engine once more on one thread: a core-for-core figure against the one-core loops;
+    # every engine once more with the neighbour-aware fit (issue 19)
     variants = engines + (["numba_1thread"] if dev == "cpu" and "numba" in engines and args.one_thread else [])
+    variants += [f"{eng}_subtract" for eng in engines if args.neighbours and eng != "array"]
     for eng in variants:
 
         def run(eng: str = eng) -> Any:
+            base, neighbours = variant(eng)
             if eng == "numba_1thread":
                 import numba
 
@@ -324,15 +347,17 @@ def bench_speed_case(
                     return refine(img_dev, start, radius=radius, device=dev, engine="numba")
                 finally:
                     numba.set_num_threads(before)
-            return refine(img_dev, start, radius=radius, device=dev, engine=eng)
+            return refine(img_dev, start, radius=radius, device=dev, engine=base, neighbours=neighbours)
 
         def metrics(fit: Any, eng: str = eng) -> dict:
             keep[eng] = fit
             return fit_stats(fit)
 
+        base, neighbours = variant(eng)
         cases[f"usidgpu_{eng}"] = Case(
             run,
-            f"usidgpu.atoms.refine(image, start, radius={radius:.4g}, device={dev!r}, engine={eng.split('_')[0]!r}), "
+            f"usidgpu.atoms.refine(image, start, radius={radius:.4g}, device={dev!r}, engine={base!r}, "
+            f"neighbours={neighbours!r}), "
             + ("under numba.set_num_threads(1), " if eng == "numba_1thread" else "")
             + f"all {len(start)} columns",
             metrics,
@@ -472,7 +497,12 @@ def bench_accuracy(args: argparse.Namespace, engines: list[str], log: Callable[[
         windows = fit_windows(lat.image, start, radius)
         sub_windows = [windows[i] for i in subset]
         del windows
-        fits = {eng: refine(lat.image, start, radius=radius, device=args.device, engine=eng) for eng in engines}
+        names = engines + ([f"{eng}_subtract" for eng in engines] if args.neighbours else [])
+        fits = {
+            eng: refine(lat.image, start, radius=radius, device=args.device, engine=variant(eng)[0],
+                        neighbours=variant(eng)[1])
+            for eng in names
+        }  # fmt: skip
         loops = {name: fn(sub_windows) for name, (fn, _) in LOOPS.items()}
         good = m["matched"]
         sub_good = good[subset]
@@ -516,7 +546,7 @@ def bench_accuracy(args: argparse.Namespace, engines: list[str], log: Callable[[
                 rec["agreement_usidgpu_vs_loops"][f"{eng}_vs_{name}"] = agreement(fit.positions[subset], pos)
         cf = rec["position_rms_vs_truth_px"]["curve_fit_analytic_jac"]["subset"]
         rec["usidgpu_rms_over_curve_fit_rms"] = {
-            eng: _r(rec["position_rms_vs_truth_px"][f"usidgpu_{eng}"]["subset"] / cf) if cf else None for eng in engines
+            eng: _r(rec["position_rms_vs_truth_px"][f"usidgpu_{eng}"]["subset"] / cf) if cf else None for eng in fits
         }
         key = "none" if dose is None else f"{dose:g}"
         out["doses"][key] = rec
@@ -627,6 +657,147 @@ def add_atomap_speedups(result: dict, args: argparse.Namespace) -> None:
         )
 
 
+# ---------------------------------------------------------------------------------- the grid (issue 19)
+GRID = {
+    "ratio": (0.25, 0.45, 0.7),
+    "spacing": (8.0, 12.0, 20.0),
+    "sigma_over_spacing": (0.12, 0.18, 0.25),
+    "dose": (20.0, 100.0, 500.0),
+}
+GRID_QUICK = {"ratio": (0.25, 0.7), "spacing": (8.0, 20.0), "sigma_over_spacing": (0.12, 0.25), "dose": (20.0, 500.0)}
+
+
+def grid_condition(ratio: float, spacing: float, frac: float, dose: float, args: argparse.Namespace) -> dict:
+    """One condition of the two-sublattice grid: detection, positions against the Cramér–Rao bound
+    (single-column and neighbour-aware fits, and curve_fit on an 11 × 11 window), coverage."""
+    from usidgpu.atoms.evaluate import coverage, curve_fit_windows, match, position_crb, rms_ratio
+    from usidgpu.atoms.find import find_columns
+    from usidgpu.atoms.fit import refine
+    from usidgpu.atoms.synthetic import two_sublattice
+
+    cells = int(math.ceil(math.sqrt(args.grid_cells)))
+    size = int(spacing * (cells + 2))  # a cell of border around the scored columns
+    sigma = frac * spacing
+    s = two_sublattice((size, size), spacing=spacing, sigma=sigma, ratio=ratio, dose=dose, seed=args.seed + 19)
+    t0 = time.perf_counter()
+    found = find_columns(s.image, second_pass=True)
+    t_find = time.perf_counter() - t0
+    fits, times = {}, {}
+    for mode in ("none", "subtract"):
+        t0 = time.perf_counter()
+        fits[mode] = refine(s.image, found, neighbours=mode)
+        times[mode] = round(time.perf_counter() - t0, 3)
+    nn = spacing / math.sqrt(2)
+
+    def inside(p: np.ndarray) -> np.ndarray:
+        return ((p >= spacing) & (p <= size - 1 - spacing)).all(axis=1)
+
+    m = match(s.positions, found.positions, 0.3 * nn)
+    counted = inside(s.positions)
+    missed = np.isin(np.arange(len(s.positions)), m.missed)
+    false = np.isin(np.arange(len(found.positions)), m.false) & inside(found.positions)
+    others = (s.parameters["outside"], s.parameters["outside_amplitudes"])
+    crb = position_crb(s.positions, s.amplitudes, sigma, s.background, (size, size), dose, others=others)
+    ti, fi = m.truth_index, m.found_index
+    keep = inside(s.positions[ti])
+    ti, fi = ti[keep], fi[keep]
+    rec: dict[str, Any] = {
+        "ratio": ratio,
+        "spacing_px": spacing,
+        "sigma_px": _r(sigma),
+        "dose": dose,
+        "image": [size, size],
+        "columns_scored": int(counted.sum()),
+        "false_fraction": _r(float(false.sum() / max(counted.sum(), 1))),
+        "second_pass_added": int(found.second_pass.sum()),
+        "find_s": round(t_find, 3),
+        "refine_s": times,
+        "sublattices": {},
+    }
+    rng = np.random.default_rng(args.seed)
+    for k, name in ((0, "bright"), (1, "dim")):
+        mine = np.flatnonzero(s.sublattice[ti] == k)
+        sub: dict[str, Any] = {"missed_fraction": _r(float(missed[counted & (s.sublattice == k)].mean()))}
+        bound = crb[ti[mine]]
+        sub["crb_rms_px"] = _r(float(np.sqrt(np.mean(np.sum(bound**2, axis=1)))))
+        for mode, fit in fits.items():
+            err = fit.positions[fi[mine]] - s.positions[ti[mine]]
+            sub[f"rms_over_crb_{mode}"] = _r(rms_ratio(err, bound))
+        err = fits["subtract"].positions[fi[mine]] - s.positions[ti[mine]]
+        rep = fits["subtract"].position_errors[fi[mine]]
+        sub["coverage_1sigma"] = _r(coverage(err, rep, 1))
+        sub["coverage_2sigma"] = _r(coverage(err, rep, 2))
+        chosen = mine if len(mine) <= args.grid_oracle else np.sort(rng.choice(mine, args.grid_oracle, replace=False))
+        oracle, _ = curve_fit_windows(s.image, found.positions[fi[chosen]])
+        ok = np.isfinite(oracle).all(axis=1)
+        o_err = oracle[ok] - s.positions[ti[chosen]][ok]
+        ours = fits["subtract"].positions[fi[chosen]][ok] - s.positions[ti[chosen]][ok]
+        sub["curve_fit_11x11_rms_px"] = rms(np.hypot(*o_err.T))
+        sub["subtract_rms_same_columns_px"] = rms(np.hypot(*ours.T))
+        sub["curve_fit_failed"] = int((~ok).sum())
+        rec["sublattices"][name] = sub
+    return rec
+
+
+def bench_grid(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    grid = GRID_QUICK if args.quick else GRID
+    out: dict[str, Any] = {
+        "generator": "usidgpu.atoms.synthetic.two_sublattice: square cell, bright columns at the corners, dim at the "
+        "centres, random rotation and offset, 2 % vacancies, 0.1 px displacements, background 0.1, Poisson noise; "
+        "the columns beyond the frame rendered too",
+        "scored": "columns at least one cell from the border (missed/false/positions); positions matched within "
+        "0.3 × the nearest-neighbour distance",
+        "bound": "usidgpu.atoms.evaluate.position_crb: inverse Fisher information of the whole image (every column's "
+        "amplitude, position and elliptical width unknown, one background), Poisson noise",
+        "oracle": f"usidgpu.atoms.evaluate.curve_fit_windows: curve_fit on the 11 × 11 window of each column (at most "
+        f"{args.grid_oracle} columns per sublattice)",
+        "grid": {k: list(v) for k, v in grid.items()},
+        "conditions": [],
+    }
+    for ratio in grid["ratio"]:
+        for spacing in grid["spacing"]:
+            for frac in grid["sigma_over_spacing"]:
+                for dose in grid["dose"]:
+                    rec = grid_condition(ratio, spacing, frac, dose, args)
+                    out["conditions"].append(rec)
+                    b, d = rec["sublattices"]["bright"], rec["sublattices"]["dim"]
+                    log(
+                        f"[grid] ratio {ratio} spacing {spacing:g} σ/a {frac} dose {dose:g}: missed "
+                        f"{b['missed_fraction']}/{d['missed_fraction']}, false {rec['false_fraction']}, RMS/CRB "
+                        f"none {b['rms_over_crb_none']}/{d['rms_over_crb_none']} subtract "
+                        f"{b['rms_over_crb_subtract']}/{d['rms_over_crb_subtract']}, coverage "
+                        f"{b['coverage_1sigma']}/{d['coverage_1sigma']}"
+                    )
+        gc.collect()
+    return out
+
+
+def grid_targets(grid: dict) -> dict[str, Any]:
+    """Which conditions meet each criterion of issue 19 (both sublattices)."""
+    checks = {
+        "missed_le_1pct": lambda c, s: s["missed_fraction"] <= 0.01,
+        "false_le_1pct": lambda c, s: c["false_fraction"] <= 0.01,
+        "rms_le_1.15_crb": lambda c, s: s["rms_over_crb_subtract"] is not None and s["rms_over_crb_subtract"] <= 1.15,
+        "not_worse_than_curve_fit_11x11": lambda c, s: (
+            s["curve_fit_11x11_rms_px"] is None or s["subtract_rms_same_columns_px"] <= s["curve_fit_11x11_rms_px"]
+        ),
+        "coverage_1sigma_0.6_to_0.75": lambda c, s: 0.6 <= s["coverage_1sigma"] <= 0.75,
+    }
+    out: dict[str, Any] = {}
+    for name, check in checks.items():
+        failing = []
+        for c in grid["conditions"]:
+            bad = [k for k, sub in c["sublattices"].items() if not check(c, sub)]
+            if bad:
+                failing.append(
+                    f"ratio {c['ratio']} spacing {c['spacing_px']:g} sigma {c['sigma_px']} dose {c['dose']:g}: "
+                    + ", ".join(bad)
+                )
+        n = len(grid["conditions"])
+        out[name] = {"met_in": f"{n - len(failing)} of {n}", "met": not failing, "failing": failing}
+    return out
+
+
 # ---------------------------------------------------------------------------------- targets
 def targets(result: dict, args: argparse.Namespace, default_engine: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -650,6 +821,22 @@ def targets(result: dict, args: argparse.Namespace, default_engine: str) -> dict
             "met = against the analytic-Jacobian loop (the reference); the finite-difference loop separately"
         )
         out["cpu_100x_curve_fit"] = t
+        joint = f"{default_engine}_subtract"
+        sp = {c: v["loops"]["curve_fit_analytic_jac"]["speedup_over_usidgpu"].get(joint) for c, v in cases.items()}
+        worst = [v for v in sp.values() if v is not None]
+        out["cpu_100x_curve_fit_neighbour_aware"] = {
+            "statement": "the neighbour-aware fit (refine(..., neighbours='subtract'), issue 19) on the CPU ≥ 100× the "
+            "per-column curve_fit loop (analytic Jacobian), same definition as cpu_100x_curve_fit",
+            "engine": joint,
+            "speedups": sp,
+            "min_speedup": min(worst) if worst else None,
+            "cost_over_single_column_fit": {
+                c: _r(v["usidgpu"][joint]["timing"]["median_s"] / v["usidgpu"][default_engine]["timing"]["median_s"])
+                for c, v in cases.items()
+                if joint in v["usidgpu"]
+            },
+            "met": bool(worst) and min(worst) >= 100,
+        }
     else:
         out["cpu_100x_curve_fit"] = {
             "statement": "CPU target",
@@ -689,6 +876,8 @@ def targets(result: dict, args: argparse.Namespace, default_engine: str) -> dict
             "evaluated": False,
             "why": "CPU run (run with --device gpu)",
         }
+    if result.get("grid"):
+        out["issue19_grid"] = grid_targets(result["grid"])
     at = result.get("atomap")
     if at and at.get("ran"):
         mx = {k: v["agreement_with_usidgpu"].get("max_px") for k, v in at["radii"].items()}
@@ -717,7 +906,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device of the usidgpu calls")
     p.add_argument("--quick", action="store_true", help="smoke run (< 1 min): small images, small subsets")
-    p.add_argument("--sections", default="speed,accuracy,atomap", help="comma-separated: speed, accuracy, atomap")
+    p.add_argument(
+        "--sections", default="speed,accuracy,atomap,grid", help="comma-separated: speed, accuracy, atomap, grid"
+    )
+    p.add_argument(
+        "--no-neighbours",
+        dest="neighbours",
+        action="store_false",
+        help="skip the neighbour-aware variants (refine(..., neighbours='subtract')) in speed and accuracy",
+    )
+    p.add_argument("--grid-cells", type=int, default=196, help="grid: cells per image (two columns each)")
+    p.add_argument("--grid-oracle", type=int, default=60, help="grid: columns per sublattice fitted by curve_fit")
     p.add_argument(
         "--cases",
         default="1024,2048,1024:5",
@@ -746,6 +945,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.cases, args.subset, args.accuracy_size, args.atomap_size = "512,512:5", 200, 512, 512
         args.doses, args.atomap_columns, args.gpu_size = "200,none", 20, 2048
+        args.grid_cells, args.grid_oracle = 100, 30
     if args.repeats < 3:
         p.error("--repeats must be at least 3")
     args.cases = [parse_case(s.strip()) for s in args.cases.split(",") if s.strip()]
@@ -754,8 +954,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.doses = [None if s.strip().lower() == "none" else float(s) for s in args.doses.split(",") if s.strip()]
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     for s in args.sections:
-        if s not in ("speed", "accuracy", "atomap"):
-            p.error(f"unknown section {s!r} (speed, accuracy, atomap)")
+        if s not in ("speed", "accuracy", "atomap", "grid"):
+            p.error(f"unknown section {s!r} (speed, accuracy, atomap, grid)")
     return args
 
 
@@ -798,6 +998,7 @@ def main(argv: list[str] | None = None) -> int:
         "speed": lambda: bench_speed(args, engines, sync, log),
         "accuracy": lambda: bench_accuracy(args, engines, log),
         "atomap": lambda: bench_atomap(args, log),
+        "grid": lambda: bench_grid(args, log),
     }
     for name in args.sections:
         t0 = time.time()

@@ -15,11 +15,13 @@ def test_demo_quick(tmp_path, capsys):
     before = sample_path("survey-dm3").read_bytes()
     assert cli(["demo", "--out", str(tmp_path / "demo"), "--quick", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    for step in ("translate", "denoise", "atoms", "svd", "cluster", "files", "total"):
+    for step in ("translate", "denoise", "atoms", "scan", "svd", "cluster", "files", "total"):
         assert any(line.startswith(step) for line in out.splitlines()), step
+    # the survey's flyback and drift are shown as the scan's, not as vacancies
+    assert " 0 vacancies (sites the image shows empty)" in out and "scan          fast scan line start at" in out
     assert "valid USID" in out and "adjusted Rand index vs the true phases 1.000" in out
     folder = tmp_path / "demo"
-    for name in ("01_denoise.png", "02_atoms.png", "03_svd.png", "04_clusters.png"):
+    for name in ("01_denoise.png", "02_atoms.png", "02_scan_distortion.png", "03_svd.png", "04_clusters.png"):
         assert (folder / name).stat().st_size > 20_000
     assert usidgpu.validate(folder / "stem_survey.h5") == []
     with h5py.File(folder / "stem_survey.h5", "r") as f:

@@ -3,7 +3,9 @@
 1. A shipped vendor file — an atomic-resolution STEM survey image in Gatan's DM3 format
    (pycroscopy's SciFiDatasets, MIT) — is translated into a USID file in the output folder.
 2. It is denoised by windowed SVD: the raw | cleaned | removed-noise figure of the USID paper.
-3. The atomic columns of the cleaned image are found, fitted, checked for sublattices and vacancies.
+3. The atomic columns of the cleaned image are found, fitted, checked for sublattices and vacancies;
+   the scan's distortion (flyback at the line starts, drift down the frame) is fitted and corrected,
+   and shown as its own figure — it is the scan, not the crystal.
 4. A spectrum image is generated (three phases with known spectra, Poisson noise: no licence
    allows shipping a real one this small), written as USID with an energy axis, decomposed by SVD
    and clustered by k-means; the clusters are scored against the known phases.
@@ -192,9 +194,16 @@ def run_demo(
         "atoms",
         t0,
         f"{len(cols)} columns ({cols.fit.converged.mean():.0%} converged, {cols.fit.engine} engine), "
-        f"{cols.parameters['n_sublattices']} sublattice(s), {n_vac} vacancies",
+        f"{cols.parameters['n_sublattices']} sublattice(s), {n_vac} vacancies (sites the image shows empty)",
         figure.name,
     )
+    if cols.distortion is not None:
+        from .viz.scan_distortion import plot_scan_distortion
+
+        t0 = time.perf_counter()
+        figure = out / "02_scan_distortion.png"
+        save_figure(plot_scan_distortion(cols), figure)
+        step("scan", t0, cols.distortion.summary(), figure.name)
 
     # 3. a spectrum image: write as USID, SVD and k-means
     t0 = time.perf_counter()

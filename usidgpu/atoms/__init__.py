@@ -22,6 +22,7 @@ from .lattice import (
     lattice_fit,
     strain_map,
 )
+from .scan_distortion import ScanDistortion, fit_scan_distortion
 from .synthetic import SyntheticLattice, lattice_image
 from .track import Tracks, link, track
 
@@ -31,6 +32,7 @@ __all__ = [
     "FoundColumns",
     "Lattice",
     "NoColumnsError",
+    "ScanDistortion",
     "StackAnalysis",
     "StrainMap",
     "SyntheticLattice",
@@ -45,6 +47,7 @@ __all__ = [
     "displacements",
     "find_columns",
     "find_vacancies",
+    "fit_scan_distortion",
     "lattice_fit",
     "lattice_image",
     "link",

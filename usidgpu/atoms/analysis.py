@@ -13,20 +13,13 @@ import numpy as np
 
 from ..core.device import Device, select_device
 from ..core.errors import InvalidInput
+from .evidence import EVIDENCE
 from .find import FoundColumns, NoColumnsError, find_columns
 from .fit import ColumnFit, refine
 from .gaussian import PARAMETERS
-from .lattice import (
-    Lattice,
-    StrainMap,
-    Vacancies,
-    assign_sublattices,
-    base_vectors,
-    displacements,
-    find_vacancies,
-    lattice_fit,
-    strain_map,
-)
+from .lattice import Lattice, StrainMap, Vacancies, lattice_fit, strain_map
+from .scan_distortion import ScanDistortion
+from .sites import analyze_sites
 from .track import Tracks, link
 
 #: Ashman's D above which the fitted amplitudes count as two populations (``n_sublattices="auto"``).
@@ -64,11 +57,19 @@ class ColumnAnalysis:
     timings: dict = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)
     tool: str = "Atomic_Columns"
+    #: the scan's fitted distortion (None: not fitted); the lattice, displacements and strain are
+    #: then measured on the specimen, at :attr:`specimen_positions`
+    distortion: ScanDistortion | None = None
 
     @property
     def positions(self) -> np.ndarray:
         """(N, 2) refined (y, x) in pixels."""
         return self.fit.positions
+
+    @property
+    def specimen_positions(self) -> np.ndarray:
+        """(N, 2) the columns mapped to the specimen by :attr:`distortion` (the positions without one)."""
+        return self.positions if self.distortion is None else self.distortion.correct(self.positions)
 
     @property
     def n_columns(self) -> int:
@@ -91,6 +92,8 @@ class ColumnAnalysis:
             idx = np.full((n, 3), -1, dtype=np.int64)
         out["cell_i"], out["cell_j"], out["site"] = idx[:, 0], idx[:, 1], idx[:, 2]
         out["dy"], out["dx"] = self.displacement[:, 0], self.displacement[:, 1]
+        specimen = self.specimen_positions if n else np.zeros((0, 2))
+        out["y_specimen"], out["x_specimen"] = specimen[:, 0], specimen[:, 1]
         return out
 
     def to_csv(self, path: str | os.PathLike) -> str:
@@ -147,11 +150,12 @@ class ColumnAnalysis:
                     f"reference indices must lie in [0, {len(self)}), got {chosen.min()} … {chosen.max()}"
                 )
             try:
-                lattice = lattice_fit(self.positions[chosen], vectors=self.lattice.vectors)
+                lattice = lattice_fit(self.specimen_positions[chosen], vectors=self.lattice.vectors)
             except ValueError as exc:
                 raise InvalidInput(f"the reference columns hold no lattice: {exc}") from None
             words = f"the lattice of {len(self.positions[chosen])} reference columns"
-        strain = strain_map(self.positions, lattice, self.image_shape, neighbours)
+        # measured on the specimen (scan distortion corrected), drawn where the columns are in the image
+        strain = strain_map(self.specimen_positions, lattice, self.image_shape, neighbours, at=self.positions)
         strain.reference = words
         return strain
 
@@ -306,6 +310,10 @@ def analyze(
     engine: str = "auto",
     vacancy_tolerance: float = 0.3,
     precision: str = "auto",
+    scan_distortion: bool = True,
+    vacancy_evidence: float = EVIDENCE,
+    neighbours: str = "subtract",
+    dim_columns: bool = False,
 ) -> ColumnAnalysis:
     """Find, refine and describe the atomic columns of an image.
 
@@ -319,6 +327,11 @@ def analyze(
         Column prominence threshold of :func:`~usidgpu.atoms.find.find_columns`.
     radius : float, optional
         Fit-disk radius of :func:`~usidgpu.atoms.fit.refine` (default: half the spacing).
+    dim_columns : bool
+        Search the image minus the fitted columns for a dim sublattice the first pass missed
+        (:func:`~usidgpu.atoms.find.find_columns` ``second_pass``). Off by default: on synthetic
+        two-sublattice images it finds every dim column, but on the real Gatan survey image the
+        scan's noise (which the shot-noise model does not know) gives false columns.
     n_sublattices : int or "auto"
         Sublattices to separate by intensity and site; ``"auto"`` decides between 1 and 2 by
         :func:`choose_sublattices`.
@@ -329,9 +342,21 @@ def analyze(
         Fit engine (see :func:`~usidgpu.atoms.fit.refine`).
     vacancy_tolerance : float
         A lattice site is empty when no column lies within this fraction of the smallest site
-        separation.
+        separation (measured on the specimen).
     precision : {"auto", "float64", "float32"}
         Arithmetic of the GPU fit kernel (see :func:`~usidgpu.atoms.fit.refine`).
+    scan_distortion : bool
+        Fit the scan's fast- and slow-scan distortion (flyback, drift) and measure the lattice,
+        vacancies, displacements and strain on the specimen
+        (:mod:`usidgpu.atoms.scan_distortion`, which says what the model cannot tell from strain);
+        False: against one affine lattice on the image.
+    vacancy_evidence : float
+        An empty site is a vacancy only when the image shows no column there: a matched filter's
+        amplitude below this fraction of the local column amplitude (:mod:`usidgpu.atoms.evidence`;
+        0: the positions alone decide).
+    neighbours : {"subtract", "none"}
+        Fit each column on the image minus its neighbours' models (default) or alone (see
+        :func:`~usidgpu.atoms.fit.refine`).
 
     Returns
     -------
@@ -341,12 +366,12 @@ def analyze(
     img, meta = _image_of(image, frame)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    found = find_columns(img, spacing=spacing, threshold=threshold)
+    found = find_columns(img, spacing=spacing, threshold=threshold, second_pass=dim_columns)
     timings["find_s"] = time.perf_counter() - t0
     if len(found) < 2:
         raise NoColumnsError(f"found {len(found)} column(s): not an atomic-resolution image, or give spacing/threshold")
     t0 = time.perf_counter()
-    fit = refine(img, found, radius=radius, device=dev, engine=engine, precision=precision)
+    fit = refine(img, found, radius=radius, device=dev, engine=engine, precision=precision, neighbours=neighbours)
     timings["refine_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     amplitudes = fit.params[:, PARAMETERS.index("amplitude")]
@@ -357,19 +382,17 @@ def analyze(
     labels = np.zeros(len(fit), dtype=np.int64)
     lattice: Lattice | None = None
     vacancies: Vacancies | None = None
+    distortion: ScanDistortion | None = None
+    distortion_note = "" if scan_distortion else "not asked for"
     shift = np.full((len(fit), 2), np.nan)
     if len(fit) >= 8:
         try:
-            labels = assign_sublattices(fit.positions, amplitudes, n_sub) if n_sub > 1 else labels
-            bright = fit.positions[labels == 0]
-            vectors = base_vectors(bright) if len(bright) >= 4 else None
-            lattice = lattice_fit(fit.positions, vectors=vectors)
-            vacancies = find_vacancies(
-                fit.positions, lattice, region=img.shape, tolerance=vacancy_tolerance, labels=labels
-            )
-            shift = displacements(fit.positions, lattice)
+            sites = analyze_sites(img, fit.params, n_sub, vacancy_tolerance, scan_distortion, vacancy_evidence)
         except ValueError as exc:  # too few or disordered columns for a lattice: keep the fits
             rule += f"; no lattice ({exc})"
+        else:
+            labels, lattice, vacancies, shift = sites.labels, sites.lattice, sites.vacancies, sites.displacement
+            distortion, distortion_note = sites.distortion, sites.note
     timings["lattice_s"] = time.perf_counter() - t0
     return ColumnAnalysis(
         found=found,
@@ -386,6 +409,7 @@ def analyze(
         source=meta["source"],
         frame=meta["frame"],
         timings=timings,
+        distortion=distortion,
         parameters=dict(
             spacing=found.spacing,
             threshold=threshold,
@@ -393,6 +417,9 @@ def analyze(
             n_sublattices=n_sub,
             sublattice_rule=rule,
             vacancy_tolerance=vacancy_tolerance,
+            scan_distortion=bool(scan_distortion),
+            scan_distortion_note=distortion_note,
+            vacancy_evidence=vacancy_evidence,
             engine=fit.engine,
             frame=meta["frame"],
             row_dim=meta["row_dim"],

@@ -37,6 +37,12 @@ class FoundColumns:
     prominence: np.ndarray  #: (N,) smoothed peak height above the local background
     spacing: float  #: nearest-neighbour column distance used (px)
     parameters: dict = field(default_factory=dict)
+    #: (N,) bool: found by the second pass, in the image minus the first pass's fitted columns
+    second_pass: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.second_pass is None:
+            self.second_pass = np.zeros(len(self.positions), dtype=bool)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -74,6 +80,9 @@ def disk_minimum_at(image: np.ndarray, points: np.ndarray, radius: float, chunk:
         out[start : start + chunk] = image[rows, cols].min(axis=1)
     return out
 
+
+#: Most rounds of the second pass of :func:`find_columns`.
+SECOND_PASS_ROUNDS = 3
 
 #: column_spacing reads the autocorrelation of at most this central square of an image: it holds
 #: hundreds of periods of any atomic lattice, and the zero-padded FFT of a whole 4k image would
@@ -148,8 +157,17 @@ def find_columns(
     edge: int = 1,
     com_radius: float | None = None,
     min_snr: float = 10.0,
+    second_pass: bool = False,
 ) -> FoundColumns:
-    """Local-maximum column finding with a minimum separation and sub-pixel start positions.
+    """Local-maximum column finding with a minimum separation and sub-pixel start positions,
+    then a second pass for the columns the first could not see.
+
+    The first pass finds the local maxima of the lightly smoothed image. A dim column between
+    bright ones (a sublattice at a quarter to two thirds of their amplitude) is often no local
+    maximum, or falls below the prominence threshold: the second pass fits the columns found,
+    subtracts them, and searches the residual with the matched filter of a column
+    (:mod:`usidgpu.atoms.residual_search`), keeping what stands five noise standard deviations
+    and a tenth of the typical column's amplitude clear of the residual and fits as a column.
 
     Parameters
     ----------
@@ -173,6 +191,12 @@ def find_columns(
         noise standard deviations of the smoothed image above its surroundings, or the image holds
         no columns (a blanked or empty frame gives none, not hundreds of noise maxima). Lattices
         reach 17–30 even at 5 electrons per unit intensity; pure noise about 6. 0 turns it off.
+    second_pass : bool
+        Search the image minus the fitted first-pass columns for a dim sublattice (off by default:
+        see :func:`~usidgpu.atoms.analysis.analyze`'s ``dim_columns``). Only new columns on a site
+        of the cell that at least half the cells occupy, other than the brightest site, are kept.
+        They are marked in ``FoundColumns.second_pass``; ``parameters["second_pass"]`` holds its
+        settings.
 
     Returns
     -------
@@ -224,13 +248,96 @@ def find_columns(
     peaks, prominence, centroids = _separate(peaks, prominence, centroids, 0.5 * spacing)
     radius = max(1.0, 0.3 * spacing) if com_radius is None else float(com_radius)
     positions = centre_of_mass(img, centroids, radius)
+    parameters: dict[str, Any] = dict(spacing=spacing, threshold=threshold, smooth=sigma, edge=edge, com_radius=radius)
+    added = np.zeros(len(positions), dtype=bool)
+    if second_pass and len(positions) >= 2:
+        from .residual_search import residual_search
+
+        # rounds: the columns found first are fitted better once their neighbours are in the
+        # model, and then leave more of the rest visible (dim columns at a quarter of the bright
+        # amplitude, σ a quarter of the spacing: a few in the first round, the rest after)
+        rounds, total = 0, 0
+        while rounds < SECOND_PASS_ROUNDS:
+            rounds += 1
+            new, snr, info = residual_search(img, positions, spacing, edge=edge)
+            if not len(new):
+                break
+            total += len(new)
+            new_peaks = np.clip(np.rint(new).astype(np.int64), 0, np.array(img.shape) - 1)
+            new_prominence = smoothed[new_peaks[:, 0], new_peaks[:, 1]] - disk_minimum_at(
+                smoothed, new_peaks, max(1.0, spacing)
+            )
+            positions = np.concatenate([positions, new])
+            peaks = np.concatenate([peaks, new_peaks])
+            prominence = np.concatenate([prominence, new_prominence])
+            added = np.concatenate([added, np.ones(len(new), dtype=bool)])
+        if total:
+            # a dim sublattice repeats with the lattice; peaks of residual noise (scan noise of a
+            # real image, which the noise model does not know) land anywhere: keep the new
+            # columns that sit on a site most cells have a column at
+            keep = ~added | on_a_sublattice(positions, added, spacing, prominence)
+            positions, peaks, prominence, added = positions[keep], peaks[keep], prominence[keep], added[keep]
+        parameters["second_pass"] = dict(info, added=int(added.sum()), found=total, rounds=rounds)
     return FoundColumns(
         positions=positions,
         peaks=peaks,
         prominence=prominence,
         spacing=spacing,
-        parameters=dict(spacing=spacing, threshold=threshold, smooth=sigma, edge=edge, com_radius=radius),
+        parameters=parameters,
+        second_pass=added,
     )
+
+
+#: A site of the cell holds a sublattice when at least this share of the cells has a column there
+#: (a real sublattice fills nearly every cell; on the Gatan survey image, peaks of scan noise fill 28 %).
+SUBLATTICE_OCCUPANCY = 0.5
+
+
+def on_a_sublattice(positions: np.ndarray, added: np.ndarray, spacing: float, prominence: np.ndarray) -> np.ndarray:
+    """For the columns marked ``added``: True where the column sits on a site of the lattice cell
+    (of the first-pass columns) that at least :data:`SUBLATTICE_OCCUPANCY` of the cells occupy,
+    counting every column, and that is not the site of the brightest first-pass columns (the
+    second pass looks for dim sublattices; a bright site the first pass left empty is a vacancy
+    or a damaged column to report, not to fill). Without a lattice to refer to (too few columns,
+    no periodicity) every added column is kept."""
+    from .lattice import _torus_clusters, base_vectors
+
+    first = positions[~added]
+    out = np.zeros(len(positions), dtype=bool)
+    # the cell of the bright columns: with a dim sublattice mostly found already, all columns
+    # together form a smaller cell in which bright and dim sites coincide
+    strong = prominence[~added] >= 0.6 * np.percentile(prominence[~added], 90)
+    try:
+        vectors = base_vectors(first[strong] if strong.sum() >= 8 else first, spacing)
+    except (InvalidInput, ValueError, np.linalg.LinAlgError):
+        out[added] = True
+        return out
+    if not np.isfinite(np.linalg.det(vectors)) or abs(float(np.linalg.det(vectors))) <= 0:
+        out[added] = True
+        return out
+    # fractional coordinates modulo the cell, and their distances to one another in pixels
+    frac = np.linalg.solve(vectors.T, (positions - first[0]).T).T
+    wrapped = frac - np.floor(frac)
+    radius = 0.15 * float(np.linalg.norm(vectors, axis=1).min())
+
+    def torus_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        delta = a[:, None, :] - b[None, :, :]
+        delta -= np.rint(delta)
+        return np.linalg.norm(delta @ vectors, axis=2)
+
+    sites = _torus_clusters(wrapped[~added], vectors, radius)
+    nearest = np.argmin(torus_distance(wrapped[~added], sites), axis=1)
+    brightness = [np.median(prominence[~added][nearest == k]) if (nearest == k).any() else -np.inf
+                  for k in range(len(sites))]  # fmt: skip
+    bright_site = sites[int(np.argmax(brightness))][None, :]
+    cells = max(1.0, len(first) / len(sites))
+    new = np.flatnonzero(added)
+    for start in range(0, len(new), 256):  # bounded memory: 256 added columns against all at a time
+        chunk = new[start : start + 256]
+        occupancy = (torus_distance(wrapped, wrapped[chunk]) <= radius).sum(axis=0)
+        off_bright = torus_distance(wrapped[chunk], bright_site)[:, 0] > radius
+        out[chunk] = (occupancy >= SUBLATTICE_OCCUPANCY * cells) & off_bright
+    return out
 
 
 def noise_std(image: np.ndarray) -> float:

@@ -189,7 +189,10 @@ def lm_kernel(
     Parameters
     ----------
     yy, xx, data, weight : (N, M) device arrays
-        Packed pixels of :func:`usidgpu.atoms.fit.prepare` (absolute coordinates).
+        Packed pixels of :func:`usidgpu.atoms.fit.prepare` (absolute coordinates), or of
+        :func:`usidgpu.atoms.neighbours.prepare_subtract`: the kernel multiplies residuals and
+        Jacobian rows by the weight, so besides 0/1 masks it takes the noise weights (square
+        roots of inverse variances) of the neighbour-aware fit.
     p0 : (N, 7) start parameters; start : (N, 2) start positions
     precision : {"float64", "float32"}
     threads : int

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -635,11 +636,20 @@ class Vacancies:
     sublattice : ndarray of int, (M,)
         The sublattice of each: the majority label of the columns on the same motif site when
         ``labels`` were given, else the motif site index.
+    evidence : ndarray, (M,), optional
+        What the image shows at each site (:func:`usidgpu.atoms.evidence.site_evidence`: a matched
+        filter's amplitude over the local column amplitude, about 0 for an empty site); None when
+        only positions were compared.
+    unconfirmed : ndarray, (K, 2)
+        (y, x) of sites with no fitted column near them where the image does show a column (a
+        column the finder missed, or one displaced far from its site): not counted as vacancies.
     """
 
     positions: np.ndarray
     indices: np.ndarray
     sublattice: np.ndarray
+    evidence: np.ndarray | None = None
+    unconfirmed: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -653,6 +663,7 @@ def find_vacancies(
     margin: float | None = None,
     labels: ArrayLike | None = None,
     min_occupied: float = 0.75,
+    distortion: Any = None,
 ) -> Vacancies:
     """Lattice sites inside the imaged area with no column near them.
 
@@ -682,6 +693,10 @@ def find_vacancies(
         it (within 1.5 × the smallest site separation) hold a column on its site. A region where
         the columns sit off this lattice — another grain, an antiphase domain — has empty ideal
         sites everywhere but no vacancies. 0 counts every empty site.
+    distortion : ScanDistortion, optional
+        When ``positions`` and ``lattice`` are in the specimen frame of a scan-distortion
+        correction (:class:`usidgpu.atoms.scan_distortion.ScanDistortion`), the image ``region``
+        is mapped through it; the vacancies' positions stay in the specimen frame.
 
     Returns
     -------
@@ -713,9 +728,22 @@ def find_vacancies(
         if len(shape) != 2 or min(shape) < 1:
             raise InvalidInput(f"region must be an image shape (H, W), got {region!r}")
         margin = float(np.max(np.linalg.norm(lattice.vectors, axis=1))) if margin is None else float(margin)
-        corners = np.array([[0, 0], [0, shape[1] - 1], [shape[0] - 1, 0], [shape[0] - 1, shape[1] - 1]], float)
+        # the image border (sampled densely: a distorted scan bends it in the specimen frame)
+        t = np.linspace(0.0, 1.0, 33)[:, None]
+        corners = np.vstack(
+            [
+                t * [0, shape[1] - 1],
+                t * [shape[0] - 1, 0],
+                [shape[0] - 1, 0] + t * [0, shape[1] - 1],
+                [0, shape[1] - 1] + t * [shape[0] - 1, 0],
+            ]
+        )
+        to_image = (lambda p: p) if distortion is None else distortion.to_image
+        if distortion is not None:
+            corners = distortion.correct(corners)
 
         def inside(p: np.ndarray) -> np.ndarray:
+            p = to_image(p) if len(p) else p
             return (
                 (p[:, 0] >= margin)
                 & (p[:, 0] <= shape[0] - 1 - margin)
@@ -787,7 +815,7 @@ class StrainMap:
     Attributes
     ----------
     positions : ndarray, (N, 2)
-        The columns (y, x).
+        The columns (y, x) where the maps draw them (image pixels).
     columns : ndarray, (N, 4)
         Per column: exx, eyy, exy (dimensionless; exy is the tensor shear, half the engineering
         shear) and rotation (radians, positive from +x toward +y, i.e. clockwise on an image
@@ -856,6 +884,7 @@ def strain_map(
     lattice: Lattice,
     shape: tuple[int, int] | None = None,
     neighbours: int = 8,
+    at: ArrayLike | None = None,
 ) -> StrainMap:
     """Local strain tensor and rotation at each column, and as maps on the image grid.
 
@@ -877,6 +906,10 @@ def strain_map(
         Image shape (H, W) for the maps; without it only per-column values are returned.
     neighbours : int
         Neighbours per column in the fit (≥ 2; 8 default).
+    at : array_like, (N, 2), optional
+        Where the columns are drawn on the maps (default: ``positions``): their image pixels when
+        ``positions`` were corrected for scan distortion
+        (:meth:`usidgpu.atoms.scan_distortion.ScanDistortion.correct`).
 
     Returns
     -------
@@ -911,6 +944,9 @@ def strain_map(
     rot_t = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
     stretch = rot_t @ grad
     columns = np.column_stack([stretch[:, 1, 1] - 1, stretch[:, 0, 0] - 1, stretch[:, 0, 1], theta])
+    drawn = pos if at is None else _check_positions(at, "at")
+    if drawn.shape != pos.shape:
+        raise InvalidInput(f"at must have the shape of positions {pos.shape}, got {drawn.shape}")
     maps = None
     if shape is not None:
         size = tuple(int(v) for v in shape)
@@ -923,8 +959,8 @@ def strain_map(
         if good.sum() >= 3:
             try:
                 # What griddata(method="linear") does: Delaunay interpolation, NaN outside the hull.
-                values = LinearNDInterpolator(pos[good], columns[good])(grid[0], grid[1])
+                values = LinearNDInterpolator(drawn[good], columns[good])(grid[0], grid[1])
                 maps = np.moveaxis(values, -1, 0)
             except QhullError:
                 pass  # columns on one line: no area to interpolate over, the maps stay NaN
-    return StrainMap(pos, columns, grad, maps)
+    return StrainMap(drawn, columns, grad, maps)

@@ -61,9 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the global options are checked up front, so a bad value fails before any work
         check_common_options(args)
         if getattr(args, "file", None) is not None:
-            from ..samples import resolve
+            # sample:NAME wherever a file is read; a vendor sample is translated once into the cache
+            from ..translate.samples import resolve_usid
 
-            args.file = str(resolve(args.file))
+            args.file = str(resolve_usid(args.file))
         return args.func(args)
     except UsidgpuError as exc:
         if args.debug:

@@ -51,6 +51,17 @@ def add_parser(sub: Any, common: Callable) -> None:
         help="save maps of the local strain and rotation relative to the fitted lattice (.png/.pdf/.svg)",
     )
     p.add_argument(
+        "--distortion",
+        metavar="FIGURE_OR_CSV",
+        help="save the fitted scan distortion — fast- and slow-scan spacing profiles, line shift — as a figure "
+        "(.png/.pdf/.svg) or a table (.csv, one row per pixel index)",
+    )
+    p.add_argument(
+        "--no-scan-correction",
+        action="store_true",
+        help="measure against one affine lattice on the image: no fit of the scan's flyback and drift",
+    )
+    p.add_argument(
         "--output",
         metavar="OUT.h5",
         help="results file (default: next to a USID source; for plain images IMAGE.h5, holding the image too)",
@@ -100,8 +111,14 @@ def cmd_atoms(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     check_plot_name(args.plot)
     check_plot_name(args.strain, "--strain")
+    if not (args.distortion or "").lower().endswith(".csv"):
+        check_plot_name(args.distortion, "--distortion")
     if args.strain and args.track:
         fail("--strain maps the columns of one image: choose a frame with --frame instead of --track")
+    if args.distortion and args.track:
+        fail("--distortion shows the scan of one image: choose a frame with --frame instead of --track")
+    if args.distortion and args.no_scan_correction:
+        fail("--distortion saves the fitted scan distortion: drop --no-scan-correction")
     if args.spacing is not None and not args.spacing > 1:
         fail(f"{args.file}: --spacing {args.spacing:g}: the column spacing must be more than 1 px")
     if not 0 <= args.threshold < 1:
@@ -166,6 +183,7 @@ def _analyze(what: str, data: Any, device: Any, args: argparse.Namespace) -> Any
             frame=args.frame,
             device=device,
             precision=args.precision,
+            scan_distortion=not args.no_scan_correction,
         )
     except ValueError as exc:  # nothing to find: name the input
         fail(f"{what}: {str(exc).strip().splitlines()[0]}")
@@ -204,10 +222,22 @@ def _report(what: str, r: Any, device: Any, args: argparse.Namespace) -> None:
         print(f"              angle {angle:.2f}°, {len(r.lattice.motif)} site(s) per cell")
     else:
         print("lattice       none (too few or disordered columns)")
+    if r.distortion is not None:
+        print(f"scan          {r.distortion.summary()}")
+        print("              corrected: lattice, vacancies, displacements and strain are measured on the specimen")
+    elif r.lattice is not None:
+        why = "--no-scan-correction" if args.no_scan_correction else r.parameters.get("scan_distortion_note", "")
+        print(f"scan          distortion not fitted ({why}): measured against one affine lattice")
     if r.vacancies is not None:
         vac = np.bincount(np.asarray(r.vacancies.sublattice, dtype=np.int64), minlength=len(counts))
         per = ", ".join(f"sublattice {s}: {int(c)}" for s, c in enumerate(vac))
         print(f"vacancies     {len(r.vacancies)} ({per})")
+        seen = len(r.vacancies.unconfirmed)
+        if seen:
+            print(
+                f"              {seen} more site(s) without a fitted column show a column in the image: "
+                "not counted (a missed or far-displaced column)"
+            )
     else:
         print("vacancies     not searched (no lattice)")
     shift = np.asarray(r.displacement, dtype=np.float64)
@@ -233,7 +263,11 @@ def _report(what: str, r: Any, device: Any, args: argparse.Namespace) -> None:
 
 
 def _strain(result: Any, args: argparse.Namespace) -> Any:
-    """``--strain``: the strain, computed before anything is written (a failure leaves no file)."""
+    """``--strain``: the strain, computed before anything is written (a failure leaves no file);
+    and ``--distortion`` checked to have a fitted distortion to show."""
+    if getattr(args, "distortion", None) and getattr(result, "distortion", None) is None:
+        why = result.parameters.get("scan_distortion_note") or "no lattice"
+        fail(f"--distortion: no scan distortion was fitted ({why})")
     if not args.strain:
         return None
     try:
@@ -252,6 +286,16 @@ def _exports(result: Any, image: Any, args: argparse.Namespace, strain: Any = No
         figure = plot_tracks(result.tracks, image) if args.track else plot_columns(result, image)
         save_figure(figure, args.plot)
         print(f"figure        {args.plot}")
+    if getattr(args, "distortion", None):
+        if args.distortion.lower().endswith(".csv"):
+            result.distortion.to_csv(args.distortion)
+            print(f"distortion    {args.distortion} ({len(result.distortion.table()['pixel'])} rows)")
+        else:
+            from ..viz import save_figure
+            from ..viz.scan_distortion import plot_scan_distortion
+
+            save_figure(plot_scan_distortion(result), args.distortion)
+            print(f"distortion    {args.distortion}")
     if strain is not None:
         from ..viz import plot_strain, save_figure
 
@@ -281,6 +325,7 @@ def _track(what: str, frames: Any, device: Any, args: argparse.Namespace) -> Any
             threshold=args.threshold,
             n_sublattices=n_sub,
             precision=args.precision,
+            scan_distortion=not args.no_scan_correction,
         )
     except ValueError as exc:
         fail(f"{what}: {str(exc).strip().splitlines()[0]}")

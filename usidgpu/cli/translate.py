@@ -40,8 +40,10 @@ def add_parser(sub: Any, common: Any) -> None:
 def cmd_translate(args: argparse.Namespace) -> int:
     import warnings
 
+    from ..samples import resolve
     from ..translate import translate
 
+    args.input = str(resolve(args.input, usid=False))  # sample:NAME: the shipped (vendor) file itself
     options = {"layout": args.layout} if args.layout else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

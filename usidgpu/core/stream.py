@@ -7,8 +7,9 @@ The plan
 The reader
     :func:`iter_blocks` reads each block with ``read_direct`` into a buffer that is reused (no
     allocation per block); compressed chunks are decoded by a pool of threads instead
-    (:mod:`usidgpu.core.chunks`), since HDF5 decodes them one at a time on one core. With ``prefetch`` a background thread reads block *i+1* while the caller
-    works on block *i* (h5py releases the GIL inside HDF5 reads, and NumPy/CuPy release it in
+    (:mod:`usidgpu.core.chunks`), since HDF5 decodes them one at a time on one core. With
+    ``prefetch`` a background thread reads block *i+1* while the caller works on block *i*
+    (h5py releases the GIL inside HDF5 reads, and NumPy/CuPy release it in
     their kernels, so the two overlap). On a GPU the reads land in page-locked (pinned) host
     buffers and go to the device by asynchronous copies on a separate CUDA stream; the caller's
     stream waits on an event, so the copy of the next block overlaps the compute on this one.

@@ -16,6 +16,7 @@ from .components import plot_components
 from .denoise import plot_denoise
 from .maps import plot_maps
 from .save import save_figure
+from .scan_distortion import plot_scan_distortion
 from .scree import plot_scree
 from .summary import plot_decomposition
 
@@ -27,6 +28,7 @@ __all__ = [
     "plot_denoise",
     "plot_giv_maps",
     "plot_maps",
+    "plot_scan_distortion",
     "plot_scree",
     "plot_strain",
     "plot_tracks",
