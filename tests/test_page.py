@@ -502,6 +502,23 @@ def test_denoising_scree_atomic_columns_and_bayes_maps_show_the_files_numbers(pa
             page.evaluate("[...document.querySelectorAll('#columns-overlay circle')].map((c) => c.style.stroke)")
         )
         assert len(colours) == len(set(columns["sublattice"]))  # one colour per sublattice
+        # the strain map: every column's local strain, as the file holds it, one component at a time
+        page.wait_for_function("window.usidgpu.results.strain && window.usidgpu.results.scan")
+        with h5py.File(analysed / "img.h5", "r") as h:
+            strain = h[groups["Atomic_Columns"].path + "/Strain"][()]
+            scan = h[groups["Atomic_Columns"].path + "/Scan_Distortion"]
+            fast = scan[0, :, list(scan.attrs["columns"]).index("fast_spacing")]
+        shown = page.evaluate("window.usidgpu.results.strain")
+        assert shown["component"] == "exx"
+        np.testing.assert_allclose(np.array(shown["values"], dtype=float), strain[:, 0], rtol=1e-9, equal_nan=True)
+        page.select_option("#strain-component", "rotation")
+        shown = page.evaluate("window.usidgpu.results.strain")
+        np.testing.assert_allclose(np.array(shown["values"], dtype=float), strain[:, 3], rtol=1e-9, equal_nan=True)
+        assert "°" in page.locator("#strain-scale").inner_text()
+        assert page.locator("#strain-overlay circle").count() == len(columns)
+        shown_fast = np.array(page.evaluate("window.usidgpu.results.scan.fast"), dtype=float)
+        np.testing.assert_allclose(shown_fast, fast, rtol=1e-9, equal_nan=True)
+        shot(page, "atom-strain")
 
         open_dataset_of(page, server, "giv.h5")
         with usidgpu.open(analysed / "giv.h5") as f:
@@ -510,6 +527,8 @@ def test_denoising_scree_atomic_columns_and_bayes_maps_show_the_files_numbers(pa
             rv = resistance.sel(Y=1, X=2)
         page.click("li[data-tool=Bayesian_Inference] button.bayes")
         page.wait_for_function(images_loaded("#resistance-map, img.capacitance"))
+        # the colour scales arrive with their maps: wait, so the layout no longer moves under the click
+        page.wait_for_function("[...document.querySelectorAll('.colour-scale')].every((s) => s.textContent)")
         box = page.locator("#resistance-map").bounding_box()
         page.mouse.click(box["x"] + (2.5 / 4) * box["width"], box["y"] + (1.5 / 3) * box["height"])
         page.wait_for_function("window.usidgpu.results.bayes.rv")

@@ -150,9 +150,19 @@ def plain_arrays(group: Any) -> list[dict[str, Any]]:
         if obj.id in ancillary or name == "completed_positions" or not numbers:
             continue
         nbytes = int(obj.size * obj.dtype.itemsize)
-        served.append({"name": name, "shape": [int(n) for n in obj.shape], "dtype": str(obj.dtype),
-                       "dtype_descr": dtype_descr(obj.dtype), "nbytes": nbytes,
-                       "served": nbytes <= MAX_RESULT_ARRAY_BYTES})  # fmt: skip
+        entry = {"name": name, "shape": [int(n) for n in obj.shape], "dtype": str(obj.dtype),
+                 "dtype_descr": dtype_descr(obj.dtype), "nbytes": nbytes,
+                 "served": nbytes <= MAX_RESULT_ARRAY_BYTES}  # fmt: skip
+        # what the last axis holds, where the writer said (usidgpu's "columns" attribute)
+        if "columns" in obj.attrs and obj.ndim:
+            labels = [v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+                      for v in np.asarray(obj.attrs["columns"]).ravel()]  # fmt: skip
+            if len(labels) == obj.shape[-1]:
+                entry["columns"] = labels
+        for key in ("summary", "meaning"):
+            if key in obj.attrs:
+                entry[key] = _plain(obj.attrs[key])
+        served.append(entry)
     return served
 
 

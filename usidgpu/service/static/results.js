@@ -175,6 +175,67 @@ async function showColumns(r, n, desc) {
     el("h3", {}, count > TABLE_ROWS ? `the first ${TABLE_ROWS} of ${count} columns (all of them in the CSV)` : "columns (px)"),
     el("div", { class: "table-wrap" }, table));
   for (const sw of legend.querySelectorAll(".swatch[data-colour]")) sw.style.borderLeftColor = sw.dataset.colour;
+  const extra = (r.arrays || []).filter((a) => a.served);
+  const strain = extra.find((a) => a.name === "Strain" && a.shape[0] === count);
+  if (strain) box.append(await strainPanel(desc, n, strain, url, xs, ys, radius, colsDim, rowsDim));
+  const scan = extra.find((a) => a.name === "Scan_Distortion" && a.columns);
+  if (scan) box.append(await scanPanel(desc, n, scan));
+}
+
+// a diverging colour (blue – white – red, as matplotlib's RdBu_r) for t in [-1, 1]
+function diverging(t) {
+  const stops = [[33, 102, 172], [247, 247, 247], [178, 24, 43]];
+  const u = Math.max(-1, Math.min(1, Number.isFinite(t) ? t : 0)) + 1; // 0 … 2
+  const [a, b] = u <= 1 ? [stops[0], stops[1]] : [stops[1], stops[2]], f = u <= 1 ? u : u - 1;
+  return `rgb(${a.map((c, i) => Math.round(c + f * (b[i] - c))).join(", ")})`;
+}
+
+// the columns on the image again, each filled with the colour of its local strain component
+async function strainPanel(desc, n, strain, imageUrl, xs, ys, radius, colsDim, rowsDim) {
+  const rows = (await api(`datasets/${desc.id}/results/${n}/arrays/Strain?format=json`)).data;
+  const names = strain.columns || ["exx", "eyy", "exy", "rotation"];
+  const overlay = svgEl("svg", { id: "strain-overlay", viewBox: `0 0 ${colsDim.size} ${rowsDim.size}`, preserveAspectRatio: "none", class: "overlay" });
+  const scale = el("span", { class: "meta colour-scale", id: "strain-scale" });
+  const choose = el("select", { id: "strain-component", "aria-label": "strain component" }, names.map((c) => el("option", { value: c }, c)));
+  const draw = () => {
+    const k = names.indexOf(choose.value), values = rows.map((row) => row[k]);
+    const finite = values.filter(Number.isFinite).map(Math.abs).sort((a, b) => a - b);
+    const limit = finite.length ? finite[Math.min(finite.length - 1, Math.floor(0.98 * finite.length))] || 1e-12 : 1;
+    const rotation = choose.value === "rotation";
+    const shown = (v) => (rotation ? `${fmt((v * 180) / Math.PI)}°` : `${fmt(100 * v)} %`);
+    overlay.replaceChildren(...values.map((v, i) => {
+      const c = svgEl("circle", { cx: xs[i] + 0.5, cy: ys[i] + 0.5, r: radius * 1.1, class: "strain" });
+      c.style.fill = Number.isFinite(v) ? diverging(v / limit) : "transparent";
+      return c;
+    }));
+    scale.textContent = `${choose.value}: blue ${shown(-limit)} … red ${shown(limit)} (98th percentile of |${choose.value}|)`;
+    state.results.strain = { component: choose.value, values, limit };
+  };
+  choose.addEventListener("change", draw);
+  draw();
+  return el("div", { class: "columns-view" }, el("h3", {}, "local strain and rotation"),
+    el("label", {}, "component ", choose),
+    figure(el("div", { class: "image-wrap" }, el("img", { src: imageUrl, alt: "the image under the strain map", id: "strain-image" }), overlay),
+      `relative to ${strain.meaning ? strain.meaning.replace(/^.*relative to /, "") : "the fitted lattice"}`,
+      link(arrayUrl(desc, n, "Strain", "csv"), "strain (CSV)", "strain.csv"), " ", link(arrayUrl(desc, n, "Strain", "npy"), "NPY", "strain.npy")),
+    scale);
+}
+
+// the scan's fitted distortion: the apparent spacing along a line (fast scan) and across lines (slow)
+async function scanPanel(desc, n, scan) {
+  const frames = (await api(`datasets/${desc.id}/results/${n}/arrays/Scan_Distortion?format=json`)).data;
+  const rows = frames[0], col = (name) => rows.map((row) => row[scan.columns.indexOf(name)]);
+  const pixel = col("pixel"), fast = col("fast_spacing"), slow = col("slow_spacing");
+  const plot = plotBox("scan-distortion", "apparent spacing along and across the scan lines");
+  plotLines(plot, pixel, [fast, slow], [TAB10[0], TAB10[1]], "pixel (along a line for the fast scan, line number for the slow scan)", "apparent spacing / true");
+  state.results.scan = { pixel, fast, slow, summary: scan.summary };
+  const legend = el("p", { class: "meta" }, el("span", { class: "swatch", "data-colour": TAB10[0] }, "fast scan (along each line)"),
+    el("span", { class: "swatch", "data-colour": TAB10[1] }, "slow scan (line to line)"));
+  for (const sw of legend.querySelectorAll(".swatch")) sw.style.borderLeftColor = sw.dataset.colour;
+  const summary = [scan.summary].flat()[0] || "";
+  return el("div", {}, el("h3", {}, "scan distortion (reported as such, not as strain or vacancies)"),
+    el("figure", { class: "panel" }, plot, legend, el("figcaption", {}, summary, " · ",
+      link(arrayUrl(desc, n, "Scan_Distortion", "npy"), "profiles (NPY)", "scan_distortion.npy"))));
 }
 
 // ---------------------------------------------------------------------------- G-mode Bayesian inference
