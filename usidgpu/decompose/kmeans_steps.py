@@ -110,8 +110,9 @@ def assign(src: BlockSource, centers: Any, labels: Any, row_sq: Any, desc: str, 
     return inertia, sums, counts, (far_d, far_r)
 
 
-#: Bytes of data one piece of an assignment pass holds: well inside a core's L2 cache.
-CACHE_PIECE_BYTES = 256 << 10
+#: Bytes of data one piece of an assignment pass holds: inside a core's L2 cache (1 MB measured
+#: fastest on the 2-core VM: 54 ms a pass over 65536×1024 float32, k = 8, against 78 ms unpieced).
+CACHE_PIECE_BYTES = 1 << 20
 
 
 def _cache_rows(n: int, itemsize: int) -> int:
