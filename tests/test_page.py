@@ -458,6 +458,14 @@ def test_decompositions_show_scree_components_and_abundance_maps_of_the_file(pag
         limits = page.evaluate("document.querySelector('img.abundance').dataset.limits").split(",")
         assert [float(v) for v in limits] == pytest.approx(contrast_limits(u0))  # the colour scale shown with it
         assert page.locator(".colour-scale").first.inner_text().endswith(u.units)
+        # the line plots download as PNG, drawn in the browser: the components in their colours
+        with page.expect_download() as download:
+            page.click("#compare a.png-download[data-name=V]")
+        assert download.value.suggested_filename == "V.png"
+        drawn = np.asarray(Image.open(download.value.path()).convert("RGB")).astype(int)
+        assert drawn.shape == (520, 1200, 3)
+        for colour in ((31, 119, 180), (255, 127, 14), (44, 160, 44)):  # tab10's first three
+            assert (np.abs(drawn - colour).max(axis=-1) <= 24).sum() > 100, colour
 
         page.click("li[data-tool=NMF] button.decomposition")
         page.wait_for_function(f"window.usidgpu.results.tool === 'NMF' && {images_loaded('img.abundance')}")

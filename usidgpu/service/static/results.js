@@ -15,6 +15,50 @@ function figure(content, caption, ...links) {
   return el("figure", { class: "panel" }, content, el("figcaption", {}, caption, links.length ? " · " : "", ...links));
 }
 function link(href, text, name) { return el("a", { href, download: name }, text); }
+// a line plot (SVG) as a PNG download, drawn in the browser: the standalone SVG gets the styles
+// the page's stylesheet gives plots as attributes, then goes through a canvas
+function pngLink(svg, name) {
+  return el("a", { href: "#", class: "png-download", "data-name": name, onclick: (event) => {
+    event.preventDefault();
+    svgToPng(svg).then((url) => {
+      const a = el("a", { href: url, download: `${name}.png` });
+      document.body.append(a);
+      a.click();
+      a.remove();
+    }).catch(() => showError("the plot could not be drawn as PNG"));
+  } }, "PNG");
+}
+async function svgToPng(svg, scale = 2) {
+  const [, , W, H] = (svg.getAttribute("viewBox") || "0 0 600 260").split(" ").map(Number);
+  const copy = svg.cloneNode(true);
+  copy.setAttribute("xmlns", svgNS);
+  copy.setAttribute("width", W * scale);
+  copy.setAttribute("height", H * scale);
+  for (const line of copy.querySelectorAll("polyline")) {
+    line.setAttribute("fill", "none");
+    line.setAttribute("stroke", line.style.stroke || "#0b6bcb");
+    line.setAttribute("stroke-width", "1.5");
+    line.removeAttribute("style");
+  }
+  for (const text of copy.querySelectorAll("text")) {
+    text.setAttribute("font-size", "11");
+    text.setAttribute("font-family", "sans-serif");
+    text.setAttribute("fill", "#5f6b73");
+  }
+  const blob = new Blob([new XMLSerializer().serializeToString(copy)], { type: "image/svg+xml" });
+  const image = new Image();
+  image.src = URL.createObjectURL(blob);
+  await image.decode();
+  const canvas = document.createElement("canvas");
+  canvas.width = W * scale;
+  canvas.height = H * scale;
+  const g = canvas.getContext("2d");
+  g.fillStyle = "#fff";
+  g.fillRect(0, 0, canvas.width, canvas.height);
+  g.drawImage(image, 0, 0, canvas.width, canvas.height);
+  URL.revokeObjectURL(image.src);
+  return canvas.toDataURL("image/png");
+}
 const dataUrl = (id, params) => `/api/v1/datasets/${id}/data?${query(params)}`;
 const arrayUrl = (desc, n, name, format) => `/api/v1/datasets/${desc.id}/results/${n}/arrays/${encodeURIComponent(name)}?format=${format}`;
 const ordinal = (n) => Array.from({ length: n }, (_, i) => i + 1);
@@ -102,8 +146,9 @@ async function showDecomposition(r, n, desc) {
   box.replaceChildren(el("h3", {}, `${r.tool}: ${rows.length} components`),
     el("div", { class: "triptych" },
       figure(screePlot, nmf ? "error after each iteration" : `scree (log scale), k = ${k || scree.length} kept`,
+        pngLink(screePlot, nmf ? "error" : "scree"), " ",
         ...(curve ? [link(arrayUrl(desc, n, curveName, "csv"), "CSV", `${curveName}.csv`), " ", link(arrayUrl(desc, n, curveName, "npy"), "NPY", `${curveName}.npy`)] : [])),
-      el("figure", { class: "panel wide" }, compPlot, legend, el("figcaption", {}, "components · ",
+      el("figure", { class: "panel wide" }, compPlot, legend, el("figcaption", {}, "components · ", pngLink(compPlot, comps.name), " ",
         link(dataUrl(comps.id, { format: "csv" }), "CSV", `${comps.name}.csv`), " ", link(dataUrl(comps.id, { format: "npy" }), "NPY", `${comps.name}.npy`)))),
     el("h3", {}, `abundance maps (${maps.name})`),
     el("div", { class: "maps" }, mapUrls.map((url, i) => figure(colourMap(url, { alt: `abundance map ${i}`, class: "abundance" }, mdesc.units, "RdBu_r"),
@@ -124,7 +169,7 @@ async function showDenoising(r, n, desc) {
   state.compare.scree = values;
   state.compare.k = k;
   $("#compare").append(el("div", { class: "triptych" }, el("figure", { class: "panel wide" }, scree,
-    el("figcaption", {}, `scree of the windows (log scale): k = ${k} kept (${r.attributes.k_rule || "given"}) · `,
+    el("figcaption", {}, `scree of the windows (log scale): k = ${k} kept (${r.attributes.k_rule || "given"}) · `, pngLink(scree, "scree"), " ",
       link(arrayUrl(desc, n, "Singular_Values", "csv"), "CSV", "Singular_Values.csv"), " ",
       link(arrayUrl(desc, n, "Singular_Values", "npy"), "NPY", "Singular_Values.npy")))));
 }
@@ -234,7 +279,7 @@ async function scanPanel(desc, n, scan) {
   for (const sw of legend.querySelectorAll(".swatch")) sw.style.borderLeftColor = sw.dataset.colour;
   const summary = [scan.summary].flat()[0] || "";
   return el("div", {}, el("h3", {}, "scan distortion (reported as such, not as strain or vacancies)"),
-    el("figure", { class: "panel" }, plot, legend, el("figcaption", {}, summary, " · ",
+    el("figure", { class: "panel" }, plot, legend, el("figcaption", {}, summary, " · ", pngLink(plot, "scan_distortion"), " ",
       link(arrayUrl(desc, n, "Scan_Distortion", "npy"), "profiles (NPY)", "scan_distortion.npy"))));
 }
 
@@ -281,7 +326,7 @@ async function showBayes(r, n, desc) {
       ...cImages.map((url, i) => figure(colourMap(url, { alt: `capacitance ${i}`, class: "capacitance" }, cdesc.units, "magma"),
         `capacitance, ${direction.name} ${valueText(direction, i)}`, link(url, "PNG", `Capacitance-${i}.png`), " ",
         link(dataUrl(parts.Capacitance.id, { ...imageParams(cdesc, Infinity, { [direction.name]: i }), format: "csv" }), "CSV", `Capacitance-${i}.csv`)))),
-    el("figure", { class: "panel" }, rv, el("figcaption", {}, "R(V) at the clicked position")));
+    el("figure", { class: "panel" }, rv, el("figcaption", {}, "R(V) at the clicked position · ", pngLink(rv, "R_of_V"))));
 }
 
 // a denoising result beside its source: the same frame, the same contrast for raw and cleaned
@@ -334,6 +379,6 @@ async function showClusters(labels, responses) {
   const legend = el("p", { class: "meta" }, rows.map((_, i) => el("span", { class: "swatch", "data-colour": palette[i % palette.length] }, `cluster ${i}`)));
   box.replaceChildren(el("h3", {}, `k-means: ${k} clusters`),
     el("div", { class: "triptych" }, el("figure", { class: "panel" }, el("img", { src: url, alt: "label map", id: "label-map" }), el("figcaption", {}, "label map")),
-      el("figure", { class: "panel wide" }, plot, legend, el("figcaption", {}, "mean response of each cluster"))));
+      el("figure", { class: "panel wide" }, plot, legend, el("figcaption", {}, "mean response of each cluster · ", pngLink(plot, "mean_responses")))));
   for (const sw of legend.querySelectorAll(".swatch")) sw.style.borderLeftColor = sw.dataset.colour;
 }
