@@ -566,16 +566,24 @@ class SliceStream(Response):
                 last = i == len(self.parts) - 1
                 if not last:
                     reading = loop.run_in_executor(None, self.read, self.parts[i + 1])
-                body = raw_view(values)
-                for start in range(0, len(body), SEND_PIECE):
-                    more = not last or start + SEND_PIECE < len(body)
-                    await send(
-                        {"type": "http.response.body", "body": body[start : start + SEND_PIECE], "more_body": more}
-                    )
-                del values, body
+                await send_in_pieces(send, raw_view(values), last)
+                del values
         finally:
             if not reading.done():  # a part read ahead for a client that left (or a failed send)
                 reading.cancel()
+
+
+async def send_in_pieces(send: Any, body: bytes | memoryview, last: bool) -> None:
+    """Send ``body`` as body messages of at most :data:`SEND_PIECE` bytes; the final one ends the
+    answer when ``last`` (an empty last body still sends one message, to end it)."""
+    view = memoryview(body)
+    if not len(view):
+        if last:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    for start in range(0, len(view), SEND_PIECE):
+        more = not last or start + SEND_PIECE < len(view)
+        await send({"type": "http.response.body", "body": view[start : start + SEND_PIECE], "more_body": more})
 
 
 async def _disconnected(receive: Any) -> None:
@@ -596,11 +604,8 @@ class PartsResponse(Response):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        pieces = [memoryview(p)[i : i + SEND_PIECE] for p in self.parts for i in range(0, len(p), SEND_PIECE)]
-        for i, piece in enumerate(pieces):
-            await send({"type": "http.response.body", "body": piece, "more_body": i < len(pieces) - 1})
-        if not pieces:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        for i, part in enumerate(self.parts or [b""]):
+            await send_in_pieces(send, part, last=i == max(len(self.parts), 1) - 1)
         if self.background is not None:
             await self.background()
 

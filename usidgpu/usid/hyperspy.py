@@ -34,6 +34,7 @@ import numpy as np
 
 from ..core.errors import InvalidInput, MissingDependency, NotAGridError
 from .dimension import Dimension
+from .interop import slowest_first
 
 if TYPE_CHECKING:
     from .dataset import MainDataset
@@ -100,17 +101,7 @@ def to_hyperspy(main: MainDataset, lazy: bool = False) -> Any:
             "signal axes need one: select a part that does (sel) and build the signal from it"
         )
     pos_grid = main.pos_layout.is_grid
-    spec_dims = [main.spec_dims[i] for i in main.spec_layout.order]  # slowest first
-    if pos_grid:
-        # to_ndim's axes follow the ancillary columns; the layouts' orders put the slowest first
-        n_pos = len(main.pos_dims)
-        axes_order = list(main.pos_layout.order) + [n_pos + i for i in main.spec_layout.order]
-        data = (main.to_dask(ndim=True) if lazy else main.to_ndim()).transpose(axes_order)
-        pos_dims = [main.pos_dims[i] for i in main.pos_layout.order]
-    else:  # one flat axis of positions; a row's columns are C order over the slowest-first sizes
-        flat = main.to_dask(ndim=False) if lazy else main[()]
-        data = flat.reshape((main.n_positions, *main.spec_layout.slow_to_fast_sizes))
-        pos_dims = []
+    data, pos_dims, spec_dims = slowest_first(main, lazy)
 
     if pos_grid and any(d.size == 1 for d in pos_dims):  # one position along a dimension: no axis
         data = data.reshape(tuple(d.size for d in pos_dims if d.size > 1) + data.shape[len(pos_dims) :])

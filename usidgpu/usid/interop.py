@@ -318,3 +318,21 @@ def to_xarray(main: MainDataset, lazy: bool = True, chunks: Any = "auto"):
 
 
 __all__ = ["FLAT_POSITION_DIM", "FLAT_SPECTRAL_DIM", "Flat2D", "NdView", "to_dask", "to_xarray"]
+
+
+def slowest_first(main: MainDataset, lazy: bool = False) -> tuple[Any, list[Any], list[Any]]:
+    """The n-d data of a dataset whose spectroscopic points fill a grid, every axis in NumPy C order
+    (slowest-varying first, whatever the order of the ancillary columns), and its position and
+    spectroscopic dimensions in that order; positions that fill no grid stay one flat axis (and
+    no position dimension is returned). ``lazy``: a dask array (:func:`to_dask`).
+    """
+    spec_dims = [main.spec_dims[i] for i in main.spec_layout.order]
+    if main.pos_layout.is_grid:
+        # to_ndim's axes follow the ancillary columns; the layouts' orders put the slowest first
+        n_pos = len(main.pos_dims)
+        axes = list(main.pos_layout.order) + [n_pos + i for i in main.spec_layout.order]
+        data = (to_dask(main, ndim=True) if lazy else main.to_ndim()).transpose(axes)
+        return data, [main.pos_dims[i] for i in main.pos_layout.order], spec_dims
+    # one flat axis of positions; a row's columns are C order over the slowest-first sizes
+    flat = to_dask(main) if lazy else main[()]
+    return flat.reshape((main.n_positions, *main.spec_layout.slow_to_fast_sizes)), [], spec_dims

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..core.errors import InvalidInput, MissingDependency, NotAGridError
 from .dimension import Dimension
+from .interop import slowest_first
 
 if TYPE_CHECKING:
     from .dataset import MainDataset
@@ -92,11 +93,9 @@ def to_sidpy(main: MainDataset, lazy: bool = True) -> Any:
         )
     if main.dtype.names:
         raise InvalidInput(f"{main.name}: compound data ({main.dtype}); sidpy holds numbers: convert one field")
-    n_pos = len(main.pos_dims)
-    order = list(main.pos_layout.order) + [n_pos + i for i in main.spec_layout.order]
-    data = (main.to_dask(ndim=True) if lazy else da.from_array(main.to_ndim())).transpose(order)
-    pos = [main.pos_dims[i] for i in main.pos_layout.order]
-    spec = [main.spec_dims[i] for i in main.spec_layout.order]
+    data, pos, spec = slowest_first(main, lazy)
+    data = data if lazy else da.from_array(data)
+    n_pos = len(pos)
     if len(pos) == 2 and all(d.size == 1 for d in spec):  # an image: its two positions
         data, dims = data.reshape(data.shape[:2]), [(d, True) for d in pos]
     else:

@@ -63,16 +63,31 @@ const dataUrl = (id, params) => `/api/v1/datasets/${id}/data?${query(params)}`;
 const arrayUrl = (desc, n, name, format) => `/api/v1/datasets/${desc.id}/results/${n}/arrays/${encodeURIComponent(name)}?format=${format}`;
 const ordinal = (n) => Array.from({ length: n }, (_, i) => i + 1);
 
+// a PNG the server drew (as a blob URL) and the contrast limits it used (X-Contrast-Limits); a
+// refusal or a lost connection is shown on the page, then thrown
+async function fetchMap(url) {
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (err) {
+    showError("a map could not be loaded");
+    throw err;
+  }
+  if (!response.ok) { showError((await response.json()).detail); throw new Error("map refused"); }
+  const limits = (response.headers.get("X-Contrast-Limits") || "").split(",").map(Number);
+  return { url: URL.createObjectURL(await response.blob()), limits };
+}
+const scaleText = (cmap, limits, units) => (limits.length === 2 && limits.every(Number.isFinite)
+  ? `${cmap}: ${fmt(limits[0])} … ${fmt(limits[1])}${units ? " " + units : ""}` : "");
+
 // a map drawn by the server, shown with its colour scale (the limits the server chose, and units)
 function colourMap(url, attrs, units, cmap) {
   const img = el("img", attrs), scale = el("span", { class: "meta colour-scale" });
-  fetch(url).then(async (response) => {
-    if (!response.ok) { showError((await response.json()).detail); return; }
-    const limits = (response.headers.get("X-Contrast-Limits") || "").split(",").map(Number);
-    if (limits.length === 2 && limits.every(Number.isFinite)) scale.textContent = `${cmap}: ${fmt(limits[0])} … ${fmt(limits[1])}${units ? " " + units : ""}`;
-    img.dataset.limits = limits.join(",");
-    img.src = URL.createObjectURL(await response.blob());
-  }).catch(() => showError("a map could not be loaded"));
+  fetchMap(url).then((map) => {
+    scale.textContent = scaleText(cmap, map.limits, units);
+    img.dataset.limits = map.limits.join(",");
+    img.src = map.url;
+  }).catch(() => { /* shown by fetchMap */ });
   return el("div", {}, img, scale);
 }
 
@@ -300,14 +315,12 @@ async function showBayes(r, n, desc) {
   const drawR = async () => {
     const url = dataUrl(parts.Resistance.id, { ...imageParams(rdesc, 512, { [bias.name]: bayes.bias }), format: "png", cmap: "viridis" });
     readout.textContent = valueText(bias, bayes.bias);
-    const response = await fetch(url);
-    if (!response.ok) { showError((await response.json()).detail); return; }
-    const limits = (response.headers.get("X-Contrast-Limits") || "").split(",").map(Number);
-    rScale.textContent = limits.every(Number.isFinite) ? `viridis: ${fmt(limits[0])} … ${fmt(limits[1])} ${rdesc.units}` : "";
-    rImage.src = URL.createObjectURL(await response.blob());
+    const map = await fetchMap(url);
+    rScale.textContent = scaleText("viridis", map.limits, rdesc.units);
+    rImage.src = map.url;
   };
   const slide = el("input", { type: "range", min: 0, max: bias.size - 1, value: bayes.bias, "aria-label": `${bias.name} of the resistance map`,
-    oninput: (e) => { bayes.bias = Number(e.target.value); drawR(); } });
+    oninput: (e) => { bayes.bias = Number(e.target.value); drawR().catch(() => { /* shown by fetchMap */ }); } });
   rImage.addEventListener("click", async (event) => { // R(V) at the pixel clicked
     const rect = rImage.getBoundingClientRect(), [rowDim, colDim] = lay.image;
     const row = Math.min(rowDim.size - 1, Math.floor(((event.clientY - rect.top) / rect.height) * rowDim.size));
@@ -318,7 +331,7 @@ async function showBayes(r, n, desc) {
     bayes.rv = [answer.data].flat(Infinity);
     plotLine(rv, bias.values || bayes.rv.map((_, i) => i), bayes.rv, label(bias.name, bias.units), label(rdesc.quantity, rdesc.units));
   });
-  drawR().catch(() => showError("the resistance map could not be loaded"));
+  drawR().catch(() => { /* shown by fetchMap */ });
   box.replaceChildren(el("h3", {}, "G-mode Bayesian inference: resistance R(V) and capacitance"),
     el("div", { class: "triptych" },
       figure(el("div", {}, rImage, rScale, el("label", {}, ` ${bias.name} `, slide, " ", readout)), "resistance map (click a pixel for its R(V))",
@@ -340,11 +353,7 @@ async function compareDenoising(cleaned, noise) {
     }
     return sel;
   };
-  const png = async (id, params) => {
-    const response = await fetch(`/api/v1/datasets/${id}/data?${query(params)}`);
-    if (!response.ok) { showError((await response.json()).detail); throw new Error("view"); }
-    return { url: URL.createObjectURL(await response.blob()), limits: (response.headers.get("X-Contrast-Limits") || "").split(",").map(Number) };
-  };
+  const png = (id, params) => fetchMap(dataUrl(id, params));
   const raw = await png(view.id, { ...(await viewOf(view.id)), format: "png", cmap: "gray" });
   const [lo, hi] = raw.limits;
   const clean = await png(cleaned.id, { ...(await viewOf(cleaned.id)), format: "png", cmap: "gray", vmin: lo, vmax: hi });
