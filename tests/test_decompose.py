@@ -10,6 +10,7 @@ from helpers import low_rank, make_file, principal_sines
 
 import usidgpu
 from usidgpu import Dimension
+from usidgpu.decompose.source import BlockSource
 from usidgpu.decompose.svd import choose_method
 
 METHODS = ["gram", "randomized", "exact"]
@@ -275,6 +276,45 @@ def test_float32_data_with_a_large_offset_keep_their_small_components(method, of
     # about 1e-16·(S[0]/S[j])² relative (the documented squaring of the condition number)
     tol = 1e-4 + (0 if method == "exact" else 1e-15 * (s[0] / s[:5]) ** 2)
     assert np.all(np.abs(r.S - s[:5]) <= tol * s[:5])
+
+
+def test_blocks_are_shifted_only_where_the_mean_outweighs_the_spread():
+    x = (low_rank(3000, 80, rank=5, seed=3) / 30).astype(np.float32)  # spread ~1 around ~0
+    src = BlockSource(x, "cpu", shift=True)
+    assert not src.offset.any()
+    assert all(np.shares_memory(block, x) for _a, _b, block in src.blocks())  # no copy made
+    far = x + np.float32(1000)
+    src = BlockSource(far, "cpu", shift=True)
+    np.testing.assert_allclose(src.offset, far[:1024].mean(axis=0), rtol=1e-6)
+    assert all(abs(float(block.mean())) < 1 for _a, _b, block in src.blocks())
+
+
+@pytest.mark.parametrize("method", ["gram", "randomized"])
+def test_unshifted_float32_data_keep_their_small_components(method):
+    # a mean row just under the shift threshold (as large as the spread): read unshifted, the
+    # components down to 1 % of the largest still come out as from float64 data
+    rng = np.random.default_rng(4)
+    m, n = 6000, 100
+    basis = np.linalg.qr(rng.standard_normal((n, 6)))[0]
+    x64 = (rng.standard_normal((m, 6)) * np.logspace(0, -2, 6)) @ basis.T
+    x64 += rng.standard_normal(n) * np.sqrt(np.sum(x64.var(axis=0)) / n) * 0.95
+    x32 = x64.astype(np.float32)
+    assert not BlockSource(x32, "cpu", shift=True).offset.any()  # read as it is
+    ref = x32.astype(np.float64)
+    _u, s_c, vh_c = np.linalg.svd(ref - ref.mean(axis=0), full_matrices=False)
+    p = usidgpu.pca(x32, 6, method=method, device="cpu")
+    np.testing.assert_allclose(p.S, s_c[:6], rtol=1e-4)
+    assert principal_sines(p.V, vh_c[:6]) < 1e-3
+
+
+def test_finite_values_whose_sums_overflow_are_not_called_infinite():
+    x = np.ones((64, 8), dtype=np.float32)
+    x[:, 0] = 3e37  # finite; their float32 column sum is not
+    blocks = list(BlockSource(x, "cpu").blocks())
+    assert sum(b.shape[0] for _a, _b2, b in blocks) == 64
+    x[10, 3] = np.inf
+    with pytest.raises(ValueError, match="first at position 10"):
+        list(BlockSource(x, "cpu").blocks())
 
 
 def test_nan_and_inf_are_reported():

@@ -18,9 +18,14 @@ import numpy as np
 from ..core.arrays import asnumpy, is_cupy_array
 from ..core.device import Device, select_device
 from ..core.errors import BudgetError, InvalidInput, InvalidType
+from ..core.linalg import sum_squares
 from ..core.memory import format_bytes, memory_budget
 from ..storage import is_dataset
 from ..usid.dataset import MainDataset
+
+#: ``shift=True`` shifts the blocks only where the first rows' mean row holds more than this
+#: times their energy around it (the float32 products' cancellation is then worth a copy).
+SHIFT_ABOVE = 1.0
 
 
 def work_dtype(dtype: np.dtype) -> np.dtype:
@@ -53,8 +58,10 @@ class BlockSource:
         (e.g. k distances per position in k-means); blocks shrink to keep them in the budget.
     shift : bool
         Deliver ``X − 1·offset`` instead of ``X``, with ``offset`` a provisional mean row from the
-        first rows: float32 products of data far from the origin then keep their small
-        components (the algorithms add the offset's exact contribution back in float64). The
+        first rows, where that mean is large against the rows' spread (:data:`SHIFT_ABOVE`;
+        ``offset`` is zero otherwise): float32 products of data far from the origin then keep
+        their small components (the algorithms add the offset's exact contribution back in
+        float64). The
         subtraction is done in place wherever the block is the source's own memory, and the
         resident copy is kept shifted, so later passes pay nothing.
     progress : bool
@@ -110,8 +117,16 @@ class BlockSource:
         # been (on a GPU the algorithms check their products: a check per block would stop the
         # host for the device each time, and CuPy warns of nothing)
         self._finite_seen = self.device.is_gpu
-        self.offset = self._provisional_mean() if shift else self.xp.zeros(self.shape[1], dtype=self.work)
-        self._shifted = bool(shift)
+        self.offset = self.xp.zeros(self.shape[1], dtype=self.work)
+        self._shifted = False
+        if shift:
+            head_mean, spread = self._head_statistics()
+            # the shift costs a copy of every block on every pass; data whose mean row is no
+            # larger than their spread around it lose at most one bit to cancellation unshifted
+            # (a product's rounding error scales with |x|² = |x − c|² + |c|², at most twice
+            # the shifted one's), so they are read as they are
+            if float(self.xp.sum(head_mean.real**2 + head_mean.imag**2)) > SHIFT_ABOVE * spread:
+                self.offset, self._shifted = head_mean, True
 
     @property
     def main(self) -> MainDataset | None:
@@ -255,13 +270,16 @@ class BlockSource:
             h5.read_direct(buf, np.s_[:, c0:c1])
             yield c0, c1, self._to_work(buf)
 
-    def _provisional_mean(self) -> Any:
-        """Mean of the first rows (up to 1024), in the work dtype on the device."""
+    def _head_statistics(self) -> tuple[Any, float]:
+        """Mean row of the first rows (up to 1024), in the work dtype on the device, and their
+        mean squared distance from it (float)."""
         rows = min(self.shape[0], self._rows_per_block(), 1024)
         head = self._array[:rows] if self._array is not None else self._main.h5[0:rows]
         head = self._checked(self._to_work(head), 0)
-        mean = head.mean(axis=0, dtype=np.complex128 if self.is_complex else np.float64)
-        return self.xp.nan_to_num(mean).astype(self.work)
+        acc = np.complex128 if self.is_complex else np.float64
+        mean = self.xp.nan_to_num(head.mean(axis=0, dtype=acc))
+        spread = float(sum_squares(self.xp, head - mean.astype(self.work))) / rows
+        return mean.astype(self.work), spread
 
     def _checked(self, block: Any, start: int) -> Any:
         """``block`` (rows from ``start``), refused when a value is NaN or infinite.
@@ -271,6 +289,13 @@ class BlockSource:
         algorithm's own check refuses the result.
         """
         if self._finite_seen or self.xp is not np:
+            return block
+        # screened by one BLAS product (a NaN or an infinity anywhere makes its column sum
+        # non-finite) at a third of the cost of isfinite over every value; only a block that
+        # fails the screen is searched value by value (finite values whose sum overflows pass)
+        with np.errstate(over="ignore", invalid="ignore"):
+            sums = np.ones(block.shape[0], dtype=block.dtype) @ block
+        if block.size and np.isfinite(sums).all():
             return block
         bad = ~np.isfinite(block)
         if bad.any():
