@@ -15,11 +15,15 @@ from usidgpu.core.errors import FileProblem
 from usidgpu.core.stream import iter_blocks
 
 hdf5plugin = pytest.importorskip("hdf5plugin")
+pytest.importorskip("imagecodecs")  # lzf and lz4 (the compression extra)
 
 PIPELINES = {
     "gzip": {"compression": "gzip", "compression_opts": 4},
     "gzip+shuffle": {"compression": "gzip", "compression_opts": 6, "shuffle": True},
     "zstd": dict(hdf5plugin.Zstd()),
+    "lzf": {"compression": "lzf"},
+    "lzf+shuffle": {"compression": "lzf", "shuffle": True},
+    "lz4": dict(hdf5plugin.LZ4()),
     "blosc-lz4-shuffle": dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE)),
     "blosc-zstd-bitshuffle": dict(hdf5plugin.Blosc(cname="zstd", clevel=3, shuffle=hdf5plugin.Blosc.BITSHUFFLE)),
 }
@@ -54,6 +58,24 @@ def test_rows_decoded_in_threads_equal_h5py(tmp_path, name, dtype):
             reader.close()
 
 
+def test_lzf_chunks_stored_raw_are_read_as_stored(tmp_path):
+    # h5py's lzf filter is optional: a chunk it cannot shrink (full-precision noise) is stored
+    # as it is, marked in the chunk's filter mask, beside compressed ones
+    data = values((64, 50), np.float64, seed=2)
+    data[:16] = 1.0  # the first chunk compresses, the others do not
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f.create_dataset("d", data=data, chunks=(16, 50), compression="lzf")
+    with h5py.File(tmp_path / "c.h5", "r") as f:
+        d = f["d"]
+        masks = [d.id.read_direct_chunk((i, 0))[0] for i in range(0, 64, 16)]
+        assert masks[0] == 0 and any(masks[1:])
+        reader = chunk_reader(d, threads=2)
+        out = np.empty((64, 50))
+        reader.read_rows(0, 64, out)
+        reader.close()
+        assert out.tobytes() == data.tobytes()
+
+
 def test_chunks_never_written_hold_the_fill_value(tmp_path):
     with h5py.File(tmp_path / "c.h5", "w") as f:
         d = f.create_dataset("d", shape=(64, 20), dtype="f4", chunks=(8, 20), compression="gzip", fillvalue=-3.5)
@@ -68,7 +90,8 @@ def test_chunks_never_written_hold_the_fill_value(tmp_path):
 
 @pytest.mark.parametrize(
     "options, why",
-    [({}, "contiguous"), ({"chunks": (8, 10)}, "uncompressed"), ({"chunks": (8, 10), "compression": "lzf"}, "lzf"),
+    [({}, "contiguous"), ({"chunks": (8, 10)}, "uncompressed"),
+     ({"chunks": (8, 10), **hdf5plugin.Bitshuffle()}, "bitshuffle"),
      ({"chunks": (8, 10), "compression": "gzip", "fletcher32": True}, "checksum"),
      ({"chunks": (8, 10), "compression": "gzip", "dtype": ">f4"}, "big-endian")],
 )  # fmt: skip
@@ -79,7 +102,7 @@ def test_what_is_not_decoded_here_is_left_to_h5py(tmp_path, options, why, caplog
         f.create_dataset("d", data=values((40, 20), np.float32).astype(dtype), **options)
     with h5py.File(tmp_path / "c.h5", "r") as f, caplog.at_level(logging.DEBUG, logger="usidgpu.chunks"):
         assert chunk_reader(f["d"], threads=4) is None, why
-        if why in ("lzf", "checksum"):
+        if why in ("bitshuffle", "checksum"):
             assert "read through HDF5" in caplog.text
         # and the stream still reads it, through h5py
         got = np.concatenate([b.data for b in iter_blocks(f["d"], budget="4kB", copy=True)])

@@ -7,10 +7,12 @@ threads — the codecs release the GIL — then each copied into its place in th
 
 Written here because no library does it for HDF5: h5py exposes the raw chunks, the codecs come
 from well-kept libraries (``isal`` for deflate when installed, else the standard ``zlib``;
-``numcodecs`` for zstd and blosc), and this module only orders the work. Only the filter
-pipelines listed in :data:`DECODERS` are decoded here; any other (lzf, szip, fletcher32,
-scale-offset, unknown plugins) makes :func:`chunk_reader` return None and the caller reads
-through h5py as before, saying why at debug level. Values are bit for bit those of h5py.
+``numcodecs`` for zstd and blosc; ``imagecodecs`` for h5py's lzf and hdf5plugin's lz4, whose
+HDF5 framing it reads), and this module only orders the work. Only the filter pipelines listed
+in :data:`DECODERS` are decoded here, and only where their library is installed; any other
+(szip, fletcher32, scale-offset, bitshuffle, unknown plugins) makes :func:`chunk_reader` return
+None and the caller reads through h5py as before, saying why at debug level. Values are bit for
+bit those of h5py.
 
 Writing is the mirror image (:func:`write_compressed`): a whole array's chunks are compressed by
 threads and stored with ``write_direct_chunk``, so translating or writing a compressed file is not
@@ -33,37 +35,57 @@ from .errors import FileProblem
 
 log = logging.getLogger("usidgpu.chunks")
 
-#: HDF5 filter ids.
-DEFLATE, SHUFFLE, FLETCHER32, ZSTD, BLOSC = 1, 2, 3, 32015, 32001
+#: HDF5 filter ids (h5py's lzf; hdf5plugin's lz4, blosc, zstd).
+DEFLATE, SHUFFLE, FLETCHER32, LZF, LZ4, ZSTD, BLOSC = 1, 2, 3, 32000, 32004, 32015, 32001
 
 #: Threads decoding chunks (default: the CPUs this process may use, at most 16).
 THREADS_ENV = "USIDGPU_DECODE_THREADS"
 
 
-def _inflate() -> Callable[[bytes], bytes]:
+#: A decoder: (stored bytes, bytes of the decoded chunk) → decoded bytes.
+Decoder = Callable[[bytes, int], bytes]
+
+
+def _inflate() -> Decoder:
     try:
         from isal import isal_zlib  # ISA-L: several times zlib's inflate speed, same bytes
 
-        return isal_zlib.decompress
+        return lambda raw, _size: isal_zlib.decompress(raw)
     except ImportError:
-        return zlib.decompress
+        return lambda raw, _size: zlib.decompress(raw)
 
 
-def _numcodecs(name: str) -> Callable[[bytes], bytes] | None:
+def _numcodecs(name: str) -> Decoder | None:
     try:
         import numcodecs
     except ImportError:
         return None
     codec = {"zstd": numcodecs.Zstd, "blosc": numcodecs.Blosc}[name]()
-    return lambda raw: bytes(codec.decode(raw))
+    return lambda raw, _size: bytes(codec.decode(raw))
 
 
-def _decoders() -> dict[int, Callable[[bytes], bytes] | None]:
-    return {DEFLATE: _inflate(), ZSTD: _numcodecs("zstd"), BLOSC: _numcodecs("blosc")}
+def _imagecodecs(name: str) -> Decoder | None:
+    try:
+        import imagecodecs
+    except ImportError:
+        return None
+    if name == "lzf":  # LZF keeps no decoded size: the chunk's is the output's
+        return lambda raw, size: bytes(imagecodecs.lzf_decode(raw, out=size))
+    return lambda raw, _size: bytes(imagecodecs.lz4h5_decode(raw))  # sizes in the HDF5 framing
+
+
+def _decoders() -> dict[int, Decoder | None]:
+    return {
+        DEFLATE: _inflate(),
+        ZSTD: _numcodecs("zstd"),
+        BLOSC: _numcodecs("blosc"),
+        LZF: _imagecodecs("lzf"),
+        LZ4: _imagecodecs("lz4"),
+    }
 
 
 #: The compression filters decoded here (a pipeline may add byte shuffling before one of them).
-DECODERS = (DEFLATE, ZSTD, BLOSC)
+DECODERS = (DEFLATE, ZSTD, BLOSC, LZF, LZ4)
 
 
 def default_threads() -> int:
@@ -105,6 +127,7 @@ class ChunkReader:
         self._shuffled = SHUFFLE in pipeline
         self._io = threading.Lock()  # HDF5 serializes its calls anyway; one fetch at a time
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="usidgpu-decode")
+        self._chunk_bytes = int(np.prod(self.chunks)) * self.dtype.itemsize
         self._fill = np.zeros((), dtype=self.dtype)
         if dset.fillvalue is not None:
             self._fill = np.asarray(dset.fillvalue, dtype=self.dtype)
@@ -129,7 +152,7 @@ class ChunkReader:
         data = raw
         try:
             for decode in self._decode:
-                data = decode(data)  # type: ignore[misc]
+                data = decode(data, self._chunk_bytes)  # type: ignore[misc]
             if self._shuffled:
                 data = unshuffle(data, self.dtype.itemsize)
             return np.frombuffer(data, dtype=self.dtype).reshape(self.chunks)
