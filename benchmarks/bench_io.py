@@ -115,8 +115,11 @@ def summarize(seconds: list[float], nbytes: int, description: str) -> dict[str, 
 
 
 # ---------------------------------------------------------------------------------- data
-def write_dataset(path: Path, n_spec: int, size_mb: float, gzip: int | None, seed: int) -> dict[str, Any]:
-    """Write a float32 low-rank + noise USID Main dataset with usidgpu.write_main."""
+def write_dataset(
+    path: Path, n_spec: int, size_mb: float, gzip: int | None, seed: int, filters: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write a float32 low-rank + noise USID Main dataset with usidgpu.write_main (gzip at level
+    ``gzip``, or the h5py dataset keywords ``filters``, or neither: contiguous)."""
     import h5py
 
     import usidgpu
@@ -134,6 +137,8 @@ def write_dataset(path: Path, n_spec: int, size_mb: float, gzip: int | None, see
     kw: dict[str, Any] = (
         {"chunks": None} if gzip is None else {"chunks": "auto", "compression": "gzip", "compression_opts": gzip}
     )
+    if filters is not None:
+        kw = {"chunks": "auto", "compression": filters}
     t0 = time.perf_counter()
     with h5py.File(path, "w") as f:
         grp = f.require_group("Measurement_000/Channel_000")
@@ -480,6 +485,102 @@ def bench_case(args: argparse.Namespace, info: dict[str, Any], log: Callable[[st
     }
 
 
+# ---------------------------------------------------------------------------------- codecs (issue 20)
+def codec_filters(name: str, gzip_level: int) -> dict[str, Any]:
+    """h5py dataset keywords of one codec case."""
+    if name == "gzip":
+        return {"compression": "gzip", "compression_opts": gzip_level}
+    if name == "lzf":
+        return {"compression": "lzf"}
+    import hdf5plugin
+
+    cname = name.split("-", 1)[1]
+    return dict(hdf5plugin.Blosc(cname=cname, clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+
+
+def bench_codec(args: argparse.Namespace, info: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """A compressed dataset read whole by usidgpu's block stream with 1…N decoding threads and by
+    h5py's ``read_direct``, interleaved; the same values read uncompressed from the page cache as
+    the ceiling."""
+    import h5py
+
+    import usidgpu
+    from usidgpu.core import chunks
+
+    f = h5py.File(info["path"], "r")
+    try:
+        h5 = f[DSET_PATH]
+        ref = f["Reference"]
+        ds = usidgpu.MainDataset(h5)
+        budget = int(args.budget_mb * MiB)
+        full = np.empty(h5.shape, h5.dtype)
+        full.fill(0)
+        threads = sorted({1, *args.decode_threads})
+
+        def stream(n: int) -> Callable[[], None]:
+            def run() -> None:
+                os.environ[chunks.THREADS_ENV] = str(n)
+                try:
+                    for _blk in ds.blocks(budget=budget, device="cpu", prefetch=True):
+                        pass
+                finally:
+                    os.environ.pop(chunks.THREADS_ENV, None)
+
+            return run
+
+        cases: dict[str, tuple[Callable[[], None], str]] = {
+            f"usidgpu_blocks_threads_{n}": (
+                stream(n),
+                f"MainDataset.blocks(budget, device='cpu', prefetch=True) with {chunks.THREADS_ENV}={n}"
+                + (" (1: HDF5's own decoding, one chunk at a time)" if n == 1 else " decoding threads"),
+            )
+            for n in threads
+        }
+        cases["h5py_read_direct_full"] = (lambda: h5.read_direct(full), "h5py read_direct of the whole dataset")
+        cases["uncompressed_read_direct_full"] = (
+            lambda: ref.read_direct(full),
+            "h5py read_direct of the same values stored uncompressed (contiguous), warm page cache",
+        )
+        b = Bench.__new__(Bench)  # only run_cases (its repetitions, interleaving, drop-cache)
+        b.args, b.path, b.nbytes = args, Path(info["path"]), info["nbytes"]
+        timings = b.run_cases(cases, args.gzip_repeats)
+        # the values, once: the stream equals h5py bit for bit
+        got = np.concatenate([blk.data.copy() for blk in ds.blocks(budget=budget, device="cpu")])
+        h5.read_direct(full)
+        equal = got.tobytes() == full.tobytes()
+    finally:
+        f.close()
+    for name, t in timings.items():
+        log(f"  {name:40s} median {t['median_s']:.3f} s  {t['median_GBps']:.3f} GB/s")
+    t = {k: v["median_s"] for k, v in timings.items()}
+    best = f"usidgpu_blocks_threads_{max(threads)}"
+    return {
+        "dataset": info,
+        "timings": timings,
+        "values_equal_h5py_bit_for_bit": equal,
+        "ratios": {
+            "usidgpu_over_h5py_read_direct": round(t["h5py_read_direct_full"] / t[best], 3),
+            "usidgpu_over_uncompressed_page_cache": round(t["uncompressed_read_direct_full"] / t[best], 3),
+            "thread_scaling_over_1_thread": {
+                str(n): round(t["usidgpu_blocks_threads_1"] / t[f"usidgpu_blocks_threads_{n}"], 3) for n in threads
+            },
+        },
+        "threads_timed": threads,
+    }
+
+
+def add_reference_copy(path: Path) -> None:
+    """Store the dataset's values again, uncompressed and contiguous, as ``/Reference``."""
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        src = f[DSET_PATH]
+        dst = f.create_dataset("Reference", shape=src.shape, dtype=src.dtype)
+        step = max(1, (64 * MiB) // (src.shape[1] * src.dtype.itemsize))
+        for a in range(0, src.shape[0], step):
+            dst[a : a + step] = src[a : a + step]
+
+
 # ---------------------------------------------------------------------------------- memory child
 def _memory_child(path: str, mode: str, budget_mb: float, device: str, prefetch: bool, q: Any) -> None:
     try:
@@ -596,6 +697,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("-k", type=int, default=16, help="columns of W in the compute case")
     p.add_argument("--cases", default="uncompressed,gzip", help="comma-separated: uncompressed, gzip")
+    p.add_argument(
+        "--codecs",
+        default="gzip,lzf,blosc-zstd,blosc-lz4",
+        help="codec cases (issue 20), each a dataset of --codec-size-mb: gzip, lzf, blosc-zstd, blosc-lz4; '' skips",
+    )
+    p.add_argument("--codec-size-mb", type=float, default=1024, help="size of each codec case (MiB, uncompressed)")
+    p.add_argument(
+        "--decode-threads", default="2", help="decoding thread counts timed in the codec cases besides 1 (comma-sep.)"
+    )
     p.add_argument("--tmp-dir", type=Path, default=DEFAULT_TMP, help="where the test files go (same disk as the repo)")
     p.add_argument("--keep-files", action="store_true", help="do not delete the test files afterwards")
     p.add_argument(
@@ -626,6 +736,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for c in args.cases:
         if c not in ("uncompressed", "gzip"):
             p.error(f"unknown case {c!r} (uncompressed, gzip)")
+    args.codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    for c in args.codecs:
+        if c not in ("gzip", "lzf", "blosc-zstd", "blosc-lz4"):
+            p.error(f"unknown codec {c!r} (gzip, lzf, blosc-zstd, blosc-lz4)")
+    args.decode_threads = [int(x) for x in args.decode_threads.split(",") if x.strip()]
     if args.gzip_size_mb <= 0 and "gzip" in args.cases:
         args.cases.remove("gzip")
     return args
@@ -664,6 +779,9 @@ def main(argv: list[str] | None = None) -> int:
             "compute": args.compute,
             "k": args.k,
             "cases": args.cases,
+            "codecs": args.codecs,
+            "codec_size_mb": args.codec_size_mb,
+            "decode_threads": args.decode_threads,
             "tmp_dir": str(args.tmp_dir),
             "units": "GB/s = 1e9 bytes of uncompressed data per second; MB = 1e6 bytes; sizes given in MiB",
         },
@@ -691,6 +809,31 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if not args.keep_files and path.exists():
                 path.unlink()
+    result["codecs"] = {}
+    for codec in args.codecs:
+        path = args.tmp_dir / f"bench_io_codec_{codec}_{os.getpid()}.h5"
+        log(f"[codec {codec}] writing {args.codec_size_mb:.0f} MiB to {path} ...")
+        try:
+            info = write_dataset(
+                path, args.n_spec, args.codec_size_mb, None, args.seed, codec_filters(codec, args.gzip_level)
+            )
+            info["codec"] = codec
+            add_reference_copy(path)
+            log(f"  wrote {info['shape']} chunks={info['chunks']} ratio {info['compression_ratio']}")
+            result["codecs"][codec] = bench_codec(args, info, log)
+        finally:
+            if not args.keep_files and path.exists():
+                path.unlink()
+    if result["codecs"]:
+        r = result["codecs"]
+        result["codec_targets"] = {
+            "gzip_target": "usidgpu >= 1.8 x h5py read_direct on 2 cores",
+            "gzip_met": r["gzip"]["ratios"]["usidgpu_over_h5py_read_direct"] >= 1.8 if "gzip" in r else None,
+            "blosc_lz4_target": "usidgpu >= 0.8 x the uncompressed read from the page cache",
+            "blosc_lz4_met": r["blosc-lz4"]["ratios"]["usidgpu_over_uncompressed_page_cache"] >= 0.8
+            if "blosc-lz4" in r
+            else None,
+        }
     try:
         args.tmp_dir.rmdir()  # only when empty
     except OSError:

@@ -42,17 +42,18 @@ DEFLATE, SHUFFLE, FLETCHER32, LZF, LZ4, ZSTD, BLOSC = 1, 2, 3, 32000, 32004, 320
 THREADS_ENV = "USIDGPU_DECODE_THREADS"
 
 
-#: A decoder: (stored bytes, bytes of the decoded chunk) → decoded bytes.
-Decoder = Callable[[bytes, int], bytes]
+#: A decoder: (stored bytes, bytes of the decoded chunk, a buffer of that size or None) → the
+#: decoded bytes (``out`` itself where one was given and the codec writes into it).
+Decoder = Callable[[bytes, int, "np.ndarray | None"], "bytes | np.ndarray"]
 
 
 def _inflate() -> Decoder:
     try:
         from isal import isal_zlib  # ISA-L: several times zlib's inflate speed, same bytes
 
-        return lambda raw, _size: isal_zlib.decompress(raw)
+        return lambda raw, _size, _out: isal_zlib.decompress(raw)
     except ImportError:
-        return lambda raw, _size: zlib.decompress(raw)
+        return lambda raw, _size, _out: zlib.decompress(raw)
 
 
 def _numcodecs(name: str) -> Decoder | None:
@@ -61,7 +62,7 @@ def _numcodecs(name: str) -> Decoder | None:
     except ImportError:
         return None
     codec = {"zstd": numcodecs.Zstd, "blosc": numcodecs.Blosc}[name]()
-    return lambda raw, _size: bytes(codec.decode(raw))
+    return lambda raw, _size, out: codec.decode(raw, out=out)
 
 
 def _imagecodecs(name: str) -> Decoder | None:
@@ -70,8 +71,8 @@ def _imagecodecs(name: str) -> Decoder | None:
     except ImportError:
         return None
     if name == "lzf":  # LZF keeps no decoded size: the chunk's is the output's
-        return lambda raw, size: bytes(imagecodecs.lzf_decode(raw, out=size))
-    return lambda raw, _size: bytes(imagecodecs.lz4h5_decode(raw))  # sizes in the HDF5 framing
+        return lambda raw, size, out: imagecodecs.lzf_decode(raw, out=size if out is None else out)
+    return lambda raw, _size, out: imagecodecs.lz4h5_decode(raw, out=out)  # sizes in the HDF5 framing
 
 
 def _decoders() -> dict[int, Decoder | None]:
@@ -123,8 +124,9 @@ class ChunkReader:
         self.pipeline = pipeline  # filter ids in the order they were applied when writing
         self.threads = threads
         decoders = _decoders()
-        self._decode = [decoders[f] for f in reversed(pipeline) if f != SHUFFLE]
-        self._shuffled = SHUFFLE in pipeline
+        # reading undoes the pipeline backwards; bit i of a chunk's filter mask says filter i was
+        # skipped for that chunk (an optional filter that could not shrink it, as h5py's lzf)
+        self._steps = [(1 << i, f, decoders.get(f)) for i, f in reversed(list(enumerate(pipeline)))]
         self._io = threading.Lock()  # HDF5 serializes its calls anyway; one fetch at a time
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="usidgpu-decode")
         self._chunk_bytes = int(np.prod(self.chunks)) * self.dtype.itemsize
@@ -135,8 +137,12 @@ class ChunkReader:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def _chunk(self, offset: tuple[int, int]) -> np.ndarray | None:
-        """One chunk as an array of the chunk shape (None: never written, it holds the fill value)."""
+    def _chunk(self, offset: tuple[int, int], dest: np.ndarray | None = None) -> np.ndarray | None:
+        """One chunk as an array of the chunk shape (None: never written, it holds the fill value).
+
+        ``dest``, a C-contiguous array of the chunk's shape, may receive the decoded values
+        directly (then ``dest`` is returned): a fast codec's output is not copied once more.
+        """
         with self._io:
             try:
                 mask, raw = self.dset.id.read_direct_chunk(offset)
@@ -146,17 +152,22 @@ class ChunkReader:
                 if self.dset.id.get_chunk_info_by_coord(offset).byte_offset is not None:
                     raise
                 return None
-        if mask:  # some filter was skipped for this chunk: let HDF5 decide what the bytes mean
-            rows, cols = self.chunks
-            return self.dset[offset[0] : offset[0] + rows, offset[1] : offset[1] + cols]
-        data = raw
+        active = [(fid, decode) for bit, fid, decode in self._steps if not mask & bit]
+        target = None if dest is None else dest.reshape(-1).view(np.uint8)
+        data: bytes | np.ndarray = raw
         try:
-            for decode in self._decode:
-                data = decode(data, self._chunk_bytes)  # type: ignore[misc]
-            if self._shuffled:
-                data = unshuffle(data, self.dtype.itemsize)
+            for i, (fid, decode) in enumerate(active):
+                if fid == SHUFFLE:
+                    data = unshuffle(bytes(data), self.dtype.itemsize)
+                else:  # the last step writes into dest when there is one
+                    into = target if i == len(active) - 1 else None
+                    data = decode(data, self._chunk_bytes, into)  # type: ignore[misc]
+            if target is not None and data is target:
+                return dest
+            if len(data) != self._chunk_bytes:
+                raise ValueError(f"{len(data)} bytes decoded, {self._chunk_bytes} expected")
             return np.frombuffer(data, dtype=self.dtype).reshape(self.chunks)
-        except Exception as exc:  # zlib.error, IsalError, a blosc/zstd error, a short chunk
+        except Exception as exc:  # zlib.error, IsalError, a blosc/zstd/lz4/lzf error, a short chunk
             raise FileProblem(
                 f"{self.dset.file.filename}: the compressed chunk at {offset} of {self.dset.name} cannot be "
                 f"decoded; the file is damaged ({type(exc).__name__}: {exc})"
@@ -169,16 +180,19 @@ class ChunkReader:
         if b <= a:
             return
         offsets = [(i, j) for i in range((a // rows) * rows, b, rows) for j in range(0, n_cols, cols)]
+        whole_rows = cols == n_cols and out.flags.c_contiguous
 
         def place(offset: tuple[int, int]) -> None:
             i, j = offset
             r0, r1 = max(a, i), min(b, i + rows, n_rows)
             c1 = min(j + cols, n_cols)
-            chunk = self._chunk(offset)
             target = out[r0 - a : r1 - a, j:c1]
+            # a chunk of whole rows that lies entirely in the block is decoded in its place
+            inside = whole_rows and r0 == i and r1 == i + rows
+            chunk = self._chunk(offset, target if inside else None)
             if chunk is None:
                 target[...] = self._fill
-            else:
+            elif chunk is not target:
                 target[...] = chunk[r0 - i : r1 - i, : c1 - j]
 
         for _ in self._pool.map(place, offsets):  # re-raises a decoding error here
