@@ -226,11 +226,51 @@ def shuffle(raw: bytes, itemsize: int) -> bytes:
     return body.reshape(n, itemsize).T.tobytes() + raw[n * itemsize :]
 
 
+#: Blosc's compressor codes in its HDF5 filter's parameters.
+BLOSC_COMPRESSORS = {0: "blosclz", 1: "lz4", 2: "lz4hc", 3: "snappy", 4: "zlib", 5: "zstd"}
+
+
+def _encoder(filter_id: int, values: tuple[int, ...], dtype: np.dtype) -> Callable[[bytes], bytes] | None:
+    """The compressor of one HDF5 filter, with the dataset's parameters (None: not written here,
+    or its library is not installed). Each makes the bytes the filter itself would store."""
+    try:
+        if filter_id == DEFLATE:
+            level = int(values[0]) if values else 4
+            return lambda raw: zlib.compress(raw, level)  # zlib at that level: the file h5py would write
+        if filter_id == ZSTD:
+            import numcodecs
+
+            zstd = numcodecs.Zstd(level=int(values[0]) if values else 3)
+            return lambda raw: bytes(zstd.encode(raw))
+        if filter_id == BLOSC and len(values) >= 7 and int(values[6]) in BLOSC_COMPRESSORS:
+            import numcodecs
+
+            blosc = numcodecs.Blosc(
+                cname=BLOSC_COMPRESSORS[int(values[6])], clevel=int(values[4]), shuffle=int(values[5])
+            )  # the shuffle within blosc works on elements: typed input
+            return lambda raw: bytes(blosc.encode(np.frombuffer(raw, dtype=dtype)))
+        if filter_id == LZ4:
+            import imagecodecs
+
+            return lambda raw: bytes(imagecodecs.lz4h5_encode(raw))
+        if filter_id == LZF:
+            import imagecodecs
+
+            return lambda raw: bytes(imagecodecs.lzf_encode(raw))
+    except ImportError:
+        return None
+    return None
+
+
 def write_compressed(dset: h5py.Dataset, array: np.ndarray, threads: int | None = None) -> bool:
-    """Write a whole 2-D array into a new deflate-compressed (optionally shuffled) chunked dataset
-    with its chunks compressed in parallel threads (zlib at the dataset's level, so the file is
-    the one h5py would write) and stored by ``write_direct_chunk``. Returns False, writing
-    nothing, when the dataset is not of that kind (the caller then writes through h5py).
+    """Write a whole 2-D array into a new compressed chunked dataset with its chunks compressed
+    in parallel threads and stored by ``write_direct_chunk``. Returns False, writing nothing,
+    when the dataset is not of that kind (the caller then writes through h5py).
+
+    Pipelines written here: one of deflate, zstd, blosc, lz4 or lzf, optionally after HDF5's
+    byte shuffle, with the dataset's own parameters (zlib at the dataset's deflate level: the
+    file is the one h5py would write). An lzf chunk that does not shrink is stored as it is,
+    marked in its filter mask, as h5py's optional lzf filter does.
     """
     threads = threads or default_threads()
     if dset.chunks is None or dset.ndim != 2 or threads < 2 or array.shape != dset.shape:
@@ -238,9 +278,15 @@ def write_compressed(dset: h5py.Dataset, array: np.ndarray, threads: int | None 
     plist = dset.id.get_create_plist()
     filters = [plist.get_filter(k) for k in range(plist.get_nfilters())]
     ids = [f[0] for f in filters]
-    if ids not in ([DEFLATE], [SHUFFLE, DEFLATE]) or dset.dtype.kind not in "biufc" or not dset.dtype.isnative:
+    if ids[:1] == [SHUFFLE]:
+        ids, filters = ids[1:], filters[1:]
+    if len(ids) != 1 or dset.dtype.kind not in "biufc" or not dset.dtype.isnative:
         return False
-    level = int(filters[ids.index(DEFLATE)][2][0]) if filters[ids.index(DEFLATE)][2] else 4
+    encode = _encoder(ids[0], tuple(filters[0][2]), dset.dtype)
+    if encode is None:
+        return False
+    shuffled = len(ids) != plist.get_nfilters()
+    optional_bit = 1 << (plist.get_nfilters() - 1)  # the codec's place in the pipeline
     data = np.ascontiguousarray(array, dtype=dset.dtype)
     rows, cols = dset.chunks
     n_rows, n_cols = dset.shape
@@ -254,11 +300,13 @@ def write_compressed(dset: h5py.Dataset, array: np.ndarray, threads: int | None 
             full[: part.shape[0], : part.shape[1]] = part
             part = full
         raw = np.ascontiguousarray(part).tobytes()
-        if ids[0] == SHUFFLE:
+        if shuffled:
             raw = shuffle(raw, dset.dtype.itemsize)
-        packed = zlib.compress(raw, level)  # releases the GIL: the threads compress at once
+        packed, mask = encode(raw), 0  # the codecs release the GIL: the threads compress at once
+        if ids[0] == LZF and len(packed) >= len(raw):
+            packed, mask = raw, optional_bit
         with io_lock:
-            dset.id.write_direct_chunk(offset, packed, filter_mask=0)
+            dset.id.write_direct_chunk(offset, packed, filter_mask=mask)
 
     offsets = [(i, j) for i in range(0, n_rows, rows) for j in range(0, n_cols, cols)]
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="usidgpu-compress") as pool:
