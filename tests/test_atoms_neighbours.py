@@ -270,6 +270,6 @@ def test_the_noise_model_is_read_from_the_residuals():
 def test_neighbour_option_checks():
     s, found = small_lattice()
     with pytest.raises(ValueError, match="neighbours must be"):
-        refine(s.image, found, neighbours="joint")
+        refine(s.image, found, neighbours="cluster")
     with pytest.raises(ValueError, match="sweeps"):
         refine(s.image, found, neighbours="subtract", sweeps=0)

@@ -128,6 +128,15 @@ def test_no_write(image_npy, capsys):
     assert not (path.parent / "lattice.npy.h5").exists()
 
 
+def test_joint_fit_from_the_command_line(image_npy, capsys):
+    path, truth = image_npy
+    assert cli(["atoms", str(path), "--no-write", "--device", "cpu", "--fit", "joint"]) == 0
+    out = capsys.readouterr().out
+    assert "; all columns jointly" in out
+    n = int(re.search(r"columns\s+(\d+) found", out).group(1))
+    assert abs(n - len(truth.positions)) <= 0.05 * len(truth.positions)
+
+
 def test_real_file_copy(tmp_path, capsys):
     path = tmp_path / "stem.h5"
     shutil.copy(real_file("simulated_STEM_Image.h5"), path)

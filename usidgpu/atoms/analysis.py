@@ -354,9 +354,9 @@ def analyze(
         An empty site is a vacancy only when the image shows no column there: a matched filter's
         amplitude below this fraction of the local column amplitude (:mod:`usidgpu.atoms.evidence`;
         0: the positions alone decide).
-    neighbours : {"subtract", "none"}
-        Fit each column on the image minus its neighbours' models (default) or alone (see
-        :func:`~usidgpu.atoms.fit.refine`).
+    neighbours : {"subtract", "joint", "none"}
+        Fit each column on the image minus its neighbours' models (default), all columns jointly
+        (strongly overlapping columns), or each alone (see :func:`~usidgpu.atoms.fit.refine`).
 
     Returns
     -------

@@ -264,8 +264,14 @@ def refine(
         Arithmetic of the CUDA kernel: ``auto`` takes float32 on cards whose double precision is
         slow (an FP32:FP64 throughput ratio of 8 or more, e.g. GeForce/RTX), else float64. The
         array and numba engines fit in float64 (``float32`` is refused there).
-    neighbours : {"none", "subtract"}
-        Whether each column is fitted on the image minus its neighbours' models (see above).
+    neighbours : {"none", "subtract", "joint"}
+        Whether each column is fitted on the image minus its neighbours' models (see above), or
+        ``"joint"``: after that, every column fitted at once as one model of the image
+        (:mod:`usidgpu.atoms.joint`: shared widths per kind of column, a plane background, the
+        border band left out) — for columns wider than about a fifth of the cell, where the
+        subtraction leaves a dim sublattice several times above the Cramér–Rao bound. It costs
+        seconds per thousand columns (a sparse Levenberg–Marquardt on the CPU, whatever the
+        device), against milliseconds for the others.
         ``ColumnFit.n_neighbours`` says how many neighbours' models reached into each column's fit
         disk (above a tenth of the noise) and were subtracted there.
     sweeps : int
@@ -279,8 +285,8 @@ def refine(
         ``rms_residual`` is that of the image minus the neighbours, and ``parameters`` hold the
         noise model (``noise``: variance = alpha + beta · mean) and the number of ``sweeps``.
     """
-    if neighbours not in ("subtract", "none"):
-        raise InvalidInput(f"neighbours must be 'subtract' or 'none', got {neighbours!r}")
+    if neighbours not in ("subtract", "none", "joint"):
+        raise InvalidInput(f"neighbours must be 'none', 'subtract' or 'joint', got {neighbours!r}")
     if not (isinstance(sweeps, (int, np.integer)) and sweeps >= 1):
         raise InvalidInput(f"sweeps must be a positive integer, got {sweeps!r}")
     dev = select_device(device)
@@ -322,7 +328,7 @@ def refine(
     img_dev = xp.asarray(img, dtype=np.float64)
     # the neighbour-aware fit refits every column: its first fit only has to be a model of the
     # neighbours, and a relative cost change of 1e-6 moves a position by < 1 % of its error
-    tol_first = max(tol, FIRST_TOL) if neighbours == "subtract" else tol
+    tol_first = max(tol, FIRST_TOL) if neighbours != "none" else tol
     if engine == "numba":  # no per-pixel arrays: one call for all columns
         from .fit_numba import fit_numba
 
@@ -344,7 +350,7 @@ def refine(
     extra: dict[str, Any] = {"neighbours": neighbours}
     n_neighbours = None
     radius0 = radius
-    if neighbours == "subtract":
+    if neighbours != "none":
         from .neighbours import default_radius, refine_neighbours
 
         fit_radius = default_radius(params, radius) if radius_given is None else radius
@@ -359,6 +365,11 @@ def refine(
         )  # fmt: skip
         n_neighbours, radius = joint.n_neighbours, fit_radius
         extra.update(joint.parameters, first_radius=radius0)
+        if neighbours == "joint":
+            from .joint import joint_columns
+
+            params, errors, info = joint_columns(asnumpy(img_dev), joint, start, radius0)
+            extra.update(info)
     return ColumnFit(
         params=params,
         errors=errors,

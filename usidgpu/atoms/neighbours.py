@@ -86,6 +86,9 @@ class NeighbourFit:
     sweeps: int
     noise: NoiseModel
     parameters: dict = field(default_factory=dict)
+    #: (N,) kind of each column (:func:`amplitude_groups`) and whether its fit was plausible
+    groups: np.ndarray | None = None
+    reliable: np.ndarray | None = None
 
 
 def fitted_form(params: np.ndarray) -> np.ndarray:
@@ -251,6 +254,8 @@ def refine_neighbours(
             shape_groups=int(groups.max() + 1) if len(groups) else 0,
             error_inflation=inflation,
         ),
+        groups=groups,
+        reliable=reliable,
     )
 
 

@@ -72,6 +72,13 @@ def add_parser(sub: Any, common: Callable) -> None:
         default="auto",
         help="arithmetic of the GPU fit kernel (default auto: float32 on cards with slow double precision)",
     )
+    p.add_argument(
+        "--fit",
+        choices=("subtract", "joint", "none"),
+        default="subtract",
+        help="column fit: each on the image minus its neighbours (default), all jointly with shared widths (for "
+        "columns wider than about a fifth of the cell; seconds per thousand columns), or each alone",
+    )
     p.add_argument("--no-write", action="store_true", help="compute and report only")
     common(p)
     p.set_defaults(func=cmd_atoms)
@@ -184,6 +191,7 @@ def _analyze(what: str, data: Any, device: Any, args: argparse.Namespace) -> Any
             device=device,
             precision=args.precision,
             scan_distortion=not args.no_scan_correction,
+            neighbours=args.fit,
         )
     except ValueError as exc:  # nothing to find: name the input
         fail(f"{what}: {str(exc).strip().splitlines()[0]}")
@@ -254,7 +262,9 @@ def _report(what: str, r: Any, device: Any, args: argparse.Namespace) -> None:
     hint = ""
     if r.fit.engine == "array" and r.fit.device == "cpu":  # numba is missing
         hint = " (pip install 'usidgpu[fast]' for the compiled engine, about 20× faster)"
-    print(f"device        {device}, fit engine {r.fit.engine}{hint}")
+    how = {"none": "each column alone", "subtract": "each column minus its neighbours", "joint": "all columns jointly"}
+    mode = r.fit.parameters.get("neighbours", "none")
+    print(f"device        {device}, fit engine {r.fit.engine}{hint}; {how.get(mode, mode)}")
     t = r.timings
     print(
         f"time          find {t.get('find_s', 0):.2f} s, refine {t.get('refine_s', 0):.2f} s, "
