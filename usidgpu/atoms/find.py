@@ -168,6 +168,12 @@ def find_columns(
     subtracts them, and searches the residual with the matched filter of a column
     (:mod:`usidgpu.atoms.residual_search`), keeping what stands five noise standard deviations
     and a tenth of the typical column's amplitude clear of the residual and fits as a column.
+    Then the image is averaged over the cell of the bright columns; a site of that cell the
+    average shows plainly (:data:`~usidgpu.atoms.residual_search.MOTIF_Z` standard errors, a tenth
+    of the brightest site's amplitude) is tested in every cell where no column was found, by a
+    joint least-squares fit of all columns: a dim column overlapped by bright ones, which neither
+    the first pass nor the residual shows, is there when its amplitude is half its site's typical
+    one (:func:`~usidgpu.atoms.residual_search.site_search`).
 
     Parameters
     ----------
@@ -263,21 +269,30 @@ def find_columns(
             if not len(new):
                 break
             total += len(new)
-            new_peaks = np.clip(np.rint(new).astype(np.int64), 0, np.array(img.shape) - 1)
-            new_prominence = smoothed[new_peaks[:, 0], new_peaks[:, 1]] - disk_minimum_at(
-                smoothed, new_peaks, max(1.0, spacing)
+            positions, peaks, prominence, added = _with_added(
+                new, positions, peaks, prominence, added, smoothed, spacing
             )
-            positions = np.concatenate([positions, new])
-            peaks = np.concatenate([peaks, new_peaks])
-            prominence = np.concatenate([prominence, new_prominence])
-            added = np.concatenate([added, np.ones(len(new), dtype=bool)])
         if total:
             # a dim sublattice repeats with the lattice; peaks of residual noise (scan noise of a
             # real image, which the noise model does not know) land anywhere: keep the new
             # columns that sit on a site most cells have a column at
             keep = ~added | on_a_sublattice(positions, added, spacing, prominence)
             positions, peaks, prominence, added = positions[keep], peaks[keep], prominence[keep], added[keep]
-        parameters["second_pass"] = dict(info, added=int(added.sum()), found=total, rounds=rounds)
+        # the sites of the cell: a sublattice too dim (or too overlapped) for the residual's
+        # column-by-column search stands out in the cell-averaged image; every cell's site is
+        # then tested where no column was found
+        from .residual_search import site_search
+
+        first_prom = prominence[~added]
+        strong = ~added & (prominence >= 0.6 * np.percentile(first_prom, 90)) if len(first_prom) else ~added
+        new, _z, site_info = site_search(img, positions, strong, spacing, edge=edge, brightness=prominence)
+        if len(new):
+            positions, peaks, prominence, added = _with_added(
+                new, positions, peaks, prominence, added, smoothed, spacing
+            )
+        parameters["second_pass"] = dict(
+            info, added=int(added.sum()), found=total + len(new), rounds=rounds, sites=site_info
+        )
     return FoundColumns(
         positions=positions,
         peaks=peaks,
@@ -285,6 +300,21 @@ def find_columns(
         spacing=spacing,
         parameters=parameters,
         second_pass=added,
+    )
+
+
+def _with_added(new, positions, peaks, prominence, added, smoothed, spacing):
+    """The columns found so far with ``new`` ones appended (their peak pixel and prominence in
+    the smoothed image; marked ``added``)."""
+    new_peaks = np.clip(np.rint(new).astype(np.int64), 0, np.array(smoothed.shape) - 1)
+    new_prominence = smoothed[new_peaks[:, 0], new_peaks[:, 1]] - disk_minimum_at(
+        smoothed, new_peaks, max(1.0, spacing)
+    )
+    return (
+        np.concatenate([positions, new]),
+        np.concatenate([peaks, new_peaks]),
+        np.concatenate([prominence, new_prominence]),
+        np.concatenate([added, np.ones(len(new), dtype=bool)]),
     )
 
 
