@@ -196,7 +196,10 @@ def find_columns(
         The typical column (90th percentile of the candidates' prominence) must stand this many
         noise standard deviations of the smoothed image above its surroundings, or the image holds
         no columns (a blanked or empty frame gives none, not hundreds of noise maxima). Lattices
-        reach 17–30 even at 5 electrons per unit intensity; pure noise about 6. 0 turns it off.
+        reach 17–30 even at 5 electrons per unit intensity; pure noise about 6. Columns so
+        overlapped that each stands less than that over its neighbours' tails still pass when the
+        image's autocorrelation shows a 2-D lattice (:func:`lattice_strength`; noted in
+        ``parameters["blank_frame_rule"]``). 0 turns it off.
     second_pass : bool
         Search the image minus the fitted first-pass columns for a dim sublattice (off by default:
         see :func:`~usidgpu.atoms.analysis.analyze`'s ``dim_columns``). Only new columns on a site
@@ -241,12 +244,21 @@ def find_columns(
         & (prominence > 0)
     )
     peaks, prominence, centroids = peaks[keep], prominence[keep], centroids[keep]
+    lattice_rule = None
     if peaks.size and min_snr > 0:
         noise = noise_std(img) / (2 * np.sqrt(np.pi) * sigma) if sigma > 0 else noise_std(img)
         if np.percentile(prominence, 90) < min_snr * noise:
-            empty = FoundColumns(np.zeros((0, 2)), np.zeros((0, 2), int), np.zeros(0), spacing)
-            empty.parameters = dict(spacing=spacing, no_columns=f"typical prominence below {min_snr:g} × noise")
-            return empty
+            # columns so overlapped that each stands little above its neighbours' tails, at a low
+            # dose, still make a lattice that the autocorrelation shows far above any noise: kept
+            strength = lattice_strength(img)
+            if strength is None:
+                empty = FoundColumns(np.zeros((0, 2)), np.zeros((0, 2), int), np.zeros(0), spacing)
+                empty.parameters = dict(spacing=spacing, no_columns=f"typical prominence below {min_snr:g} × noise")
+                return empty
+            lattice_rule = (
+                f"typical prominence below {min_snr:g} × noise, but a 2-D lattice in the autocorrelation at "
+                f"{strength:.1f} × its noise level"
+            )
     if peaks.size and threshold > 0:
         typical = np.percentile(prominence, 90)
         keep = prominence >= threshold * typical
@@ -255,6 +267,8 @@ def find_columns(
     radius = max(1.0, 0.3 * spacing) if com_radius is None else float(com_radius)
     positions = centre_of_mass(img, centroids, radius)
     parameters: dict[str, Any] = dict(spacing=spacing, threshold=threshold, smooth=sigma, edge=edge, com_radius=radius)
+    if lattice_rule:
+        parameters["blank_frame_rule"] = lattice_rule
     added = np.zeros(len(positions), dtype=bool)
     if second_pass and len(positions) >= 2:
         from .residual_search import residual_search
@@ -368,6 +382,58 @@ def on_a_sublattice(positions: np.ndarray, added: np.ndarray, spacing: float, pr
         off_bright = torus_distance(wrapped[chunk], bright_site)[:, 0] > radius
         out[chunk] = (occupancy >= SUBLATTICE_OCCUPANCY * cells) & off_bright
     return out
+
+
+#: A frame holds a lattice when two non-collinear maxima of its autocorrelation (normalized by
+#: the pixel pairs of each lag, the zero lag 1) reach this many times 1/√(pixels): white noise
+#: reaches about 4.5 (the largest of thousands of lags), the lattices of issue 19's grid at a dose
+#: of 20 counts per unit amplitude 50–130.
+LATTICE_STRENGTH = 15.0
+
+
+def lattice_strength(image: np.ndarray) -> float | None:
+    """How far a 2-D lattice stands out of the image's autocorrelation, in units of the noise
+    level 1/√(pixels) (None: no two non-collinear maxima reach :data:`LATTICE_STRENGTH`; a frame
+    of noise, a flat frame, or scan lines, which repeat along one direction only)."""
+    img = _host_image(image)
+    top, left = (max(0, (n - SPACING_CROP) // 2) for n in img.shape)
+    img = img[top : top + SPACING_CROP, left : left + SPACING_CROP]
+    img = img - img.mean()
+    h, w = img.shape
+    size = (2 * h, 2 * w)
+    ac = np.fft.fftshift(np.fft.irfft2(np.abs(np.fft.rfft2(img, s=size)) ** 2, s=size))
+    pairs = np.fft.fftshift(np.fft.irfft2(np.abs(np.fft.rfft2(np.ones_like(img), s=size)) ** 2, s=size))
+    ry, rx = h // 3, w // 3
+    ac = ac[h - ry : h + ry + 1, w - rx : w + rx + 1] / np.maximum(pairs[h - ry : h + ry + 1, w - rx : w + rx + 1], 1)
+    if not ac[ry, rx] > 0:
+        return None
+    ac = ac / ac[ry, rx]
+    unit = 1.0 / np.sqrt(img.size)
+    is_max = (ac == ndimage.maximum_filter(ac, size=3)) & (ac >= LATTICE_STRENGTH * unit)
+    is_max[ry - 2 : ry + 3, rx - 2 : rx + 3] = False  # the zero lag's own peak
+    ys, xs = np.nonzero(is_max)
+    if len(ys) < 2:
+        return None
+    lags = np.stack([ys - ry, xs - rx], axis=1).astype(float)
+    heights = ac[ys, xs]
+    # a lattice's peaks are isolated; stripes (scan lines, a 1-D pattern) give ridges, flat along
+    # their length: a peak counts where it stands 10 % (and five noise levels) above everything on
+    # a circle around it of a quarter of its lag
+    angle = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+    reach = np.maximum(2.0, 0.25 * np.hypot(*lags.T))[:, None]
+    ring = ndimage.map_coordinates(
+        ac, [ys[:, None] + reach * np.sin(angle), xs[:, None] + reach * np.cos(angle)], order=1, mode="nearest"
+    )
+    isolated = heights - ring.max(axis=1) >= np.maximum(0.1 * heights, 5 * unit)  # and clear of the noise
+    lags, heights = lags[isolated], heights[isolated]
+    if len(heights) < 2:
+        return None
+    first = lags[np.argmax(heights)]
+    cross = np.abs(first[0] * lags[:, 1] - first[1] * lags[:, 0]) / (np.hypot(*first) * np.hypot(*lags.T))
+    other = cross > np.sin(np.radians(20))  # at least 20° from the strongest lag's direction
+    if not other.any():
+        return None
+    return float(min(heights.max(), heights[other].max()) / unit)
 
 
 def noise_std(image: np.ndarray) -> float:
