@@ -239,9 +239,9 @@ def refine_joint(
     # too narrow); the band of two widths is left out of the cost, and the columns in it are
     # fitted on what remains
     margin = int(math.ceil(BORDER_SIGMAS * _major_sigma(shapes)))
-    keep = np.zeros(image.shape)
-    keep[margin : image.shape[0] - margin, margin : image.shape[1] - margin] = 1.0
-    keep = keep.ravel()
+    inner = np.zeros(image.shape)
+    inner[margin : image.shape[0] - margin, margin : image.shape[1] - margin] = 1.0
+    keep = inner.ravel()
     model, _ = problem.evaluate(amp, pos, shapes, bg, False)
     weight = keep / noise.variance(np, np.maximum(model, 0.0))
     amp, bg = linear_part(amp, bg, weight)

@@ -452,6 +452,7 @@ def fit_cell(motif: dict, vectors: np.ndarray) -> dict:
         cost = float(np.sum(residual(p, 1) ** 2))
         if best is None or cost < best[0]:
             best = (cost, p)
+    assert best is not None  # the scan above tried at least one width
     p = best[1]
     k = 1
     p = least_squares(residual, p, args=(k,), method="lm", max_nfev=400).x
@@ -642,6 +643,7 @@ def joint_fit(
             scale = np.minimum(1.0, max_shift / np.maximum(np.linalg.norm(moved, axis=1), 1e-12))
             q = start_pos + moved * scale[:, None]
         pos = q
+    assert coef is not None  # the loop above solved at least once
     amp = coef[:n]
     # the noise: the residual's variance as a line in the model's level
     resid = y - model

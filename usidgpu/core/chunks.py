@@ -27,6 +27,7 @@ import threading
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import h5py
 import numpy as np
@@ -44,7 +45,7 @@ THREADS_ENV = "USIDGPU_DECODE_THREADS"
 
 #: A decoder: (stored bytes, bytes of the decoded chunk, a buffer of that size or None) → the
 #: decoded bytes (``out`` itself where one was given and the codec writes into it).
-Decoder = Callable[[bytes, int, "np.ndarray | None"], "bytes | np.ndarray"]
+Decoder = Callable[[Any, int, Any], Any]
 
 
 def _inflate() -> Decoder:
@@ -154,7 +155,7 @@ class ChunkReader:
                 return None
         active = [(fid, decode) for bit, fid, decode in self._steps if not mask & bit]
         target = None if dest is None else dest.reshape(-1).view(np.uint8)
-        data: bytes | np.ndarray = raw
+        data: Any = raw
         try:
             for i, (fid, decode) in enumerate(active):
                 if fid == SHUFFLE:
