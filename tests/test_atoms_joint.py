@@ -60,3 +60,16 @@ def test_joint_is_no_worse_where_columns_barely_overlap():
         ours = rms_ratio(joint.positions[mine] - s.positions[mine], crb[mine])
         assert ours <= 1.15
         assert ours <= 1.05 * rms_ratio(subtract.positions[mine] - s.positions[mine], crb[mine])
+
+
+def test_auto_fits_jointly_only_where_the_columns_overlap_strongly(quarter_cell_wide):
+    s, _crb, _scored, _subtract, joint = quarter_cell_wide
+    start = joint.start
+    auto = refine(s.image, start, neighbours="auto")
+    assert auto.parameters["neighbours"] == "joint", auto.parameters["neighbours_rule"]
+    np.testing.assert_allclose(auto.positions, joint.positions)
+    narrow, start, _crb, _scored = overlapping(ratio=0.7, spacing=16.0, frac=0.1, dose=100.0, cells=6, seed=2)
+    auto = refine(narrow.image, start, neighbours="auto")
+    assert auto.parameters["neighbours"] == "subtract"
+    assert "below 0.2" in auto.parameters["neighbours_rule"]
+    np.testing.assert_allclose(auto.positions, refine(narrow.image, start, neighbours="subtract").positions)

@@ -354,9 +354,13 @@ def analyze(
         An empty site is a vacancy only when the image shows no column there: a matched filter's
         amplitude below this fraction of the local column amplitude (:mod:`usidgpu.atoms.evidence`;
         0: the positions alone decide).
-    neighbours : {"subtract", "joint", "none"}
-        Fit each column on the image minus its neighbours' models (default), all columns jointly
-        (strongly overlapping columns), or each alone (see :func:`~usidgpu.atoms.fit.refine`).
+    neighbours : {"subtract", "auto", "joint", "none"}
+        Fit each column on the image minus its neighbours' models (default); that, then all columns
+        jointly where they overlap strongly (``"auto"``); always jointly; or each column alone (see
+        :func:`~usidgpu.atoms.fit.refine`). The joint fit gives every column of a kind one shape:
+        not the default, because on real scans the shapes vary — on the shipped DM3 survey, whose
+        flyback compresses the first columns of every line, it moved the 99th percentile of |strain|
+        from under 3 % to 9.7 %, and on the simulated STEM image it changed the sublattice split.
 
     Returns
     -------

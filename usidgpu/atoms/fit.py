@@ -47,7 +47,7 @@ from .fit_settings import (
     STEP_TOL,
     q_bounds,
 )
-from .gaussian import AMPLITUDE, PARAMETERS, QA, QB, QC, X, Y, model_and_jacobian, start_values, to_physical
+from .gaussian import AMPLITUDE, PARAMETERS, QA, QB, QC, SIGMA_X, X, Y, model_and_jacobian, start_values, to_physical
 from .windows import gather
 
 
@@ -264,9 +264,11 @@ def refine(
         Arithmetic of the CUDA kernel: ``auto`` takes float32 on cards whose double precision is
         slow (an FP32:FP64 throughput ratio of 8 or more, e.g. GeForce/RTX), else float64. The
         array and numba engines fit in float64 (``float32`` is refused there).
-    neighbours : {"none", "subtract", "joint"}
+    neighbours : {"none", "subtract", "joint", "auto"}
         Whether each column is fitted on the image minus its neighbours' models (see above), or
-        ``"joint"``: after that, every column fitted at once as one model of the image
+        ``"auto"``: that, then the joint fit where the columns' median width reaches
+        :data:`JOINT_ABOVE` of their neighbour distance (``parameters["neighbours_rule"]`` says
+        which and why), or ``"joint"``: after that, every column fitted at once as one model of the image
         (:mod:`usidgpu.atoms.joint`: shared widths per kind of column, a plane background, the
         border band left out) — for columns wider than about a fifth of the cell, where the
         subtraction leaves a dim sublattice several times above the Cramér–Rao bound. It costs
@@ -285,8 +287,8 @@ def refine(
         ``rms_residual`` is that of the image minus the neighbours, and ``parameters`` hold the
         noise model (``noise``: variance = alpha + beta · mean) and the number of ``sweeps``.
     """
-    if neighbours not in ("subtract", "none", "joint"):
-        raise InvalidInput(f"neighbours must be 'none', 'subtract' or 'joint', got {neighbours!r}")
+    if neighbours not in ("subtract", "none", "joint", "auto"):
+        raise InvalidInput(f"neighbours must be 'none', 'subtract', 'joint' or 'auto', got {neighbours!r}")
     if not (isinstance(sweeps, (int, np.integer)) and sweeps >= 1):
         raise InvalidInput(f"sweeps must be a positive integer, got {sweeps!r}")
     dev = select_device(device)
@@ -365,6 +367,9 @@ def refine(
         )  # fmt: skip
         n_neighbours, radius = joint.n_neighbours, fit_radius
         extra.update(joint.parameters, first_radius=radius0)
+        if neighbours == "auto":
+            neighbours, rule = _choose_joint(params, joint.reliable, start)
+            extra.update(neighbours=neighbours, neighbours_rule=rule)
         if neighbours == "joint":
             from .joint import joint_columns
 
@@ -392,6 +397,30 @@ def refine(
         ),
         n_neighbours=n_neighbours,
     )
+
+
+#: ``neighbours="auto"`` fits all columns jointly where their median width (σ of the major axis)
+#: is at least this fraction of the nearest-neighbour distance: there the subtraction left the
+#: dim columns of the two-sublattice grid (benchmarks/bench_atoms.py) up to 4 × the Cramér–Rao
+#: bound at σ = 0.18 × the cell (0.25 × the neighbour distance), the joint fit within 1.35 × ...
+JOINT_ABOVE = 0.2
+#: ... unless there are more columns than this (the joint fit takes about 2.5 s per thousand on
+#: two cores; beyond, a minute or more).
+JOINT_MAX_COLUMNS = 20_000
+
+
+def _choose_joint(params: np.ndarray, reliable: Any, start: np.ndarray) -> tuple[str, str]:
+    """``neighbours="auto"``: "joint" or "subtract", and why."""
+    widths = params[np.asarray(reliable, dtype=bool), SIGMA_X] if reliable is not None else params[:, SIGMA_X]
+    widths = widths[np.isfinite(widths)]
+    if len(start) < 2 or not len(widths):
+        return "subtract", "too few columns to compare their widths with their spacing"
+    ratio = float(np.median(widths)) / nearest_neighbour_distance(start)
+    if ratio < JOINT_ABOVE:
+        return "subtract", f"median width {ratio:.2f} × the neighbour distance, below {JOINT_ABOVE}"
+    if len(start) > JOINT_MAX_COLUMNS:
+        return "subtract", f"width {ratio:.2f} × the neighbour distance, but {len(start)} columns > {JOINT_MAX_COLUMNS}"
+    return "joint", f"median width {ratio:.2f} × the neighbour distance, at least {JOINT_ABOVE}"
 
 
 def _project(xp: Any, p: Any, start: Any, radius: float) -> Any:
