@@ -20,6 +20,11 @@ reaches only the pixels of its box), ``JᵀWJ`` is a banded matrix of 3N + 3G + 
 by SuperLU (SciPy). Written here because no library fits thousands of overlapping peaks jointly
 with shared shapes; SciPy provides the sparse algebra.
 
+Where it does not apply: every column of a kind is drawn with one shape, so a scan that changes
+the columns' shapes across the frame (the flyback compression of the shipped DM3 survey, drift)
+breaks the model — there it tripled the strain's spread; the neighbour-aware fit, whose columns
+keep their own widths, is the one for such images.
+
 Position errors: the (y, x) block of the inverse normal matrix restricted to each column and its
 first ring of neighbours (a Schur complement over the neighbours' amplitude and position, the
 couplings among the neighbours left out), scaled by the reduced χ² of the fit.
