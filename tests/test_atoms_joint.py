@@ -73,3 +73,18 @@ def test_auto_fits_jointly_only_where_the_columns_overlap_strongly(quarter_cell_
     assert auto.parameters["neighbours"] == "subtract"
     assert "below 0.2" in auto.parameters["neighbours_rule"]
     np.testing.assert_allclose(auto.positions, refine(narrow.image, start, neighbours="subtract").positions)
+
+
+def test_noise_free_and_flat_images_and_frames_too_small_for_a_joint_fit():
+    from usidgpu.atoms.synthetic import render
+
+    truth = np.array([[16.0, 16.0], [16.0, 48.0], [48.0, 16.0], [48.0, 48.0]])
+    clean = render((64, 64), truth, np.ones(4), 2.0, 0.1)  # a simulation: no noise at all
+    for mode in ("subtract", "joint"):
+        fit = refine(clean, truth + [[0.2, 0.0], [0.0, -0.2], [0.3, 0.0], [0.0, 0.0]], neighbours=mode)
+        np.testing.assert_allclose(fit.positions, truth, atol=1e-3)
+        flat = refine(np.full((40, 40), 3.0), truth[:3] / 2 + 4, neighbours=mode)
+        assert np.isfinite(flat.positions).all()
+    wide = render((30, 30), truth / 3.2 + 5, np.ones(4), 6.0, 0.1)  # columns wider than the frame's middle
+    fit = refine(wide, truth / 3.2 + 5, neighbours="joint")
+    assert fit.parameters["neighbours"] == "subtract" and "too few for a joint fit" in fit.parameters["joint_skipped"]

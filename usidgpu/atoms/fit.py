@@ -371,10 +371,13 @@ def refine(
             neighbours, rule = _choose_joint(params, joint.reliable, start)
             extra.update(neighbours=neighbours, neighbours_rule=rule)
         if neighbours == "joint":
-            from .joint import joint_columns
+            from .joint import JointNotApplicable, joint_columns
 
-            params, errors, info = joint_columns(asnumpy(img_dev), joint, start, radius0)
-            extra.update(info)
+            try:
+                params, errors, info = joint_columns(asnumpy(img_dev), joint, start, radius0)
+                extra.update(info)
+            except JointNotApplicable as exc:  # the neighbour-aware fit stands, saying why
+                extra.update(neighbours="subtract", joint_skipped=str(exc))
     return ColumnFit(
         params=params,
         errors=errors,

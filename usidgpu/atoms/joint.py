@@ -47,6 +47,9 @@ from .model_image import NoiseModel
 JOINT_CUTOFF = 1e-3
 #: Pixels nearer the border than this many widths (σ of the widest kind) are left out of the cost.
 BORDER_SIGMAS = 2.0
+#: The joint fit needs at least this share of the image clear of the border band (and four
+#: pixels per unknown); else the neighbour-aware fit stands.
+MIN_KEPT = 0.3
 #: Background terms: a plane (constant and the two gradients).
 N_BACKGROUND = 3
 #: Iterations stop when the weighted cost falls by less than this fraction ...
@@ -55,6 +58,10 @@ JOINT_TOL = 1e-6
 #: iterations from the neighbour-aware fit took the dim columns' RMS from 7.2 to 0.55 × the
 #: Cramér–Rao bound, thirty to 0.52.
 JOINT_ITER = 8
+
+
+class JointNotApplicable(ValueError):
+    """The image leaves too little for a joint fit (columns wide against a small frame)."""
 
 
 @dataclass
@@ -247,6 +254,11 @@ def refine_joint(
     inner = np.zeros(image.shape)
     inner[margin : image.shape[0] - margin, margin : image.shape[1] - margin] = 1.0
     keep = inner.ravel()
+    if keep.sum() < max(MIN_KEPT * keep.size, 4 * (3 * n + 3 * n_groups + N_BACKGROUND)):
+        raise JointNotApplicable(
+            f"columns {_major_sigma(shapes):.1f} px wide leave {int(keep.sum())} of {keep.size} pixels clear of the "
+            f"border band: too few for a joint fit of {n} columns"
+        )
     model, _ = problem.evaluate(amp, pos, shapes, bg, False)
     weight = keep / noise.variance(np, np.maximum(model, 0.0))
     amp, bg = linear_part(amp, bg, weight)

@@ -194,8 +194,12 @@ def fit_noise(
         centres.append(np.mean(mean[part]))
         counts.append(len(part))
     x, v, wgt = np.array(centres), np.array(variances), np.array(counts, dtype=np.float64)
+    # a noise-free (simulated) image has no variance to read: a floor far below any real noise
+    # keeps the weights finite (and the fit weighted alike everywhere)
+    floor = 1e-12 * max(float(np.max(np.abs(x))) ** 2, 1e-300)
+    v = np.maximum(v, floor)
     # a weighted line through the bins: each bin's variance is known to ~sqrt(2/n) relative
-    wgt = wgt / np.maximum(v, 1e-300) ** 2
+    wgt = wgt / v**2
     a = np.stack([np.ones_like(x), x], axis=1)
     alpha, beta = np.linalg.lstsq(a * np.sqrt(wgt)[:, None], v * np.sqrt(wgt), rcond=None)[0]
     if beta <= 0:
