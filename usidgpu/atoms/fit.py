@@ -272,7 +272,7 @@ def refine(
         (:mod:`usidgpu.atoms.joint`: shared widths per kind of column, a plane background, the
         border band left out) — for columns wider than about a fifth of the cell, where the
         subtraction leaves a dim sublattice several times above the Cramér–Rao bound. It costs
-        seconds per thousand columns (a sparse Levenberg–Marquardt on the CPU, whatever the
+        about a second per thousand columns (a sparse Levenberg–Marquardt on the CPU, whatever the
         device), against milliseconds for the others.
         ``ColumnFit.n_neighbours`` says how many neighbours' models reached into each column's fit
         disk (above a tenth of the noise) and were subtracted there.
@@ -407,8 +407,8 @@ def refine(
 #: dim columns of the two-sublattice grid (benchmarks/bench_atoms.py) up to 4 × the Cramér–Rao
 #: bound at σ = 0.18 × the cell (0.25 × the neighbour distance), the joint fit within 1.35 × ...
 JOINT_ABOVE = 0.2
-#: ... unless there are more columns than this (the joint fit takes about 2.5 s per thousand on
-#: two cores; beyond, a minute or more).
+#: ... unless there are more columns than this (the joint fit takes about 1 s per thousand on
+#: two cores, 7.5 s for 8065 on a 1024² image; beyond, tens of seconds and more).
 JOINT_MAX_COLUMNS = 20_000
 
 

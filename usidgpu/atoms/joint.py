@@ -108,8 +108,9 @@ class _Problem:
         u = np.ones((self.h, 1)) * np.linspace(-1.0, 1.0, self.w)[None, :]
         self.basis = np.stack([np.ones_like(u), v, u]).reshape(N_BACKGROUND, -1)
 
-    def evaluate(self, amp, pos, shapes, bg, jacobian: bool):
-        """Model image (flat) and, if asked, the Jacobian (unknowns × pixels, CSR)."""
+    def evaluate(self, amp, pos, shapes, bg, jacobian: bool, linear_only: bool = False):
+        """Model image (flat) and, if asked, the Jacobian (:class:`_Jacobian`); ``linear_only``:
+        only the rows of the unknowns the model is linear in (amplitudes, background)."""
         n = len(amp)
         rows = np.rint(pos[:, 0]).astype(np.int64)[:, None] + self.off  # (n, S)
         cols = np.rint(pos[:, 1]).astype(np.int64)[:, None] + self.off
@@ -121,27 +122,55 @@ class _Problem:
         g = np.exp(-(qa * dx * dx + 2 * qb * dx * dy + qc * dy * dy))
         ag = amp[:, None, None] * g
         model = self.basis.T @ bg
-        model += np.bincount(pix[inside], weights=ag[inside], minlength=self.h * self.w)
+        p_in = pix[inside]
+        model += np.bincount(p_in, weights=ag[inside], minlength=self.h * self.w)
         if not jacobian:
             return model, None
-        p_in = pix[inside]
-        parts = [
-            (3 * np.arange(n), g),
-            (3 * np.arange(n) + 1, 2 * ag * (qb * dx + qc * dy)),
-            (3 * np.arange(n) + 2, 2 * ag * (qa * dx + qb * dy)),
-        ]
-        shape_rows = 3 * n + 3 * self.groups
-        parts += [(shape_rows, -ag * dx * dx), (shape_rows + 1, -2 * ag * dx * dy), (shape_rows + 2, -ag * dy * dy)]
-        data, r_idx = [], []
-        for r, values in parts:
-            data.append(np.broadcast_to(values, g.shape)[inside])
-            r_idx.append(np.broadcast_to(r[:, None, None], g.shape)[inside])
-        n_unknowns = 3 * n + 3 * self.n_groups + N_BACKGROUND
-        jac = sparse.csr_matrix(
-            (np.concatenate(data), (np.concatenate(r_idx), np.tile(p_in, 6))), shape=(n_unknowns, self.h * self.w)
+        # each column's rows hold the pixels of its box in raster order: the CSR arrays are
+        # laid out directly (no sorting of coordinates), one row per unknown of the column
+        per_column = inside.reshape(n, -1).sum(axis=1)
+        kinds = (g,) if linear_only else (g, 2 * ag * (qb * dx + qc * dy), 2 * ag * (qa * dx + qb * dy))
+        m = len(kinds)
+        values = np.stack([np.broadcast_to(v, g.shape) for v in kinds], axis=1)  # (n, m, S, S)
+        mask = np.broadcast_to(inside[:, None], values.shape)
+        indices = np.broadcast_to(pix[:, None], values.shape)[mask]
+        indptr = np.concatenate([[0], np.cumsum(np.repeat(per_column, m))])
+        columns = sparse.csr_matrix((values[mask], indices, indptr), shape=(m * n, self.h * self.w))
+        columns.has_sorted_indices = True
+        if linear_only:
+            return model, _Jacobian(columns, self.basis)
+        # the shared unknowns (each kind's shape, the background) reach every pixel: dense rows
+        shared = np.zeros((3 * self.n_groups, self.h * self.w))
+        group_in = np.broadcast_to(self.groups[:, None, None], g.shape)[inside]
+        for k, d in enumerate((-ag * dx * dx, -2 * ag * dx * dy, -ag * dy * dy)):
+            d_in = np.broadcast_to(d, g.shape)[inside]
+            for grp in range(self.n_groups):
+                sel = group_in == grp
+                shared[3 * grp + k] = np.bincount(p_in[sel], weights=d_in[sel], minlength=self.h * self.w)
+        return model, _Jacobian(columns, np.vstack([shared, self.basis]))
+
+
+class _Jacobian:
+    """∂model/∂unknowns: the columns' own unknowns (sparse rows) above the shared ones (dense)."""
+
+    def __init__(self, columns: sparse.csr_matrix, shared: np.ndarray):
+        self.columns, self.shared = columns, shared
+
+    def normal(self, weight: np.ndarray) -> tuple[sparse.csc_matrix, sparse.csr_matrix]:
+        """JᵀWJ (CSC), and its block of the columns' unknowns alone (CSR)."""
+        weighted = self.columns.multiply(weight[None, :]).tocsr()
+        cc = (weighted @ self.columns.T).tocsr()
+        shared_w = self.shared * weight[None, :]
+        cs = np.asarray(self.columns @ shared_w.T)
+        ss = shared_w @ self.shared.T
+        full = sparse.bmat(
+            [[cc, sparse.csr_matrix(cs)], [sparse.csr_matrix(cs.T), sparse.csr_matrix(ss)]], format="csc"
         )
-        jac = sparse.vstack([jac[: 3 * n + 3 * self.n_groups], sparse.csr_matrix(self.basis)], format="csr")
-        return model, jac
+        return full, cc
+
+    def project(self, values: np.ndarray) -> np.ndarray:
+        """Jᵀ-side product J·values (values per pixel)."""
+        return np.concatenate([self.columns @ values, self.shared @ values])
 
 
 def _solve_spd(matrix: sparse.csc_matrix, rhs: np.ndarray) -> np.ndarray:
@@ -229,15 +258,12 @@ def refine_joint(
         """Amplitudes and background are linear in the model: their exact weighted least-squares
         values for the current positions and shapes (the slow direction of a plain LM, where
         wide tails and the background trade against each other)."""
-        _m, jac_lin = problem.evaluate(np.ones(n), pos, shapes, np.zeros(N_BACKGROUND), True)
-        rows = np.r_[np.arange(0, 3 * n, 3), 3 * n + 3 * n_groups + np.arange(N_BACKGROUND)]
-        basis = jac_lin[rows]
-        weighted = basis.multiply(weight[None, :]).tocsr()
-        normal = (weighted @ basis.T).tocsc()
+        _m, lin = problem.evaluate(np.ones(n), pos, shapes, np.zeros(N_BACKGROUND), True, linear_only=True)
+        normal, _cc = lin.normal(weight)
         ridge = 1e-12 * max(normal.diagonal().max(), 1e-300)
         normal = normal + sparse.diags(np.full(normal.shape[0], ridge), format="csc")
         try:
-            sol = _solve_spd(normal, weighted @ flat)
+            sol = _solve_spd(normal, lin.project(weight * flat))
         except RuntimeError:
             return amp, bg
         new_amp = sol[:n]
@@ -269,9 +295,8 @@ def refine_joint(
     n_unknowns = 3 * n + 3 * n_groups + N_BACKGROUND
     while done < max_iter:
         done += 1
-        weighted = jac.multiply(weight[None, :]).tocsr()
-        normal = (weighted @ jac.T).tocsc()
-        grad = weighted @ (flat - model)
+        normal, _cc = jac.normal(weight)
+        grad = jac.project(weight * (flat - model))
         diag = normal.diagonal()
         step_ok = False
         for _ in range(10):
@@ -308,11 +333,10 @@ def refine_joint(
         if decrease < tol:
             converged = True
             break
-    weighted = jac.multiply(weight[None, :]).tocsr()
-    normal = (weighted @ jac.T).tocsr()
+    _normal, columns_block = jac.normal(weight)
     dof = max(int(keep.sum()) - n_unknowns, 1)
     chi2 = cost / dof
-    amp_err, pos_err = _schur_errors(normal, n, max(chi2, 1e-300))
+    amp_err, pos_err = _schur_errors(columns_block, n, max(chi2, 1e-300))
     return JointFit(
         amplitude=amp,
         positions=pos,

@@ -77,7 +77,7 @@ def add_parser(sub: Any, common: Callable) -> None:
         choices=("subtract", "auto", "joint", "none"),
         default="subtract",
         help="column fit: each on the image minus its neighbours (default); that, then all jointly with one width "
-        "per kind of column where columns are wider than a fifth of their spacing (auto; seconds per thousand "
+        "per kind of column where columns are wider than a fifth of their spacing (auto; about a second per thousand "
         "columns; for lattices whose columns all look alike, not for distorted scans); always jointly; or each alone",
     )
     p.add_argument("--no-write", action="store_true", help="compute and report only")
