@@ -95,14 +95,12 @@ def _major_sigma(shapes: np.ndarray) -> float:
 
 
 class _Problem:
-    """The pixels, the columns' boxes and the background basis of one image."""
+    """The columns' boxes and the background basis on an image of this shape."""
 
-    def __init__(self, image: np.ndarray, groups: np.ndarray, noise: NoiseModel, radius: int):
-        self.image = image
-        self.h, self.w = image.shape
+    def __init__(self, shape: tuple[int, int], groups: np.ndarray, radius: int):
+        self.h, self.w = shape
         self.groups = groups
         self.n_groups = int(groups.max()) + 1 if len(groups) else 1
-        self.noise = noise
         self.off = np.arange(-radius, radius + 1)
         v = np.linspace(-1.0, 1.0, self.h)[:, None] * np.ones((1, self.w))
         u = np.ones((self.h, 1)) * np.linspace(-1.0, 1.0, self.w)[None, :]
@@ -245,7 +243,7 @@ def refine_joint(
     n_groups = int(groups.max()) + 1
     shapes = np.array([np.median(start[groups == k][:, [QA, QB, QC]], axis=0) for k in range(n_groups)])
     amp, pos = start[:, AMPLITUDE].copy(), start[:, [Y, X]].copy()
-    problem = _Problem(image, groups, noise, _box_radius(shapes))
+    problem = _Problem(image.shape, groups, _box_radius(shapes))
     bg = np.zeros(N_BACKGROUND)
     bg[0] = float(np.median(start[:, -1]))
     flat = image.ravel()
@@ -376,16 +374,14 @@ def joint_columns(image: np.ndarray, fit, start: np.ndarray, reach: float) -> tu
 
     p = fitted_form(fit.params)
     groups, reliable = fit.groups, fit.reliable
+    # each kind's shape starts as its reliable columns' median; an unreliable column starts at
+    # its find position with its kind's median amplitude
     for g in np.unique(groups):
         members = reliable & (groups == g)
         if members.any():
             p[~reliable & (groups == g), AMPLITUDE] = np.median(p[members, AMPLITUDE])
-    p[~reliable, Y], p[~reliable, X] = start[~reliable, 0], start[~reliable, 1]
-    # the shapes start from the reliable columns' median of each kind
-    for g in np.unique(groups):
-        members = reliable & (groups == g)
-        if members.any():
             p[groups == g, QA : QC + 1] = np.median(p[members, QA : QC + 1], axis=0)
+    p[~reliable, Y], p[~reliable, X] = start[~reliable, 0], start[~reliable, 1]
     result = refine_joint(image, p, groups, fit.noise, reach)
     params = np.array(fit.params, dtype=np.float64, copy=True)
     errors = np.array(fit.errors, dtype=np.float64, copy=True)
