@@ -108,17 +108,26 @@ def score(s, found, fit, spacing):
     return out
 
 
+#: Noise realizations pooled per condition: the RMS over the bound of one small image (100–150
+#: columns of a sublattice) scatters by about 6 % from one realization to the next, as much as
+#: the margin the criterion leaves; three pooled scatter by about 3.5 %.
+SEEDS = (11, 12, 13)
+
+
 @pytest.mark.parametrize("spacing, sigma, ratio, dose, size", CONDITIONS)
 def test_both_sublattices_found_and_fitted_to_the_statistical_limit(spacing, sigma, ratio, dose, size):
-    s = two_sublattice((size, size), spacing=spacing, sigma=sigma, ratio=ratio, dose=dose, seed=11)
-    found = find_columns(s.image, second_pass=True)
-    fit = refine(s.image, found, neighbours="subtract", engine=ENGINE)
-    assert fit.with_neighbours.mean() > 0.8  # the dense lattice: almost every column has neighbours
-    got = score(s, found, fit, spacing)
-    assert got["false"] <= 0.01
+    runs = []
+    for seed in SEEDS:
+        s = two_sublattice((size, size), spacing=spacing, sigma=sigma, ratio=ratio, dose=dose, seed=seed)
+        found = find_columns(s.image, second_pass=True)
+        fit = refine(s.image, found, neighbours="subtract", engine=ENGINE)
+        assert fit.with_neighbours.mean() > 0.8  # the dense lattice: almost every column has neighbours
+        got = score(s, found, fit, spacing)
+        assert got["false"] <= 0.01, seed
+        runs.append(got)
     for k in (0, 1):
-        sub = got[k]
-        assert sub["missed"] <= 0.01, (k, sub["missed"])
+        sub = {key: np.concatenate([got[k][key] for got in runs]) for key in ("error", "crb", "reported", "oracle")}
+        assert max(got[k]["missed"] for got in runs) <= 0.01, k
         ratio_crb = rms_ratio(sub["error"], sub["crb"])
         assert ratio_crb <= 1.15, (k, ratio_crb)
         ok = np.isfinite(sub["oracle"]).all(axis=1)

@@ -172,8 +172,12 @@ def find_columns(
     average shows plainly (:data:`~usidgpu.atoms.residual_search.MOTIF_Z` standard errors, a tenth
     of the brightest site's amplitude) is tested in every cell where no column was found, by a
     joint least-squares fit of all columns: a dim column overlapped by bright ones, which neither
-    the first pass nor the residual shows, is there when its amplitude is half its site's typical
-    one (:func:`~usidgpu.atoms.residual_search.site_search`).
+    the first pass nor the residual shows, is there when that is the more probable of the two
+    hypotheses given its amplitude, with the share of occupied cells and the columns' amplitude
+    estimated from the tested cells themselves (:func:`~usidgpu.atoms.residual_search.site_search`,
+    :func:`~usidgpu.atoms.residual_search.occupied`). The columns found before are then placed
+    where that joint fit put them: a maximum of the smoothed image is pulled by its neighbours'
+    tails (on overlapped columns at 20 counts, by more than a third of the column distance).
 
     Parameters
     ----------
@@ -299,7 +303,7 @@ def find_columns(
 
         first_prom = prominence[~added]
         strong = ~added & (prominence >= 0.6 * np.percentile(first_prom, 90)) if len(first_prom) else ~added
-        new, _z, site_info = site_search(img, positions, strong, spacing, edge=edge, brightness=prominence)
+        new, _z, site_info, positions = site_search(img, positions, strong, spacing, edge=edge, brightness=prominence)
         if len(new):
             positions, peaks, prominence, added = _with_added(
                 new, positions, peaks, prominence, added, smoothed, spacing

@@ -180,13 +180,14 @@ MOTIF_Z = 10.0
 #: It must also reach :data:`MIN_FRACTION` of the brightest site's amplitude, and lie two column
 #: widths from every other site. At most this many sites are added to the origin's.
 MAX_NEW_SITES = 3
-#: A predicted site holds a column when its fitted amplitude is at least this fraction of the
-#: site's typical amplitude (halfway between an empty site and a typical column: the two errors
-#: are equally likely) ...
-SITE_FRACTION = 0.5
-#: ... and stands this many standard errors above zero (only the sites of a sublattice that the
-#: cell average shows plainly are tested, so the look-elsewhere effect of a search is absent).
-SITE_Z = 2.0
+#: A predicted site holds a column when that is the more probable of the two hypotheses, given
+#: its fitted amplitude (:func:`occupied`) ... and its amplitude stands this many standard errors
+#: above zero (only the sites of a sublattice that the cell average shows plainly are tested, so
+#: the look-elsewhere effect of a search is absent; this floor only matters where the site's
+#: columns are so faint that the two hypotheses barely differ).
+SITE_Z = 1.0
+#: EM rounds of the occupancy estimate (:func:`occupied`); it settles in a few dozen.
+OCCUPANCY_ROUNDS = 100
 #: The cell is averaged over at most this many pixels (a random, reproducible subset).
 MOTIF_PIXELS = 300_000
 #: Neighbours modelled jointly with a tested site (the nearest ones within reach).
@@ -200,7 +201,7 @@ def site_search(
     spacing: float,
     edge: int = 1,
     brightness: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, dict]:
+) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
     """Columns missing from ``positions`` at the sites of the lattice cell.
 
     Parameters
@@ -222,7 +223,12 @@ def site_search(
     new : (M, 2) positions of the new columns
     z : (M,) their amplitude over its standard error
     info : dict
-        The cell, its sites (fractional), their amplitudes, the column shape and thresholds.
+        The cell, its sites (fractional), their amplitudes, the column shape, each site's
+        estimated occupancy and column amplitude (:func:`occupied`).
+    refined : (N, 2)
+        ``positions`` where the joint fit of all columns moved them (each by at most a quarter
+        of the shortest distance between two sites; where nothing was fitted, or a column moved
+        out of the frame, as given).
     """
     from .lattice import base_vectors
 
@@ -233,26 +239,26 @@ def site_search(
     chosen = strong if strong.sum() >= 8 else np.ones(len(positions), dtype=bool)
     origins = positions[chosen]
     if len(origins) < 8:
-        return (*nothing, {})
+        return (*nothing, {}, positions)
     try:
         vectors = base_vectors(origins, spacing)
     except (ValueError, np.linalg.LinAlgError):
-        return (*nothing, {})
+        return (*nothing, {}, positions)
     if not np.isfinite(vectors).all() or abs(np.linalg.det(vectors)) < 1.0:
-        return (*nothing, {})
+        return (*nothing, {}, positions)
     # the strong columns may sit on two sites of that cell (a sublattice nearly as bright): the
     # origins are those of one site, the brightest
     if brightness is not None:
         origins = _one_site(origins, np.asarray(brightness, dtype=np.float64)[chosen], vectors)
         if len(origins) < 8:
-            return (*nothing, {})
+            return (*nothing, {}, positions)
     # a found position leans towards its own noise (the finder picks maxima): folded around such
     # origins, the noise piles up at the cell's corner as a sharp false peak. Each origin is
     # placed where its neighbours put it instead (the lattice, locally)
     origins = _neighbour_sites(origins, vectors)
     motif = fold_cell(img, origins, vectors)
     if motif is None:
-        return (*nothing, {})
+        return (*nothing, {}, positions)
     cell = fit_cell(motif, vectors)
     info: dict = dict(
         vectors=vectors.tolist(),
@@ -290,31 +296,133 @@ def site_search(
     )
     info.update(tested=int(tested.sum()), exclusion=exclusion)
     if not tested.any():
-        return (*nothing, info)
+        return (*nothing, info, positions)
     # every column and every candidate fitted together: a candidate's amplitude is what the image
     # holds there beyond its neighbours' Gaussians
     radius = max(1.5, 2.0 * sigma_major)
     pool = np.concatenate([positions, candidates])
-    joint = joint_fit(img, pool, form, radius, sigma_major, max_shift=0.25 * dmin)
+    moved = joint_fit(img, pool, form, radius, sigma_major, max_shift=0.25 * dmin)
+    # the decision reads each candidate's amplitude at its predicted site: moved, a candidate on an
+    # empty cell climbs the highest bump of noise within its reach, and its amplitude is no
+    # longer centred on zero (at 20 counts, on a dim sublattice with many vacancies, that filled
+    # a fifth of them). One more linear solve, the found columns where they moved to
+    joint = joint_fit(
+        img, np.concatenate([moved["position"][: len(positions)], candidates]), form, radius, sigma_major, 0.0, 1
+    )
     fits = {k: v[len(positions) :] for k, v in joint.items()}
-    # each site's typical amplitude, from the columns already found on it
     # each site's typical amplitude: the median over all its columns, found and tested (the found
     # ones alone are the brighter ones where the first pass found only some)
-    typical = np.zeros(len(sites))
+    amplitude = fits["amplitude"]
+    error = np.sqrt(fits["variance"] * fits["leverage"])
+    z = amplitude / error
+    typical, spread, occupancy, level = (np.zeros(len(sites)) for _ in range(4))
+    present = np.zeros(len(candidates), dtype=bool)
     for k in range(len(sites)):
-        own = joint["amplitude"][np.unique(nearest[taken & (site_of == k)])]
-        tried = fits["amplitude"][tested & (cand_site == k)]
+        mine = np.unique(nearest[taken & (site_of == k)])
+        own = joint["amplitude"][mine]
+        own_error = np.sqrt(joint["variance"][mine] * joint["leverage"][mine])
+        trial = tested & (cand_site == k)
+        tried = amplitude[trial]
         both = np.concatenate([own, tried])
         typical[k] = float(np.median(both)) if len(both) else 0.0
-    amplitude = fits["amplitude"]
-    z = amplitude / np.sqrt(fits["variance"] * fits["leverage"])
+        # the columns' own spread of amplitude (thickness, defocus), beyond their noise: from the
+        # found ones, a robust spread less the noise's share
+        floor = 0.0
+        if len(own) >= 8:
+            mad = 1.4826 * float(np.median(np.abs(own - np.median(own))))
+            spread[k] = math.sqrt(max(mad**2 - float(np.median(own_error**2)), 0.0))
+            floor = 0.5 * float(np.median(own))
+        if trial.any() and typical[k] > 0:
+            present[trial], occupancy[k], level[k] = occupied(tried, error[trial], typical[k], spread[k], floor)
     # sites the averaged cell does not hold (too faint, or not significant there) are not filled
     real_site = (cell["z"] >= MOTIF_Z) & (cell["amplitudes"] >= MIN_FRACTION * cell["amplitudes"].max())
-    keep = tested & real_site[cand_site] & (amplitude >= SITE_FRACTION * typical[cand_site]) & (z >= SITE_Z)
-    new = fits["position"][keep]
+    keep = tested & real_site[cand_site] & present & (z >= SITE_Z)
+    new = moved["position"][len(positions) :][keep]
     ok = (new[:, 0] >= edge) & (new[:, 0] <= h - 1 - edge) & (new[:, 1] >= edge) & (new[:, 1] <= w - 1 - edge)
-    info.update(typical=typical.tolist(), added=int(ok.sum()))
-    return new[ok], z[keep][ok], info
+    info.update(
+        typical=typical.tolist(),
+        spread=spread.tolist(),
+        occupancy=occupancy.tolist(),
+        level=level.tolist(),
+        added=int(ok.sum()),
+    )
+    # the columns found so far, where the joint fit put them (inside the frame): a maximum of the
+    # smoothed image is pulled by its neighbours' tails and its own noise, by more than the match
+    # radius on overlapped columns at 20 counts; the joint model puts every neighbour's tail in
+    refined = moved["position"][: len(positions)]
+    stays = (refined[:, 0] >= 0) & (refined[:, 0] <= h - 1) & (refined[:, 1] >= 0) & (refined[:, 1] <= w - 1)
+    refined = np.where(stays[:, None], refined, positions)
+    # two detections of one column may be drawn together: those stay where they were found
+    crowded = cKDTree(np.concatenate([refined, new[ok]])).query_pairs(exclusion, output_type="ndarray").ravel()
+    crowded = crowded[crowded < len(positions)]
+    refined[crowded] = positions[crowded]
+    info["refined"] = int(len(positions) - len(np.unique(crowded)) - (~stays).sum())
+    return new[ok], z[keep][ok], info, refined
+
+
+def occupied(
+    amplitude: np.ndarray, error: np.ndarray, typical: float, spread: float = 0.0, floor: float = 0.0
+) -> tuple[np.ndarray, float, float]:
+    """Which of one site's tested cells hold a column: the more probable hypothesis for each.
+
+    The cells tested are those where the first pass found nothing, a mixture of empty cells
+    (vacancies) and columns it missed, in a proportion that differs from image to image: nearly
+    all real where a whole sublattice was too dim for the first pass, nearly all vacancies where
+    it found most. A fixed cut (say, half the typical amplitude) makes the two errors equally
+    likely per cell, so it misses a few percent of the columns of a faint sublattice whose cells
+    are nearly all occupied; and a typical amplitude taken as the median of such a mixture sits
+    low, between the two. Here both the proportion and the columns' amplitude are estimated from
+    the amplitudes themselves (expectation–maximization of a two-component mixture: empty cells
+    at zero, columns at one amplitude with their own spread) and each cell takes the hypothesis of
+    higher posterior probability: the fewest errors in all.
+
+    Parameters
+    ----------
+    amplitude : (M,) fitted amplitudes of the tested cells
+    error : (M,) their standard errors
+    typical : float
+        The site's typical column amplitude: where the estimate starts.
+    spread : float
+        The columns' own amplitude spread (standard deviation) beyond the noise.
+    floor : float
+        The columns' amplitude is not estimated below this (half the amplitude of the columns
+        already found on the site: missed ones are dimmer, not a different kind).
+
+    Returns
+    -------
+    present : (M,) bool
+    occupancy : float
+        The estimated fraction of tested cells that hold a column.
+    level : float
+        The estimated amplitude of their columns.
+    """
+    a = np.asarray(amplitude, dtype=np.float64)
+    var_absent = np.maximum(np.asarray(error, dtype=np.float64) ** 2, 1e-300)
+    var_present = var_absent + spread**2
+    # a uniform prior on the proportion (one pseudo-cell of each kind) keeps it off 0 and 1
+    pi, level = 0.5, max(float(typical), float(floor))
+
+    def posterior(pi: float, level: float) -> np.ndarray:
+        # log-likelihood ratio of present over absent, per cell (Gaussian amplitudes)
+        llr = (
+            0.5 * np.log(var_absent / var_present)
+            - 0.5 * (a - level) ** 2 / var_present
+            + 0.5 * a**2 / var_absent
+            + math.log(pi / (1.0 - pi))
+        )
+        return 1.0 / (1.0 + np.exp(-np.clip(llr, -700.0, 700.0)))
+
+    for _ in range(OCCUPANCY_ROUNDS):
+        post = posterior(pi, level)
+        new_pi = (post.sum() + 1.0) / (len(a) + 2.0)
+        weight = post / var_present
+        new_level = float((weight * a).sum() / weight.sum()) if weight.sum() > 0 else level
+        new_level = max(new_level, float(floor), 1e-12)
+        done = abs(new_pi - pi) < 1e-6 and abs(new_level - level) <= 1e-6 * abs(level)
+        pi, level = new_pi, new_level
+        if done:
+            break
+    return posterior(pi, level) >= 0.5, float(pi), float(level)
 
 
 def _one_site(origins: np.ndarray, brightness: np.ndarray, vectors: np.ndarray) -> np.ndarray:
